@@ -1,0 +1,31 @@
+"""jaxpool: every pooling method, for JAX and Flax, with PyTorch's exact semantics.
+
+Layout: ``(*batch, *spatial, C)`` (``data_format="channels_last"``, the default) or
+``(*batch, C, *spatial)`` (``"channels_first"``). ``strides=None`` means strides equal to the window.
+"""
+
+from jaxpool.adaptive import (
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    global_avg_pool,
+    global_max_pool,
+    spatial_pyramid_pool,
+)
+from jaxpool.avg import avg_pool, lp_pool
+from jaxpool.max import max_pool, min_pool
+from jaxpool.unpool import max_unpool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
+    "avg_pool",
+    "global_avg_pool",
+    "global_max_pool",
+    "lp_pool",
+    "max_pool",
+    "max_unpool",
+    "min_pool",
+    "spatial_pyramid_pool",
+]

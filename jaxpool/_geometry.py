@@ -1,0 +1,251 @@
+"""All window, padding and output-size arithmetic, and the validation of those arguments.
+
+Every pooling op turns its user-facing arguments into a :class:`WindowGeometry` here and nothing
+else in the package computes a window position, a padding amount or an output size. The rules are
+PyTorch's CPU kernels (ATen ``Pool.h``):
+
+* ``out = floor((in + lo + hi - eff) / s) + 1`` with ``eff = d * (k - 1) + 1``;
+* ``ceil_mode`` rounds up instead, but the last window must start inside the input or the left
+  padding, else it is dropped;
+* ``"SAME"`` padding is TensorFlow's/Flax's: ``out = ceil(in / s)``, the deficit split low-first.
+
+All checks run on static shapes, so errors surface at trace time, eagerly and under ``jit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from collections.abc import Sequence
+
+import numpy as np
+
+PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
+
+
+def _as_int(value, name: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must contain integers, got {value!r} ({type(value).__name__})") from None
+
+
+def int_tuple(value, n: int, name: str, *, minimum: int = 1, allow_scalar: bool = True) -> tuple[int, ...]:
+    """Normalises an int or a length-``n`` sequence of ints to a tuple, checking ``>= minimum``."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != n:
+            raise ValueError(f"{name} must have one entry per spatial dimension ({n}), got {tuple(value)!r}")
+        result = tuple(_as_int(v, name) for v in value)
+    elif allow_scalar and not isinstance(value, str):
+        result = (_as_int(value, name),) * n
+    else:
+        raise TypeError(f"{name} must be a sequence of {n} ints, got {value!r}")
+    if any(v < minimum for v in result):
+        raise ValueError(f"{name} entries must be >= {minimum}, got {result!r}")
+    return result
+
+
+def window_tuple(window_shape) -> tuple[int, ...]:
+    """Validates ``window_shape``: a non-empty sequence of positive ints (its length is N)."""
+    if not isinstance(window_shape, Sequence) or isinstance(window_shape, str):
+        raise TypeError(f"window_shape must be a tuple of ints, one per spatial dimension, e.g. (2, 2); got {window_shape!r}")
+    if len(window_shape) == 0:
+        raise ValueError("window_shape must name at least one spatial dimension, got ()")
+    return int_tuple(window_shape, len(window_shape), "window_shape")
+
+
+def _padding_pairs(padding: PaddingLike, n: int) -> tuple[tuple[int, int], ...] | str:
+    if isinstance(padding, str):
+        word = padding.upper()
+        if word not in ("VALID", "SAME"):
+            raise ValueError(f"padding must be 'VALID', 'SAME', ints or (low, high) pairs; got {padding!r}")
+        return word
+    if not isinstance(padding, Sequence):
+        return ((_as_int(padding, "padding"),) * 2,) * n
+    if len(padding) != n:
+        raise ValueError(f"padding must have one entry per spatial dimension ({n}), got {padding!r}")
+    pairs = []
+    for entry in padding:
+        if isinstance(entry, Sequence):
+            if len(entry) != 2:
+                raise ValueError(f"padding pairs must be (low, high), got {entry!r} in {padding!r}")
+            pairs.append((_as_int(entry[0], "padding"), _as_int(entry[1], "padding")))
+        else:
+            pairs.append((_as_int(entry, "padding"),) * 2)
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return tuple(pairs)
+
+
+def same_padding(size: int, extent: int, stride: int) -> tuple[int, int]:
+    """TensorFlow/Flax ``"SAME"``: output ``ceil(size / stride)``, deficit split low-first."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+def output_length(size: int, extent: int, stride: int, lo: int, hi: int, ceil_mode: bool) -> int:
+    """Number of windows along one axis (PyTorch's ``pooling_output_shape``); < 1 means none fit.
+
+    With ``ceil_mode`` a window may be larger than the padded input, as in PyTorch.
+    """
+    span = size + lo + hi - extent
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + lo:
+        out -= 1
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowGeometry:
+    """Resolved geometry of a strided, dilated, padded window over N spatial axes.
+
+    Window ``o`` along axis ``i`` has taps at input positions ``o * strides[i] - pad_lo[i] +
+    t * dilation[i]`` for ``t < window[i]``. ``pad_hi`` is the explicit padding; ``overhang`` the
+    extra room ``ceil_mode`` needs beyond it (never counted as padding).
+    """
+
+    in_shape: tuple[int, ...]
+    window: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad_lo: tuple[int, ...]
+    pad_hi: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.window)
+
+    @property
+    def extent(self) -> tuple[int, ...]:
+        """Span of a dilated window, ``d * (k - 1) + 1``."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.window, self.dilation))
+
+    @property
+    def overhang(self) -> tuple[int, ...]:
+        """Room past ``in + pad_hi`` that the last (ceil_mode) window reaches into."""
+        return tuple(
+            max((o - 1) * s + e - (n + lo + hi), 0)
+            for o, s, e, n, lo, hi in zip(self.out_shape, self.strides, self.extent, self.in_shape, self.pad_lo, self.pad_hi)
+        )
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the input padded low, high and by the overhang."""
+        return tuple(n + lo + hi + v for n, lo, hi, v in zip(self.in_shape, self.pad_lo, self.pad_hi, self.overhang))
+
+    @property
+    def window_size(self) -> int:
+        return math.prod(self.window)
+
+    @property
+    def is_tiling(self) -> bool:
+        """Windows tile the padded input exactly: stride == window, no dilation."""
+        return self.strides == self.window and all(d == 1 for d in self.dilation)
+
+    def tap_positions(self, axis: int) -> np.ndarray:
+        """Input positions of every tap, shape ``(out, window)`` along ``axis`` (may be outside the input)."""
+        o = np.arange(self.out_shape[axis])[:, None] * self.strides[axis] - self.pad_lo[axis]
+        return o + np.arange(self.window[axis])[None, :] * self.dilation[axis]
+
+    def tap_inside(self, axis: int) -> np.ndarray:
+        """Boolean ``(out, window)``: does the tap lie inside the unpadded input along ``axis``."""
+        pos = self.tap_positions(axis)
+        return (pos >= 0) & (pos < self.in_shape[axis])
+
+    def needs_mask(self) -> bool:
+        """Whether any tap falls in padding or overhang (so a validity mask is needed)."""
+        return not all(self.tap_inside(i).all() for i in range(self.ndim))
+
+    def divisor(self, axis: int, count_include_pad: bool) -> np.ndarray:
+        """Per-window element count along ``axis`` (PyTorch's avg_pool divisor, one axis of it).
+
+        With ``count_include_pad`` the window is clipped to the explicitly padded extent
+        ``[-pad_lo, in + pad_hi)``; without it, to the input.
+        """
+        pos = self.tap_positions(axis)
+        upper = self.in_shape[axis] + (self.pad_hi[axis] if count_include_pad else 0)
+        lower = -self.pad_lo[axis] if count_include_pad else 0
+        return ((pos >= lower) & (pos < upper)).sum(axis=1)
+
+
+def window_geometry(
+    in_shape: Sequence[int],
+    window_shape,
+    strides=None,
+    padding: PaddingLike = "VALID",
+    dilation=None,
+    ceil_mode: bool = False,
+) -> WindowGeometry:
+    """Validates pooling arguments against the spatial input shape and resolves them.
+
+    Args:
+      in_shape: the N spatial sizes of the input.
+      window_shape: N positive window sizes.
+      strides: ``None`` (= ``window_shape``, as PyTorch and Keras), an int, or N ints.
+      padding: ``"VALID"``, ``"SAME"``, an int, N ints (symmetric) or N ``(low, high)`` pairs.
+      dilation: ``None`` (= 1), an int or N ints.
+      ceil_mode: round the output size up (PyTorch's rule).
+
+    Raises:
+      TypeError / ValueError naming the offending argument.
+    """
+    window = window_tuple(window_shape)
+    n = len(window)
+    in_shape = tuple(int(v) for v in in_shape)
+    strides = window if strides is None else int_tuple(strides, n, "strides")
+    dilation = (1,) * n if dilation is None else int_tuple(dilation, n, "dilation")
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(window, dilation))
+    pairs = _padding_pairs(padding, n)
+    if pairs == "VALID":
+        pairs = ((0, 0),) * n
+    elif pairs == "SAME":
+        pairs = tuple(same_padding(size, e, s) for size, e, s in zip(in_shape, extent, strides))
+    if any(size == 0 for size in in_shape):
+        raise ValueError(f"input has an empty spatial dimension: spatial shape {in_shape}")
+    out = []
+    for axis, (size, e, s, (lo, hi)) in enumerate(zip(in_shape, extent, strides, pairs)):
+        length = output_length(size, e, s, lo, hi, bool(ceil_mode))
+        if length < 1:
+            raise ValueError(
+                f"window_shape {window} (dilated extent {extent}) is larger than the padded input "
+                f"{tuple(a + p + q for a, (p, q) in zip(in_shape, pairs))} along spatial axis {axis}; "
+                "use a smaller window or dilation, more padding, or ceil_mode=True"
+            )
+        out.append(length)
+    geometry = WindowGeometry(
+        in_shape, window, strides, dilation, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), tuple(out)
+    )
+    for axis in range(n):
+        empty = ~geometry.tap_inside(axis).any(axis=1)
+        if empty.any():
+            raise ValueError(
+                f"padding {pairs[axis]} on spatial axis {axis} leaves window {int(np.argmax(empty))} entirely in "
+                f"padding (input size {in_shape[axis]}, window {window[axis]}, stride {strides[axis]}, dilation "
+                f"{dilation[axis]}); padding should be at most half the window, as PyTorch requires"
+            )
+    return geometry
+
+
+def adaptive_bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's adaptive bins along one axis: ``[floor(i*size/out), ceil((i+1)*size/out))``."""
+    i = np.arange(out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def adaptive_output_shape(in_shape: Sequence[int], output_size, name: str = "output_size") -> tuple[int, ...]:
+    """Normalises an adaptive ``output_size`` (int, or N ints/None where None keeps the input size)."""
+    n = len(in_shape)
+    if isinstance(output_size, Sequence) and not isinstance(output_size, str):
+        if len(output_size) != n:
+            raise ValueError(f"{name} must have one entry per spatial dimension ({n}), got {tuple(output_size)!r}")
+        resolved = tuple(size if v is None else _as_int(v, name) for v, size in zip(output_size, in_shape))
+    else:
+        resolved = (_as_int(output_size, name),) * n
+    if any(v < 1 for v in resolved):
+        raise ValueError(f"{name} entries must be >= 1, got {resolved!r}")
+    return resolved

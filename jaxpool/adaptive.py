@@ -1,0 +1,165 @@
+"""Adaptive, global and spatial pyramid pooling: a fixed output size for any input size.
+
+Adaptive bins are PyTorch's: bin ``i`` of ``out`` over ``n`` inputs spans
+``[floor(i*n/out), ceil((i+1)*n/out))`` — bins may overlap, and ``out > n`` repeats inputs. When
+every axis divides evenly the bins are a plain tiling pool (:func:`jaxpool.max_pool` /
+:func:`jaxpool.avg_pool`, with their fast backward rules). Otherwise averages are one small
+averaging matrix per axis, and maxima an axis-by-axis fold over each bin's elements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxpool import _taps
+from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
+from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
+from jaxpool.avg import avg_pool
+from jaxpool.max import _extremum_pool, flat_indices
+
+
+def _resolve(x, output_size, data_format):
+    if not isinstance(output_size, Sequence) or isinstance(output_size, str):
+        raise TypeError(
+            f"output_size must be a tuple with one size (or None) per spatial dimension, e.g. (7, 7); got {output_size!r}"
+        )
+    if len(output_size) == 0:
+        raise ValueError("output_size must name at least one spatial dimension, got ()")
+    x = as_pool_input(x)
+    layout = layout_of(x, len(output_size), data_format)
+    in_shape = layout.spatial_shape(x.shape)
+    out_shape = adaptive_output_shape(in_shape, output_size)
+    even = all(n % o == 0 for n, o in zip(in_shape, out_shape))
+    window = tuple(n // o for n, o in zip(in_shape, out_shape)) if even else None
+    return x, layout, in_shape, out_shape, window
+
+
+def _bin_average_matrix(size: int, out: int) -> np.ndarray:
+    starts, ends = adaptive_bins(size, out)
+    pos = np.arange(size)
+    inside = (pos[None, :] >= starts[:, None]) & (pos[None, :] < ends[:, None])
+    return inside / (ends - starts)[:, None]
+
+
+def adaptive_avg_pool(x, output_size, *, data_format: str = "channels_last"):
+    """Average over PyTorch's adaptive bins so that the spatial output is ``output_size``.
+
+    Args:
+      x: ``(*batch, *spatial, C)`` or ``(*batch, C, *spatial)``; N = ``len(output_size)``.
+      output_size: N positive sizes; ``None`` keeps that input size. May exceed the input size.
+      data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+      ``(*batch, *output_size, C)`` (or channels_first), float dtype as :func:`jaxpool.avg_pool`.
+    """
+    x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
+    if window is not None:
+        return avg_pool(x, window, data_format=data_format)
+    acc = accumulation_dtype(x.dtype)
+    y = x.astype(acc)
+    for i, axis in enumerate(layout.spatial_axes):
+        matrix = jnp.asarray(_bin_average_matrix(in_shape[i], out_shape[i]), acc)
+        y = jnp.moveaxis(jnp.tensordot(y, matrix, axes=((axis,), (1,)), precision=lax.Precision.HIGHEST), -1, axis)
+    return y.astype(result_dtype(x.dtype))
+
+
+def _uneven_max(x, layout: Layout, in_shape, out_shape):
+    """Axis-by-axis fold over uneven bins (innermost axis first, so row-major first maxima win)."""
+    index = None
+    for i in reversed(range(len(in_shape))):
+        axis = layout.spatial_axes[i]
+        starts, ends = adaptive_bins(in_shape[i], out_shape[i])
+        lengths = ends - starts
+        stride = math.prod(in_shape[i + 1 :])
+        candidates = []
+        for t in range(int(lengths.max())):
+            pos = starts + np.minimum(t, lengths - 1)
+            inside = None if (t < lengths).all() else layout.along(t < lengths, i)
+            carried = 0 if index is None else jnp.take(index, pos, axis=axis)
+            candidates.append((jnp.take(x, pos, axis=axis), inside, layout.along(pos * stride, i) + carried))
+        x, index = _taps.select_fold(candidates, "max", jnp.int32)
+    return x, index
+
+
+def adaptive_max_pool(x, output_size, *, return_indices: bool = False, data_format: str = "channels_last"):
+    """Maximum over PyTorch's adaptive bins (ties to the first, NaN wins), like :func:`adaptive_avg_pool`.
+
+    With ``return_indices``, also int32 indices over the input's spatial volume, as
+    :func:`jaxpool.max_pool`. Evenly dividing sizes use max_pool's scatter-free backward rule; uneven
+    bins are gathered, so their gradient is a scatter-add.
+    """
+    x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
+    if window is not None:
+        y, offset, layout, geom = _extremum_pool(x, window, None, "VALID", None, False, data_format, "argmax", "max")
+        index = flat_indices(offset, layout, geom) if return_indices else None
+    else:
+        y, index = _uneven_max(x, layout, in_shape, out_shape)
+    return (y, index) if return_indices else y
+
+
+def _global_layout(x, num_spatial_dims, data_format):
+    if isinstance(num_spatial_dims, bool) or not isinstance(num_spatial_dims, (int, np.integer)) or num_spatial_dims < 1:
+        raise ValueError(f"num_spatial_dims must be a positive int, got {num_spatial_dims!r}")
+    x = as_pool_input(x)
+    return x, layout_of(x, int(num_spatial_dims), data_format)
+
+
+def global_avg_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, data_format: str = "channels_last"):
+    """Mean over all spatial positions: ``(*batch, *spatial, C) -> (*batch, C)``.
+
+    Network in Network's classifier (Lin, Chen & Yan 2013). ``keepdims`` keeps size-1 spatial axes.
+    16-bit floats and integers are accumulated in float32.
+    """
+    x, layout = _global_layout(x, num_spatial_dims, data_format)
+    y = jnp.mean(x, axis=layout.spatial_axes, dtype=accumulation_dtype(x.dtype), keepdims=keepdims)
+    return y.astype(result_dtype(x.dtype))
+
+
+def global_max_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, data_format: str = "channels_last"):
+    """Maximum over all spatial positions, with :func:`jaxpool.max_pool`'s tie, NaN and gradient rules."""
+    x, layout = _global_layout(x, num_spatial_dims, data_format)
+    window = layout.spatial_shape(x.shape)
+    y = _extremum_pool(x, window, None, "VALID", None, False, data_format, "argmax", "max")[0]
+    return y if keepdims else jnp.squeeze(y, axis=layout.spatial_axes)
+
+
+def spatial_pyramid_pool(
+    x,
+    levels=(1, 2, 4),
+    *,
+    method: str = "max",
+    num_spatial_dims: int = 2,
+    data_format: str = "channels_last",
+):
+    """Spatial pyramid pooling (He, Zhang, Ren & Sun 2014, SPP-net): fixed-length features from any size.
+
+    Each level ``l`` pools the input adaptively to ``l`` bins per spatial axis (an int, or a tuple of
+    N bin counts); the levels are flattened and concatenated in order.
+
+    Args:
+      x: ``(*batch, *spatial, C)`` or ``(*batch, C, *spatial)`` with N = ``num_spatial_dims``.
+      levels: non-empty sequence of bin counts.
+      method: ``"max"`` (the paper's) or ``"avg"``.
+
+    Returns:
+      ``(*batch, C * sum(prod(level)))``. channels_last flattens each level bin-major/channel-minor,
+      channels_first channel-major.
+    """
+    if method not in ("max", "avg"):
+        raise ValueError(f"method must be 'max' or 'avg', got {method!r}")
+    if not isinstance(levels, Sequence) or isinstance(levels, str) or len(levels) == 0:
+        raise ValueError(f"levels must be a non-empty sequence of bin counts, e.g. (1, 2, 4); got {levels!r}")
+    x, layout = _global_layout(x, num_spatial_dims, data_format)
+    pool = adaptive_max_pool if method == "max" else adaptive_avg_pool
+    n = layout.n_spatial
+    features = []
+    for level in levels:
+        size = int_tuple(level, n, "levels")
+        pooled = pool(x, size, data_format=data_format)
+        features.append(pooled.reshape(pooled.shape[: layout.n_batch] + (-1,)))
+    return jnp.concatenate(features, axis=-1)

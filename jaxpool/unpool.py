@@ -1,0 +1,58 @@
+"""Max unpooling: the partial inverse of max pooling (Zeiler & Fergus 2014, "Visualizing and
+understanding convolutional networks"; PyTorch's ``max_unpool``)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpool._geometry import int_tuple
+from jaxpool._layout import as_pool_input, layout_of
+
+
+def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
+    """Writes pooled values back to the positions their indices name; zeros elsewhere.
+
+    Args:
+      y: pooled values ``(*batch, *pooled, C)`` (or channels_first); N = ``len(output_size)``.
+      indices: integer array of ``y``'s shape, indices over the output's spatial volume per
+        (batch, channel), as returned by ``max_pool(..., return_indices=True)``.
+      output_size: the N spatial sizes of the result (the pooled input's spatial shape).
+      data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+      ``(*batch, *output_size, C)`` (or channels_first). Where indices repeat (overlapping windows)
+      one of the values is kept, as in PyTorch. Out-of-range indices raise ``ValueError`` when
+      ``indices`` is concrete; under ``jit`` such entries are dropped. Differentiable in ``y``.
+    """
+    y = as_pool_input(y, "y")
+    if not isinstance(output_size, (tuple, list)) or len(output_size) == 0:
+        raise TypeError(f"output_size must be a tuple of spatial sizes, e.g. (28, 28); got {output_size!r}")
+    out_shape = int_tuple(output_size, len(output_size), "output_size")
+    layout = layout_of(y, len(out_shape), data_format)
+    indices = jnp.asarray(indices)
+    if not jnp.issubdtype(indices.dtype, jnp.integer):
+        raise TypeError(f"indices must have an integer dtype, got {indices.dtype}")
+    if indices.shape != y.shape:
+        raise ValueError(f"indices must have y's shape {y.shape}, got {indices.shape}")
+    volume = math.prod(out_shape)
+    if not isinstance(indices, jax.core.Tracer):
+        concrete = np.asarray(indices)
+        if concrete.size and (concrete.min() < 0 or concrete.max() >= volume):
+            raise ValueError(
+                f"indices must lie in [0, {volume}) for output_size {out_shape}; got range "
+                f"[{concrete.min()}, {concrete.max()}] — pass the input's spatial shape as output_size"
+            )
+    # (*batch, C, *pooled) flattened to rows of (batch, channel) with their pooled positions.
+    if not layout.channels_first:
+        y, indices = (jnp.moveaxis(a, -1, layout.n_batch) for a in (y, indices))
+    lead = y.shape[: layout.n_batch + 1]
+    rows = math.prod(lead)
+    values = y.reshape(rows, -1)
+    flat = indices.reshape(rows, -1)
+    out = jnp.zeros((rows, volume), y.dtype).at[jnp.arange(rows)[:, None], flat].set(values, mode="drop")
+    out = out.reshape(lead + out_shape)
+    return out if layout.channels_first else jnp.moveaxis(out, layout.n_batch, -1)

@@ -1,0 +1,108 @@
+"""Adaptive, global and spatial pyramid pooling, and max_unpool, against the NumPy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxpool
+from tests import reference as ref
+from tests.layouts import from_layout, random_input, to_layout
+from tests.strategies import layouts
+
+
+@st.composite
+def adaptive_sizes(draw):
+    n = draw(st.integers(1, 3))
+    spatial = tuple(draw(st.integers(1, 9)) for _ in range(n))
+    out = tuple(draw(st.integers(1, 11)) for _ in range(n))
+    return spatial, out
+
+
+@given(sizes=adaptive_sizes(), layout=layouts, kind=st.sampled_from(["ties", "special", "normal"]), seed=st.integers(0, 2**16))
+def test_adaptive_max_pool_matches_reference(sizes, layout, kind, seed):
+    (spatial, out), (data_format, batch_shape) = sizes, layout
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + spatial, kind)
+    want, want_idx = ref.adaptive_max_pool(x, out)
+    xj = jnp.asarray(to_layout(x, data_format, batch_shape))
+    (y, idx), vjp = jax.vjp(lambda v: jaxpool.adaptive_max_pool(v, out, return_indices=True, data_format=data_format), xj)
+    np.testing.assert_array_equal(from_layout(y, data_format, batch_shape), want.astype(np.float32))
+    np.testing.assert_array_equal(from_layout(idx, data_format, batch_shape), want_idx)
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    (dx,) = vjp((jnp.asarray(to_layout(ct, data_format, batch_shape)), np.zeros(idx.shape, jax.dtypes.float0)))
+    np.testing.assert_allclose(from_layout(dx, data_format, batch_shape), ref.adaptive_max_pool_grad(x, ct, out), atol=1e-6)
+
+
+@given(sizes=adaptive_sizes(), layout=layouts, seed=st.integers(0, 2**16))
+def test_adaptive_avg_pool_matches_reference(sizes, layout, seed):
+    (spatial, out), (data_format, batch_shape) = sizes, layout
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + spatial, "normal")
+    xj = jnp.asarray(to_layout(x, data_format, batch_shape))
+    y, vjp = jax.vjp(lambda v: jaxpool.adaptive_avg_pool(v, out, data_format=data_format), xj)
+    want = ref.adaptive_avg_pool(x, out)
+    np.testing.assert_allclose(from_layout(y, data_format, batch_shape), want, rtol=1e-5, atol=1e-6)
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    (dx,) = vjp(jnp.asarray(to_layout(ct, data_format, batch_shape)))
+    np.testing.assert_allclose(
+        from_layout(dx, data_format, batch_shape), ref.adaptive_avg_pool_grad(x, ct, out), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_adaptive_none_keeps_input_size():
+    x = jnp.ones((2, 7, 5, 3))
+    assert jaxpool.adaptive_avg_pool(x, (3, None)).shape == (2, 3, 5, 3)
+    assert jaxpool.adaptive_max_pool(x, (None, 2)).shape == (2, 7, 2, 3)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_pools_match_reference(n, data_format, keepdims):
+    rng = np.random.default_rng(n)
+    x = random_input(rng, (2, 3) + (5,) * n, "ties")
+    xj = jnp.asarray(to_layout(x, data_format, (2,)))
+    for op, want in ((jaxpool.global_avg_pool, ref.global_avg_pool(x, n)), (jaxpool.global_max_pool, ref.global_max_pool(x, n))):
+        y = op(xj, num_spatial_dims=n, keepdims=keepdims, data_format=data_format)
+        if keepdims:
+            assert y.ndim == xj.ndim
+            y = y.reshape(2, 3)
+        np.testing.assert_allclose(y, want, rtol=1e-6)
+    # the first maximum of tied values takes the whole gradient
+    g = jax.grad(lambda v: jaxpool.global_max_pool(v, num_spatial_dims=n, data_format=data_format).sum())(xj)
+    np.testing.assert_array_equal(
+        from_layout(g, data_format, (2,)), ref.adaptive_max_pool_grad(x, np.ones((2, 3) + (1,) * n), (1,) * n)
+    )
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("method", ["max", "avg"])
+@pytest.mark.parametrize("spatial", [(7, 9), (16, 16), (3, 5)])
+def test_spatial_pyramid_pool_matches_reference(data_format, method, spatial):
+    x = random_input(np.random.default_rng(0), (2, 4) + spatial, "normal")
+    y = jaxpool.spatial_pyramid_pool(
+        jnp.asarray(to_layout(x, data_format, (2,))), (1, 2, 4), method=method, data_format=data_format
+    )
+    assert y.shape == (2, 4 * (1 + 4 + 16))
+    want = ref.spatial_pyramid_pool(x, (1, 2, 4), method, channels_last_order=data_format == "channels_last")
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_pyramid_pool_is_fixed_length_under_jit_for_any_size():
+    spp = jax.jit(lambda v: jaxpool.spatial_pyramid_pool(v, (1, 2, 3), num_spatial_dims=1))
+    lengths = {spp(jnp.ones((2, size, 5))).shape for size in (3, 8, 20)}
+    assert lengths == {(2, 5 * 6)}
+
+
+def test_max_unpool_channels_last_batchless_and_grad():
+    x = random_input(np.random.default_rng(3), (1, 2, 6, 6), "normal")
+    xj = jnp.asarray(to_layout(x, "channels_last", ()))
+    y, idx = jaxpool.max_pool(xj, (2, 2), return_indices=True)
+    out = jaxpool.max_unpool(y, idx, (6, 6))
+    want_y, want_idx = ref.max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), False)
+    np.testing.assert_array_equal(from_layout(out, "channels_last", ()), ref.max_unpool(want_y, want_idx, (6, 6)))
+    g = jax.grad(lambda v: (jaxpool.max_unpool(v, idx, (6, 6)) * 2).sum())(y)
+    np.testing.assert_array_equal(g, 2 * jnp.ones_like(y))

@@ -1,0 +1,128 @@
+"""avg_pool / lp_pool against the NumPy reference: values, gradients, divisors, dtypes, HLO."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxpool
+from tests import reference as ref
+from tests.hlo import compiled_opcodes
+from tests.layouts import from_layout, random_input, to_layout
+from tests.strategies import layouts, pool_geometry
+
+
+def _vjp_against_reference(fn, x, data_format, batch_shape, want, want_grad_fn, rng, rtol=1e-5):
+    xj = jnp.asarray(to_layout(x, data_format, batch_shape))
+    y, vjp = jax.vjp(fn, xj)
+    np.testing.assert_allclose(from_layout(y, data_format, batch_shape), want, rtol=rtol, atol=1e-5)
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    (dx,) = vjp(jnp.asarray(to_layout(ct, data_format, batch_shape)))
+    np.testing.assert_allclose(from_layout(dx, data_format, batch_shape), want_grad_fn(ct), rtol=rtol, atol=1e-5)
+
+
+@given(
+    g=pool_geometry(dilation=False),
+    layout=layouts,
+    count_include_pad=st.booleans(),
+    divisor=st.sampled_from([None, 1, 5]),
+    seed=st.integers(0, 2**16),
+)
+def test_avg_pool_matches_reference(g, layout, count_include_pad, divisor, seed):
+    data_format, batch_shape = layout
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + g["spatial"], "normal")
+    args = (g["window"], g["strides"], g["pairs"], g["ceil_mode"], count_include_pad, divisor)
+    _vjp_against_reference(
+        lambda v: jaxpool.avg_pool(
+            v,
+            g["window"],
+            g["strides"],
+            g["padding"],
+            ceil_mode=g["ceil_mode"],
+            count_include_pad=count_include_pad,
+            divisor_override=divisor,
+            data_format=data_format,
+        ),
+        x,
+        data_format,
+        batch_shape,
+        ref.avg_pool(x, *args),
+        lambda ct: ref.avg_pool_grad(x, ct, *args),
+        rng,
+    )
+
+
+@given(
+    g=pool_geometry(dilation=False),
+    layout=layouts,
+    p=st.sampled_from([1, 2, 3, 1.5]),
+    signed=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_lp_pool_matches_reference(g, layout, p, signed, seed):
+    data_format, batch_shape = layout
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + g["spatial"], "normal")
+    x = x if signed and p in (1, 3) else np.abs(x) + 0.1  # fractional powers need non-negative inputs
+    args = (g["window"], g["strides"], g["pairs"], g["ceil_mode"])
+    _vjp_against_reference(
+        lambda v: jaxpool.lp_pool(
+            v, p, g["window"], g["strides"], g["padding"], ceil_mode=g["ceil_mode"], data_format=data_format
+        ),
+        x,
+        data_format,
+        batch_shape,
+        ref.lp_pool(x, p, *args),
+        lambda ct: ref.lp_pool_grad(x, ct, p, *args),
+        rng,
+        rtol=1e-4,
+    )
+
+
+def test_lp_pool_zero_window_has_zero_gradient_and_inf_is_max():
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 0, 0, 0].set(2.0)
+    dx = jax.grad(lambda v: jaxpool.lp_pool(v, 2, (2, 2)).sum())(x)
+    assert np.isfinite(np.asarray(dx)).all()
+    np.testing.assert_array_equal(jaxpool.lp_pool(x, float("inf"), (2, 2)), jaxpool.max_pool(x, (2, 2)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("op", ["avg", "lp"])
+def test_half_precision_accumulates_in_float32(dtype, op):
+    """The result is the float32 answer rounded once: a half-precision running sum is far worse."""
+    x = np.random.default_rng(0).uniform(0.5, 1.5, size=(2, 32, 32, 8)).astype(np.float32)
+    xh = jnp.asarray(x, dtype)
+    canon = np.moveaxis(np.asarray(xh.astype(jnp.float32)), -1, 1).astype(np.float64)
+    if op == "avg":
+        y = jaxpool.avg_pool(xh, (8, 8), 8)
+        want = ref.avg_pool(canon, (8, 8), (8, 8), ((0, 0), (0, 0)), False)
+    else:
+        y = jaxpool.lp_pool(xh, 2, (8, 8), 8)
+        want = ref.lp_pool(canon, 2, (8, 8), (8, 8), ((0, 0), (0, 0)), False)
+    assert y.dtype == dtype
+    got = np.moveaxis(np.asarray(y.astype(jnp.float32)), -1, 1)
+    np.testing.assert_array_equal(got, np.asarray(jnp.asarray(want, jnp.float32).astype(dtype).astype(jnp.float32)))
+
+
+def test_integer_input_averages_to_float32():
+    x = np.arange(2 * 3 * 6 * 6, dtype=np.int32).reshape(2, 3, 6, 6)
+    y = jaxpool.avg_pool(x, (3, 3), 2, 1, data_format="channels_first")
+    assert y.dtype == jnp.float32
+    np.testing.assert_allclose(y, ref.avg_pool(x.astype(np.float64), (3, 3), (2, 2), ((1, 1), (1, 1)), False), rtol=1e-6)
+
+
+@pytest.mark.parametrize("window, strides, padding", [((2, 2), None, 0), ((3, 3), 2, 1), ((3, 3), 1, "SAME")])
+def test_avg_backward_is_scatter_free(window, strides, padding):
+    x = jnp.ones((2, 16, 16, 4))
+    ops = compiled_opcodes(jax.grad(lambda v: jaxpool.avg_pool(v, window, strides, padding).sum()), x)
+    assert ops["scatter"] == 0 and ops["reduce-window"] == 0
+
+
+def test_vmap_and_jit():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 2, 9, 9, 4)), jnp.float32)
+    pool = lambda v: jaxpool.avg_pool(v, (3, 3), 2, 1, count_include_pad=False)  # noqa: E731
+    np.testing.assert_allclose(jax.vmap(pool)(x), pool(x), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(pool)(x), pool(x), rtol=1e-6)

@@ -1,0 +1,123 @@
+"""Output-size arithmetic against the reference, and every validation error (eager and jitted)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxpool
+from jaxpool import _geometry
+from tests import reference as ref
+from tests.strategies import pool_geometry
+
+
+@given(
+    size=st.integers(1, 40),
+    k=st.integers(1, 6),
+    s=st.integers(1, 5),
+    d=st.integers(1, 3),
+    lo=st.integers(0, 3),
+    hi=st.integers(0, 3),
+    ceil=st.booleans(),
+)
+def test_output_length_matches_reference(size, k, s, d, lo, hi, ceil):
+    extent = d * (k - 1) + 1
+    assert _geometry.output_length(size, extent, s, lo, hi, ceil) == ref.output_size(size, k, s, lo, hi, d, ceil)
+
+
+@given(size=st.integers(1, 40), k=st.integers(1, 6), s=st.integers(1, 5), d=st.integers(1, 3))
+def test_same_padding_matches_reference(size, k, s, d):
+    assert _geometry.same_padding(size, d * (k - 1) + 1, s) == ref.same_padding(size, k, s, d)
+
+
+@given(size=st.integers(1, 30), out=st.integers(1, 30))
+def test_adaptive_bins_match_reference(size, out):
+    starts, ends = _geometry.adaptive_bins(size, out)
+    assert list(zip(starts.tolist(), ends.tolist())) == [tuple(b) for b in ref.adaptive_bins(size, out)]
+
+
+@given(pool_geometry())
+def test_resolved_geometry_matches_reference(g):
+    geom = _geometry.window_geometry(g["spatial"], g["window"], g["strides"], g["padding"], g["dilation"], g["ceil_mode"])
+    assert tuple(zip(geom.pad_lo, geom.pad_hi)) == g["pairs"]
+    expected = tuple(
+        ref.output_size(n, k, s, lo, hi, d, g["ceil_mode"])
+        for n, k, s, (lo, hi), d in zip(g["spatial"], g["window"], g["strides"], g["pairs"], g["dilation"])
+    )
+    assert geom.out_shape == expected
+    # The padded extent covers every tap of every window.
+    for i in range(geom.ndim):
+        assert geom.tap_positions(i).max() + geom.pad_lo[i] < geom.padded_shape[i]
+
+
+def test_strides_none_means_window_not_one():
+    x = jnp.arange(2 * 6 * 6 * 1, dtype=jnp.float32).reshape(2, 6, 6, 1)
+    assert jaxpool.max_pool(x, (3, 3)).shape == (2, 2, 2, 1)
+    assert jaxpool.max_pool(x, (3, 3), strides=1).shape == (2, 4, 4, 1)
+
+
+X = np.zeros((2, 8, 8, 3), np.float32)
+P = jaxpool.max_pool
+BAD_ARGUMENTS = [
+    ("window int", lambda x: P(x, 2), TypeError, "window_shape"),
+    ("window zero", lambda x: P(x, (0, 2)), ValueError, "window_shape"),
+    ("window empty", lambda x: P(x, ()), ValueError, "window_shape"),
+    ("window float", lambda x: P(x, (2.5, 2)), TypeError, "window_shape"),
+    ("strides length", lambda x: P(x, (2, 2), (1, 1, 1)), ValueError, "strides"),
+    ("strides zero", lambda x: P(x, (2, 2), (0, 1)), ValueError, "strides"),
+    ("strides negative", lambda x: P(x, (2, 2), -1), ValueError, "strides"),
+    ("dilation zero", lambda x: P(x, (2, 2), dilation=0), ValueError, "dilation"),
+    ("padding word", lambda x: P(x, (2, 2), padding="FULL"), ValueError, "padding"),
+    ("padding negative", lambda x: P(x, (2, 2), padding=(-1, 0)), ValueError, "padding"),
+    ("padding pair length", lambda x: P(x, (2, 2), padding=((1, 1, 1), (0, 0))), ValueError, "padding"),
+    ("padding length", lambda x: P(x, (2, 2), padding=(1, 1, 1)), ValueError, "padding"),
+    ("window in padding", lambda x: P(x, (2, 2), padding=2), ValueError, "padding"),
+    ("window larger than input", lambda x: P(x, (9, 2)), ValueError, "window_shape"),
+    ("dilated window larger", lambda x: P(x, (3, 3), dilation=4), ValueError, "window_shape"),
+    ("ceil_mode type", lambda x: P(x, (2, 2), ceil_mode="yes"), TypeError, "ceil_mode"),
+    ("data_format", lambda x: P(x, (2, 2), data_format="NHWC"), ValueError, "data_format"),
+    ("too few dims", lambda x: P(x[0, :, :, 0], (2, 2)), ValueError, "spatial axes"),
+    ("backward", lambda x: P(x, (2, 2), backward="scatter"), ValueError, "backward"),
+    ("min_pool window", lambda x: jaxpool.min_pool(x, (2, 2), padding=3), ValueError, "padding"),
+    ("divisor zero", lambda x: jaxpool.avg_pool(x, (2, 2), divisor_override=0), ValueError, "divisor_override"),
+    ("divisor float", lambda x: jaxpool.avg_pool(x, (2, 2), divisor_override=1.5), TypeError, "divisor_override"),
+    ("norm zero", lambda x: jaxpool.lp_pool(x, 0, (2, 2)), ValueError, "norm_type"),
+    ("norm negative", lambda x: jaxpool.lp_pool(x, -2.0, (2, 2)), ValueError, "norm_type"),
+    ("norm string", lambda x: jaxpool.lp_pool(x, "2", (2, 2)), TypeError, "norm_type"),
+    ("adaptive zero", lambda x: jaxpool.adaptive_avg_pool(x, (0, 2)), ValueError, "output_size"),
+    ("adaptive int", lambda x: jaxpool.adaptive_max_pool(x, 2), TypeError, "output_size"),
+    ("adaptive length", lambda x: jaxpool.adaptive_max_pool(x, (2, 2, 2, 2)), ValueError, "spatial axes"),
+    ("global dims", lambda x: jaxpool.global_avg_pool(x, num_spatial_dims=0), ValueError, "num_spatial_dims"),
+    ("spp levels", lambda x: jaxpool.spatial_pyramid_pool(x, ()), ValueError, "levels"),
+    ("spp level zero", lambda x: jaxpool.spatial_pyramid_pool(x, (1, 0)), ValueError, "levels"),
+    ("spp method", lambda x: jaxpool.spatial_pyramid_pool(x, method="median"), ValueError, "method"),
+    ("complex", lambda x: P(x.astype(jnp.complex64), (2, 2)), TypeError, "complex"),
+    ("bool", lambda x: jaxpool.avg_pool(x > 0, (2, 2)), TypeError, "bool"),
+    ("unpool indices shape", lambda x: jaxpool.max_unpool(x, jnp.zeros((2, 8, 8, 2), jnp.int32), (8, 8)), ValueError, "indices"),
+    ("unpool indices dtype", lambda x: jaxpool.max_unpool(x, x, (8, 8)), TypeError, "indices"),
+    ("unpool output_size", lambda x: jaxpool.max_unpool(x, jnp.zeros(x.shape, jnp.int32), 8), TypeError, "output_size"),
+]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("call, error, word", [c[1:] for c in BAD_ARGUMENTS], ids=[c[0] for c in BAD_ARGUMENTS])
+def test_bad_arguments_raise_naming_the_argument(call, error, word, jit):
+    fn = jax.jit(call) if jit else call
+    with pytest.raises(error, match=word):
+        fn(jnp.asarray(X))
+
+
+def test_out_of_range_unpool_indices_raise_when_concrete():
+    y = jnp.ones((1, 2, 2, 1))
+    with pytest.raises(ValueError, match="indices"):
+        jaxpool.max_unpool(y, jnp.full((1, 2, 2, 1), 99, jnp.int32), (4, 4))
+
+
+@pytest.mark.parametrize("op", [jaxpool.max_pool, jaxpool.min_pool, functools.partial(jaxpool.avg_pool)])
+def test_no_silent_empty_output(op):
+    with pytest.raises(ValueError):
+        op(jnp.zeros((1, 0, 4, 1)), (1, 1))

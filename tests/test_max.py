@@ -1,0 +1,198 @@
+"""max_pool / min_pool against the NumPy reference: values, indices, the max-index gradient,
+dtypes, ties and NaN, the XLA path, transforms, compiled HLO and residual memory."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import jaxpool
+from tests import reference as ref
+from tests.hlo import compiled_opcodes
+from tests.layouts import from_layout, random_input, to_layout
+from tests.strategies import layouts, pool_geometry
+
+OPS = {"max": (jaxpool.max_pool, ref.max_pool, ref.max_pool_grad), "min": (jaxpool.min_pool, ref.min_pool, ref.min_pool_grad)}
+
+
+def _call(op, x, g, data_format, **extra):
+    return op(
+        x,
+        g["window"],
+        g["strides"],
+        g["padding"],
+        dilation=g["dilation"],
+        ceil_mode=g["ceil_mode"],
+        data_format=data_format,
+        **extra,
+    )
+
+
+@given(
+    g=pool_geometry(),
+    layout=layouts,
+    kind=st.sampled_from(["ties", "special", "normal"]),
+    mode=st.sampled_from(["max", "min"]),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_reference_values_and_gradient(g, layout, kind, mode, seed):
+    data_format, batch_shape = layout
+    op, ref_op, ref_grad = OPS[mode]
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + g["spatial"], kind)
+    args = (g["window"], g["strides"], g["pairs"], g["dilation"], g["ceil_mode"])
+    want, _ = ref_op(x, *args)
+    xj = jnp.asarray(to_layout(x, data_format, batch_shape))
+    y, vjp = jax.vjp(lambda v: _call(op, v, g, data_format), xj)
+    np.testing.assert_array_equal(from_layout(y, data_format, batch_shape), want.astype(np.float32))
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    (dx,) = vjp(jnp.asarray(to_layout(ct, data_format, batch_shape)))
+    np.testing.assert_allclose(from_layout(dx, data_format, batch_shape), ref_grad(x, ct, *args), rtol=1e-6, atol=1e-6)
+
+
+@given(g=pool_geometry(), layout=layouts, seed=st.integers(0, 2**16))
+def test_indices_match_reference_and_unpool_inverts(g, layout, seed):
+    data_format, batch_shape = layout
+    x = random_input(np.random.default_rng(seed), (max(1, int(np.prod(batch_shape))), 3) + g["spatial"], "special")
+    want, want_idx = ref.max_pool(x, g["window"], g["strides"], g["pairs"], g["dilation"], g["ceil_mode"])
+    y, idx = _call(jaxpool.max_pool, jnp.asarray(to_layout(x, data_format, batch_shape)), g, data_format, return_indices=True)
+    assert idx.dtype == jnp.int32
+    np.testing.assert_array_equal(from_layout(idx, data_format, batch_shape), want_idx)
+    restored = jaxpool.max_unpool(y, idx, g["spatial"], data_format=data_format)
+    np.testing.assert_array_equal(
+        from_layout(restored, data_format, batch_shape), ref.max_unpool(want, want_idx, g["spatial"]).astype(np.float32)
+    )
+
+
+@pytest.mark.parametrize(
+    "window, strides, padding, size", [((9, 9), (2, 2), 4, 14), ((5, 5, 3), (1, 2, 1), 0, 8), ((65,), (7,), 32, 70)]
+)
+def test_large_windows_fold_axis_by_axis(window, strides, padding, size):
+    """Windows over JOINT_FOLD_LIMIT elements take the axis-by-axis fold; same rules apply."""
+    assert np.prod(window) > jaxpool.max.JOINT_FOLD_LIMIT
+    rng = np.random.default_rng(0)
+    x = random_input(rng, (2, 2) + (size,) * len(window), "special")
+    pairs = ((padding, padding),) * len(window)
+    want, want_idx = ref.max_pool(x, window, strides, pairs, (1,) * len(window), True)
+    y, idx = jaxpool.max_pool(x, window, strides, padding, ceil_mode=True, return_indices=True, data_format="channels_first")
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+    np.testing.assert_array_equal(idx, want_idx)
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    dx = jax.vjp(lambda v: jaxpool.max_pool(v, window, strides, padding, ceil_mode=True, data_format="channels_first"), x)[1](ct)[
+        0
+    ]
+    np.testing.assert_allclose(dx, ref.max_pool_grad(x, ct, window, strides, pairs, (1,) * len(window), True), atol=1e-6)
+
+
+def test_global_extremum_window_uses_wide_offsets():
+    x = random_input(np.random.default_rng(1), (1, 2, 20, 20), "ties")
+    y, idx = jaxpool.max_pool(x, (20, 20), return_indices=True, data_format="channels_first")
+    want, want_idx = ref.max_pool(x, (20, 20), (20, 20), ((0, 0), (0, 0)), (1, 1), False)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(y, want)
+
+
+def test_ties_go_to_first_and_nan_wins_last():
+    x = jnp.asarray([1.0, 5.0, 5.0, np.nan, 2.0, np.nan, 0.0, 0.0])[None, :, None]
+    y, idx = jaxpool.max_pool(x, (4,), return_indices=True)
+    np.testing.assert_array_equal(np.asarray(idx)[0, :, 0], [3, 5])
+    assert np.isnan(np.asarray(y)).all()
+    y, idx = jaxpool.max_pool(x[:, :3], (3,), return_indices=True)
+    assert int(idx[0, 0, 0]) == 1  # first of the tied fives
+    g = jax.grad(lambda v: jaxpool.max_pool(v, (4,)).sum())(jnp.asarray([1.0, np.nan, 3.0, np.nan])[None, :, None])
+    np.testing.assert_array_equal(np.asarray(g)[0, :, 0], [0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32])
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_integers_pool_exactly_with_dtype_limits(dtype, mode):
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(0)
+    x = rng.integers(info.min, info.max, size=(2, 3, 7, 7), endpoint=True).astype(dtype)
+    x[0, 0, 0, :] = info.min if mode == "max" else info.max  # windows of only extreme values
+    op, ref_op, _ = OPS[mode]
+    args = ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), True)
+    y = op(x, (3, 3), 2, 1, ceil_mode=True, data_format="channels_first")
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, ref_op(x, *args)[0])
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_is_exact_and_keeps_dtype(dtype):
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 4)).astype(np.float32)
+    xh = jnp.asarray(x, dtype)
+    y = jaxpool.max_pool(xh, (3, 3), 2, 1)
+    assert y.dtype == dtype
+    want = ref.max_pool(np.moveaxis(np.asarray(xh.astype(jnp.float32)), -1, 1), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), False)[
+        0
+    ]
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(y.astype(jnp.float32)), -1, 1), want)
+    dx = jax.grad(lambda v: jaxpool.max_pool(v, (3, 3), 2, 1).astype(jnp.float32).sum())(xh)
+    assert dx.dtype == dtype
+
+
+def test_xla_backward_same_forward_and_supports_forward_mode():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32)
+    pool = lambda v, b: jaxpool.max_pool(v, (3, 3), 2, 1, backward=b)  # noqa: E731
+    np.testing.assert_array_equal(pool(x, "xla"), pool(x, "argmax"))
+    # tie-free input: both gradients route to the unique maximum
+    np.testing.assert_allclose(jax.grad(lambda v: pool(v, "xla").sum())(x), jax.grad(lambda v: pool(v, "argmax").sum())(x))
+    t = jnp.ones_like(x)
+    _, tangent = jax.jvp(lambda v: pool(v, "xla"), (x,), (t,))
+    np.testing.assert_array_equal(tangent, jnp.ones_like(tangent))
+    with pytest.raises(TypeError):
+        jax.jvp(lambda v: pool(v, "argmax"), (x,), (t,))
+
+
+@pytest.mark.parametrize(
+    "window, strides, padding, dilation", [((2, 2), None, 0, 1), ((3, 3), 2, 1, 1), ((3, 3), 1, "SAME", 2), ((9, 9), 3, 4, 1)]
+)
+def test_backward_has_no_scatter_and_small_residuals(window, strides, padding, dilation):
+    x = jnp.ones((2, 17, 17, 4))
+    pool = lambda v: jaxpool.max_pool(v, window, strides, padding, dilation=dilation)  # noqa: E731
+    ops = compiled_opcodes(jax.grad(lambda v: pool(v).sum()), x)
+    assert ops["fusion"] > 0 and ops["scatter"] == 0 and ops["select-and-scatter"] == 0
+    xla_grad = jax.grad(lambda v: jaxpool.max_pool(v, window, strides, padding, dilation=dilation, backward="xla").sum())
+    if dilation == 1:
+        xla_ops = compiled_opcodes(xla_grad, x)
+        assert xla_ops["select-and-scatter"] + xla_ops["scatter"] > 0
+    else:  # JAX has no reverse-mode rule for dilated reduce_window max; the argmax rule does.
+        with pytest.raises(NotImplementedError):
+            xla_grad(x)
+    _, vjp = jax.vjp(pool, x)
+    residual = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(vjp) if hasattr(leaf, "nbytes"))
+    assert residual <= x.nbytes / 4
+    leaves = [leaf for leaf in jax.tree_util.tree_leaves(vjp) if hasattr(leaf, "dtype")]
+    assert all(jnp.issubdtype(leaf.dtype, jnp.integer) for leaf in leaves)
+
+
+class JitVariantsTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_jit_and_eager_agree(self):
+        x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 10, 10, 3)), jnp.float32)
+        fn = lambda v: jaxpool.max_pool(v, (3, 3), 2, 1, ceil_mode=True, return_indices=True)  # noqa: E731
+        want = ref.max_pool(np.moveaxis(np.asarray(x), -1, 1), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), True)
+        y, idx = self.variant(fn)(x)
+        np.testing.assert_array_equal(np.moveaxis(np.asarray(y), -1, 1), want[0])
+        np.testing.assert_array_equal(np.moveaxis(np.asarray(idx), -1, 1), want[1])
+
+
+def test_vmap_matches_batch_axes_and_per_example_grads():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3, 9, 9, 2)), jnp.float32)
+    pool = lambda v: jaxpool.max_pool(v, (3, 3), 2, 1)  # noqa: E731
+    np.testing.assert_array_equal(jax.vmap(pool)(x), pool(x))
+    per_example = jax.jit(jax.vmap(jax.grad(lambda v: (pool(v) ** 2).sum())))(x)
+    np.testing.assert_allclose(per_example, jax.grad(lambda v: (pool(v) ** 2).sum())(x), rtol=1e-6)
+
+
+def test_reverse_over_reverse():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 6, 6, 1)), jnp.float32)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
+    pool = lambda v: (jaxpool.max_pool(v, (3, 3), 2, 1) ** 2).sum()  # noqa: E731
+    hvp = jax.grad(lambda v: jnp.vdot(jax.grad(pool)(v), w))(x)
+    # d/dx of 2*y routed to the argmax: the Hessian is diagonal 2 on the argmax elements.
+    counts = jax.grad(lambda v: jaxpool.max_pool(v, (3, 3), 2, 1).sum())(x)
+    np.testing.assert_allclose(hvp, 2 * counts * w, rtol=1e-6)
