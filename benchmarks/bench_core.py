@@ -4,10 +4,16 @@ Everything runs in one process; implementations are timed round-robin (interleav
 in shuffled order) and compared through per-round ratios, which is robust on a
 shared, noisy machine.
 
-    python benchmarks/bench_core.py [--quick] [--rounds N] [--repeat N] [--out FILE]
+    python benchmarks/bench_core.py [--quick] [--rounds N] [--repeat N] [--out FILE] [--heap]
 
 --quick = --rounds 5 --repeat 1 (about 1 min); default 20 rounds, best of 2 calls
 per sample (2-4 min on the shared 2-core machine). --out defaults to benchmarks/RESULTS.md.
+
+--heap re-runs the script with glibc's malloc told to keep large blocks on the heap
+(GLIBC_TUNABLES=HEAP_TUNABLES below). With glibc's default (mmap for blocks over 32 MB), every
+call of a jitted XLA:CPU function maps its large output buffers afresh and page-faults them in
+(transparent huge pages are madvise-only here): 10-15 ms on a 100 MB gradient, which dwarfs the
+pooling itself. PyTorch's numbers barely move; XLA's (jaxpool and flax alike) do.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ except Exception as e:  # noqa: BLE001 -- the library may not exist (or work) ye
 else:
     JAXPOOL_ERROR = None
 
+HEAP_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
 TORCH_THREADS = 2
 torch.set_num_threads(TORCH_THREADS)
 
@@ -376,7 +383,8 @@ def machine_info():
         f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; "
         f"python {platform.python_version()}, jax {jax.__version__} (backend {jax.default_backend()}), "
         f"flax {flax.__version__}, torch {torch.__version__} ({TORCH_THREADS} threads, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), numpy {np.__version__}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), numpy {np.__version__}; "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset: glibc default malloc)')}"
     )
 
 
@@ -496,7 +504,10 @@ def main():
         "--out",
         default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"),
     )
+    ap.add_argument("--heap", action="store_true", help="re-run with GLIBC_TUNABLES=HEAP_TUNABLES (see module doc)")
     args = ap.parse_args()
+    if args.heap and os.environ.get("GLIBC_TUNABLES") != HEAP_TUNABLES:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": HEAP_TUNABLES})
     args.rounds = args.rounds or (5 if args.quick else 20)
     args.repeat = args.repeat or (1 if args.quick else 2)
 

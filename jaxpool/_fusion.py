@@ -14,10 +14,13 @@ from jax import custom_batching, lax
 
 
 def _cpu_barrier(a):
-    first = a.reshape(-1)[0]
-    # Both branches return ``a``, but XLA cannot prove it, so the conditional (which XLA never fuses
-    # across) stays; its cost is one scalar read.
-    return lax.cond(first < 1, lambda v: v, lambda v: jnp.maximum(v, jnp.minimum(v, first)), a)
+    # A predicate XLA cannot fold (it does not constant-fold RNG ops) and that every device computes
+    # for itself (so a sharded ``a`` needs no collective). Both branches return ``a`` — the second
+    # as max(a, min(a, c)) — but XLA cannot prove it, so the conditional, which XLA never fuses
+    # across, stays; its cost is one 32-bit random draw.
+    _, bits = lax.rng_bit_generator(jnp.zeros((4,), jnp.uint32), (1,), dtype=jnp.uint32)
+    word = bits[0]
+    return lax.cond(word < jnp.uint32(2**31), lambda v: v, lambda v: jnp.maximum(v, jnp.minimum(v, word.astype(v.dtype))), a)
 
 
 @custom_batching.custom_vmap
@@ -35,3 +38,4 @@ def _materialize_vmap(axis_size, in_batched, a):
     # Barrier on the whole batched array: under vmap a per-example predicate would turn the
     # conditional into a select, which XLA fuses again.
     return materialize(a), in_batched[0]
+

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxpool import _taps
 from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
@@ -39,11 +38,18 @@ def _resolve(x, output_size, data_format):
     return x, layout, in_shape, out_shape, window
 
 
-def _bin_average_matrix(size: int, out: int) -> np.ndarray:
+def _bin_taps(x, layout: Layout, i: int, size: int, out: int):
+    """Bins along spatial axis ``i`` as taps: tap ``t`` holds each bin's ``t``-th element.
+
+    Yields ``(values, inside, positions)``; bins shorter than ``t + 1`` repeat their last element
+    and are marked outside by the static mask ``inside`` (``None`` when every bin is long enough).
+    """
     starts, ends = adaptive_bins(size, out)
-    pos = np.arange(size)
-    inside = (pos[None, :] >= starts[:, None]) & (pos[None, :] < ends[:, None])
-    return inside / (ends - starts)[:, None]
+    lengths = ends - starts
+    for t in range(int(lengths.max())):
+        positions = starts + np.minimum(t, lengths - 1)
+        inside = None if (t < lengths).all() else layout.along(t < lengths, i)
+        yield jnp.take(x, positions, axis=layout.spatial_axes[i]), inside, positions
 
 
 def adaptive_avg_pool(x, output_size, *, data_format: str = "channels_last"):
@@ -62,9 +68,13 @@ def adaptive_avg_pool(x, output_size, *, data_format: str = "channels_last"):
         return avg_pool(x, window, data_format=data_format)
     acc = accumulation_dtype(x.dtype)
     y = x.astype(acc)
-    for i, axis in enumerate(layout.spatial_axes):
-        matrix = jnp.asarray(_bin_average_matrix(in_shape[i], out_shape[i]), acc)
-        y = jnp.moveaxis(jnp.tensordot(y, matrix, axes=((axis,), (1,)), precision=lax.Precision.HIGHEST), -1, axis)
+    for i in range(layout.n_spatial):
+        total = sum(
+            v if inside is None else jnp.where(inside, v, 0)
+            for v, inside, _ in _bin_taps(y, layout, i, in_shape[i], out_shape[i])
+        )
+        starts, ends = adaptive_bins(in_shape[i], out_shape[i])
+        y = total / layout.along((ends - starts).astype(acc), i)
     return y.astype(result_dtype(x.dtype))
 
 
@@ -72,16 +82,13 @@ def _uneven_max(x, layout: Layout, in_shape, out_shape):
     """Axis-by-axis fold over uneven bins (innermost axis first, so row-major first maxima win)."""
     index = None
     for i in reversed(range(len(in_shape))):
-        axis = layout.spatial_axes[i]
-        starts, ends = adaptive_bins(in_shape[i], out_shape[i])
-        lengths = ends - starts
         stride = math.prod(in_shape[i + 1 :])
-        candidates = []
-        for t in range(int(lengths.max())):
-            pos = starts + np.minimum(t, lengths - 1)
-            inside = None if (t < lengths).all() else layout.along(t < lengths, i)
-            carried = 0 if index is None else jnp.take(index, pos, axis=axis)
-            candidates.append((jnp.take(x, pos, axis=axis), inside, layout.along(pos * stride, i) + carried))
+        axis = layout.spatial_axes[i]
+        carried = (lambda pos: 0) if index is None else (lambda pos, index=index, axis=axis: jnp.take(index, pos, axis=axis))
+        candidates = [
+            (values, inside, layout.along(pos * stride, i) + carried(pos))
+            for values, inside, pos in _bin_taps(x, layout, i, in_shape[i], out_shape[i])
+        ]
         x, index = _taps.select_fold(candidates, "max", jnp.int32)
     return x, index
 

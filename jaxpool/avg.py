@@ -18,12 +18,20 @@ import numpy as np
 from jaxpool import _taps
 from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
-from jaxpool.max import max_pool
+from jaxpool.max import JOINT_FOLD_LIMIT, max_pool
+
+
+def _is_joint(geom: WindowGeometry) -> bool:
+    """Small windows sum all taps in one fused loop; large ones axis by axis (sum, not product, of sizes)."""
+    return geom.window_size <= JOINT_FOLD_LIMIT
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def window_sum(x, layout: Layout, geom: WindowGeometry):
     """Sum of each window's in-input elements (zero padding), in ``x``'s dtype."""
+    if _is_joint(geom):
+        xp = _taps.pad_input(x, layout, geom, 0)
+        return sum(_taps.tap(xp, layout, geom, offs) for _, offs in _taps.window_taps(geom))
     for i in range(geom.ndim):
         xp = _taps.pad_input(x, layout, geom, 0, axes=(i,))
         x = sum(_taps.tap(xp, layout, geom, {i: t}) for t in range(geom.window[i]))
@@ -35,7 +43,9 @@ def _window_sum_fwd(x, layout, geom):
 
 
 def _window_sum_bwd(layout, geom, _, g):
-    """Each input element receives the cotangents of the windows covering it, axis by axis."""
+    """Each input element receives the cotangents of the windows covering it."""
+    if _is_joint(geom):
+        return (_taps.unpad(_taps.spread(lambda flat, offs: g, layout, geom), layout, geom),)
     for i in reversed(range(geom.ndim)):
         g = _taps.unpad(_taps.spread(lambda flat, offs, g=g: g, layout, geom, axes=(i,)), layout, geom, axes=(i,))
     return (g,)

@@ -43,6 +43,11 @@ def _fill_value(dtype, mode: str):
 
 def _extremum_and_offset(x, layout: Layout, geom: WindowGeometry, mode: str):
     """Returns the pooled extremum and the row-major offset of the winner inside its window."""
+    if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32:
+        # Exact: upcasting preserves order, ties and NaN. Folding 16-bit floats directly makes
+        # XLA:CPU insert converts that split the fold into one materialised array per tap.
+        y, offset = _extremum_and_offset(x.astype(jnp.float32), layout, geom, mode)
+        return y.astype(x.dtype), offset
     dtype = _taps.offset_dtype(geom.window_size)
     xp = _taps.pad_input(x, layout, geom, _fill_value(x.dtype, mode))
     if geom.window_size <= JOINT_FOLD_LIMIT:

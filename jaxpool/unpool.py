@@ -25,7 +25,8 @@ def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
 
     Returns:
       ``(*batch, *output_size, C)`` (or channels_first). Where indices repeat (overlapping windows)
-      one of the values is kept, as in PyTorch. Out-of-range indices raise ``ValueError`` when
+      one of the values is kept, as in PyTorch; the gradient then reaches only the kept value (the
+      derivative of this forward), where PyTorch's reaches every copy. Out-of-range indices raise ``ValueError`` when
       ``indices`` is concrete; under ``jit`` such entries are dropped. Differentiable in ``y``.
     """
     y = as_pool_input(y, "y")
@@ -53,6 +54,9 @@ def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
     rows = math.prod(lead)
     values = y.reshape(rows, -1)
     flat = indices.reshape(rows, -1)
-    out = jnp.zeros((rows, volume), y.dtype).at[jnp.arange(rows)[:, None], flat].set(values, mode="drop")
+    # One scatter per row, vmapped: the row axis stays a batch axis of the scatter, so a batch-sharded
+    # input is unpooled shard by shard, with no collective.
+    scatter_row = lambda v, i: jnp.zeros((volume,), v.dtype).at[i].set(v, mode="drop")  # noqa: E731
+    out = jax.vmap(scatter_row)(values, flat)
     out = out.reshape(lead + out_shape)
     return out if layout.channels_first else jnp.moveaxis(out, layout.n_batch, -1)

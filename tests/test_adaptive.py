@@ -36,11 +36,12 @@ def test_adaptive_max_pool_matches_reference(sizes, layout, kind, seed):
     np.testing.assert_allclose(from_layout(dx, data_format, batch_shape), ref.adaptive_max_pool_grad(x, ct, out), atol=1e-6)
 
 
-@given(sizes=adaptive_sizes(), layout=layouts, seed=st.integers(0, 2**16))
-def test_adaptive_avg_pool_matches_reference(sizes, layout, seed):
+@given(sizes=adaptive_sizes(), layout=layouts, kind=st.sampled_from(["normal", "special"]), seed=st.integers(0, 2**16))
+def test_adaptive_avg_pool_matches_reference(sizes, layout, kind, seed):
+    """Includes NaN/-inf inputs: a non-finite value must stay in the bins that contain it."""
     (spatial, out), (data_format, batch_shape) = sizes, layout
     rng = np.random.default_rng(seed)
-    x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + spatial, "normal")
+    x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + spatial, kind)
     xj = jnp.asarray(to_layout(x, data_format, batch_shape))
     y, vjp = jax.vjp(lambda v: jaxpool.adaptive_avg_pool(v, out, data_format=data_format), xj)
     want = ref.adaptive_avg_pool(x, out)
