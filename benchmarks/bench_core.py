@@ -388,7 +388,60 @@ def machine_info():
     )
 
 
-def report(args, times, res, errs, notes):
+def compilation(notes):
+    """How XLA compiled each f32 fwd+bwd, from ``jaxpool.compare`` (one timing round: not for speed)."""
+    if jaxpool is None:
+        return []
+    from jaxpool.compare import Config, compare
+
+    configs = [Config(op, c.shape, (c.k, c.k), (c.s, c.s), c.p, "float32") for c in CONFIGS for op in ("max", "avg")]
+    try:
+        records = compare(configs, ["jaxpool", "jaxpool[xla]", "flax"], rounds=1, min_sample_ms=0.0)
+    except Exception as e:  # noqa: BLE001 -- the report still has its timings
+        note(notes, f"compilation section skipped: {type(e).__name__}: {e}", "all")
+        return []
+    rows = []
+    for r in records:
+        hlo, mem = r["hlo"]["fwd_bwd"], r["memory"]["fwd_bwd"]
+        temp = mem.get("temp_bytes")
+        rows.append(
+            (
+                r["config"]["name"],
+                r["implementation"],
+                *(hlo[k] for k in ("reduce-window", "select-and-scatter", "scatter", "gather")),
+                "–" if temp is None else f"{temp / 2**20:.1f}",
+                f"{r['residual_bytes'] / np.prod(r['config']['shape']) / 4:.3f}",
+                f"{r['compile_s']['fwd_bwd']:.2f}",
+                r["recipients"]["tie"],
+                r["recipients"]["nan"],
+            )
+        )
+    header = [
+        "config",
+        "implementation",
+        "reduce-window",
+        "select-and-scatter",
+        "scatter",
+        "gather",
+        "temp MiB",
+        "residual / x",
+        "compile s",
+        "grad on tie",
+        "grad on NaN",
+    ]
+    return [
+        "## Compilation (from `python -m jaxpool.compare`)",
+        "",
+        "The compiled f32 forward+backward of each implementation: HLO opcode counts, XLA's",
+        "`memory_analysis()` temp bytes, VJP residual bytes over x's bytes, compile time, and which",
+        "element receives the gradient in a window of tied maxima / holding a NaN. `python -m",
+        "jaxpool.compare --full` gives the same with timings, errors and bf16.",
+        "",
+        *md_table(header, rows),
+    ]
+
+
+def report(args, times, res, errs, notes, comp=()):
     names = list(IMPLS)
     out = [
         "# jaxpool core benchmark",
@@ -486,6 +539,7 @@ def report(args, times, res, errs, notes):
     out += md_table(["target", "case", "measured", "threshold", "verdict"], rows)
     if not rows:
         out += ["(nothing to evaluate: no jaxpool measurements)", ""]
+    out += list(comp)
     if notes:
         out += ["## Notes", ""]
         for message, cases in notes.items():
@@ -522,9 +576,10 @@ def main():
     times = run_rounds(thunks, args.rounds, args.repeat)
     res = residuals(inputs, notes)
     errs = bf16_avg_errors(inputs, fwd_out)
+    comp = compilation(notes)
     args.elapsed = setup_s, time.perf_counter() - start
     args.load = load_start, os.getloadavg()[0]
-    text = report(args, times, res, errs, notes)
+    text = report(args, times, res, errs, notes, comp)
     print(text)
     with open(args.out, "w") as f:
         f.write(text)
