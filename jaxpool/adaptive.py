@@ -19,7 +19,7 @@ from jaxpool import _taps
 from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.avg import avg_pool
-from jaxpool.max import _extremum_pool, flat_indices
+from jaxpool.max import _extremum_pool, _fill_value, flat_indices
 
 
 def _resolve(x, output_size, data_format):
@@ -116,22 +116,58 @@ def _global_layout(x, num_spatial_dims, data_format):
     return x, layout_of(x, int(num_spatial_dims), data_format)
 
 
-def global_avg_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, data_format: str = "channels_last"):
+def _channel_mask(mask, x, layout: Layout):
+    """Validates a boolean ``(*batch, *spatial)`` mask and inserts the channel axis; ``None`` passes."""
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(f"mask must be a boolean array over (*batch, *spatial) positions, got dtype {mask.dtype}")
+    positions = tuple(d for axis, d in enumerate(x.shape) if axis != layout.channel_axis)
+    try:
+        mask = jnp.broadcast_to(mask, positions)
+    except ValueError:
+        raise ValueError(
+            f"mask of shape {mask.shape} does not broadcast to x's (*batch, *spatial) positions {positions}"
+        ) from None
+    return jnp.expand_dims(mask, layout.channel_axis)
+
+
+def global_avg_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, data_format: str = "channels_last", mask=None):
     """Mean over all spatial positions: ``(*batch, *spatial, C) -> (*batch, C)``.
 
     Network in Network's classifier (Lin, Chen & Yan 2013). ``keepdims`` keeps size-1 spatial axes.
     16-bit floats and integers are accumulated in float32.
+
+    ``mask``: optional boolean ``(*batch, *spatial)`` (broadcastable) marking real positions, for
+    variable-length inputs (padded sequences, point sets): the mean of the real positions only; a row
+    with none gives 0 (never NaN), and masked values — even NaN — never reach the result or gradient.
     """
     x, layout = _global_layout(x, num_spatial_dims, data_format)
-    y = jnp.mean(x, axis=layout.spatial_axes, dtype=accumulation_dtype(x.dtype), keepdims=keepdims)
+    acc = accumulation_dtype(x.dtype)
+    mask = _channel_mask(mask, x, layout)
+    if mask is None:
+        y = jnp.mean(x, axis=layout.spatial_axes, dtype=acc, keepdims=keepdims)
+    else:
+        total = jnp.sum(jnp.where(mask, x.astype(acc), 0), axis=layout.spatial_axes, keepdims=keepdims)
+        count = jnp.sum(mask, axis=layout.spatial_axes, keepdims=keepdims, dtype=acc)
+        y = jnp.where(count > 0, total / jnp.maximum(count, 1), 0)
     return y.astype(result_dtype(x.dtype))
 
 
-def global_max_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, data_format: str = "channels_last"):
-    """Maximum over all spatial positions, with :func:`jaxpool.max_pool`'s tie, NaN and gradient rules."""
+def global_max_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, data_format: str = "channels_last", mask=None):
+    """Maximum over all spatial positions, with :func:`jaxpool.max_pool`'s tie, NaN and gradient rules.
+
+    ``mask`` as in :func:`global_avg_pool` (e.g. VoxelNet's per-voxel max over its points): the
+    maximum of the real positions; a row with none gives 0, never ``-inf``, and a zero gradient.
+    """
     x, layout = _global_layout(x, num_spatial_dims, data_format)
+    mask = _channel_mask(mask, x, layout)
+    masked = x if mask is None else jnp.where(mask, x, jnp.asarray(_fill_value(x.dtype, "max"), x.dtype))
     window = layout.spatial_shape(x.shape)
-    y = _extremum_pool(x, window, None, "VALID", None, False, data_format, "argmax", "max")[0]
+    y = _extremum_pool(masked, window, None, "VALID", None, False, data_format, "argmax", "max")[0]
+    if mask is not None:
+        y = jnp.where(jnp.any(mask, axis=layout.spatial_axes, keepdims=True), y, jnp.zeros((), y.dtype))
     return y if keepdims else jnp.squeeze(y, axis=layout.spatial_axes)
 
 

@@ -59,8 +59,7 @@ def same_padding(in_size, k, s, d=1):
 
 def adaptive_bins(in_size, out_size):
     """Adaptive pooling bins ``[(start, end)]``: floor(i*in/out), ceil((i+1)*in/out)."""
-    return [((i * in_size) // out_size, -((-(i + 1) * in_size) // out_size))
-            for i in range(out_size)]
+    return [((i * in_size) // out_size, -((-(i + 1) * in_size) // out_size)) for i in range(out_size)]
 
 
 # ------------------------------------------------------------------- helpers
@@ -71,15 +70,13 @@ def _sliding_taps(spatial, window, strides, padding, dilation, ceil_mode):
     taps = []
     for n, k, s, (lo, hi), d in zip(spatial, window, strides, padding, dilation):
         out = output_size(n, k, s, lo, hi, d, ceil_mode)
-        taps.append([[o * s - lo + j * d for j in range(k) if 0 <= o * s - lo + j * d < n]
-                     for o in range(out)])
+        taps.append([[o * s - lo + j * d for j in range(k) if 0 <= o * s - lo + j * d < n] for o in range(out)])
     return taps
 
 
 def _adaptive_taps(spatial, out_spatial):
     """Per dim, per output index: the positions of that adaptive bin."""
-    return [[list(range(a, b)) for a, b in adaptive_bins(n, m)]
-            for n, m in zip(spatial, out_spatial)]
+    return [[list(range(a, b)) for a, b in adaptive_bins(n, m)] for n, m in zip(spatial, out_spatial)]
 
 
 def _windows(taps):
@@ -169,8 +166,7 @@ def max_unpool(y, indices, output_size):
 # ----------------------------------------------------------------------- avg
 
 
-def _avg_windows(spatial, window, strides, padding, ceil_mode, count_include_pad,
-                 divisor_override):
+def _avg_windows(spatial, window, strides, padding, ceil_mode, count_include_pad, divisor_override):
     """Tap lists and per-output divisors of avg_pool (PyTorch semantics)."""
     taps = _sliding_taps(spatial, window, strides, padding, (1,) * len(window), ceil_mode)
     div = np.ones([len(t) for t in taps])
@@ -185,12 +181,10 @@ def _avg_windows(spatial, window, strides, padding, ceil_mode, count_include_pad
     return taps, div
 
 
-def avg_pool(x, window, strides, padding, ceil_mode, count_include_pad=True,
-             divisor_override=None):
+def avg_pool(x, window, strides, padding, ceil_mode, count_include_pad=True, divisor_override=None):
     """Average pooling: sum of in-input taps / divisor (PyTorch semantics)."""
     x = np.asarray(x, np.float64)
-    taps, div = _avg_windows(x.shape[2:], window, strides, padding, ceil_mode,
-                             count_include_pad, divisor_override)
+    taps, div = _avg_windows(x.shape[2:], window, strides, padding, ceil_mode, count_include_pad, divisor_override)
     y = np.zeros(_out_shape(x, taps))
     with np.errstate(invalid="ignore", divide="ignore"):
         for o, window_taps in _windows(taps):
@@ -198,12 +192,10 @@ def avg_pool(x, window, strides, padding, ceil_mode, count_include_pad=True,
     return y
 
 
-def avg_pool_grad(x, g, window, strides, padding, ceil_mode, count_include_pad=True,
-                  divisor_override=None):
+def avg_pool_grad(x, g, window, strides, padding, ceil_mode, count_include_pad=True, divisor_override=None):
     """VJP of :func:`avg_pool`: every in-input tap receives g[o] / divisor[o]."""
     g = np.asarray(g, np.float64)
-    taps, div = _avg_windows(x.shape[2:], window, strides, padding, ceil_mode,
-                             count_include_pad, divisor_override)
+    taps, div = _avg_windows(x.shape[2:], window, strides, padding, ceil_mode, count_include_pad, divisor_override)
     dx = np.zeros(x.shape)
     for o, window_taps in _windows(taps):
         for p in window_taps:
@@ -313,3 +305,23 @@ def spatial_pyramid_pool(x, levels, method, channels_last_order=False):
             y = np.moveaxis(y, 1, -1)
         parts.append(y.reshape(x.shape[0], -1))
     return np.concatenate(parts, axis=1)
+
+
+def masked_global_pool(x, mask, n, method):
+    """Global avg / max over the last ``n`` axes of ``(B, C, *S)``, only where ``mask`` (``(B, *S)``) is true.
+
+    A row with no true position gives 0. Loops over (batch, channel) rows.
+    """
+    x = np.asarray(x, np.float64)
+    out = np.zeros(x.shape[:2])
+    for b in range(x.shape[0]):
+        keep = np.asarray(mask[b], bool)
+        for c in range(x.shape[1]):
+            values = x[b, c][keep]
+            if values.size:
+                out[b, c] = values.mean() if method == "avg" else _nan_max(values)
+    return out
+
+
+def _nan_max(values):
+    return np.nan if np.isnan(values).any() else values.max()

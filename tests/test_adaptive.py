@@ -107,3 +107,45 @@ def test_max_unpool_channels_last_batchless_and_grad():
     np.testing.assert_array_equal(from_layout(out, "channels_last", ()), ref.max_unpool(want_y, want_idx, (6, 6)))
     g = jax.grad(lambda v: (jaxpool.max_unpool(v, idx, (6, 6)) * 2).sum())(y)
     np.testing.assert_array_equal(g, 2 * jnp.ones_like(y))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("method", ["avg", "max"])
+def test_masked_global_pools_match_reference(data_format, n, method):
+    rng = np.random.default_rng(n)
+    x = random_input(rng, (4, 3) + (6,) * n, "special")
+    mask = rng.random((4,) + (6,) * n) < 0.5
+    mask[0] = False  # a fully masked row gives 0, never NaN or -inf
+    mask[1] = True
+    op = jaxpool.global_avg_pool if method == "avg" else jaxpool.global_max_pool
+    xj = jnp.asarray(to_layout(x, data_format, (4,)))
+    y, vjp = jax.vjp(lambda v: op(v, num_spatial_dims=n, data_format=data_format, mask=mask), xj)
+    want = ref.masked_global_pool(x, mask, n, method)
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+    assert (np.asarray(y)[0] == 0).all()
+    (dx,) = vjp(jnp.ones_like(y))
+    dx = from_layout(dx, data_format, (4,))
+    assert np.isfinite(dx[0]).all() and (dx[0] == 0).all()
+    assert (dx[~np.broadcast_to(mask[:, None], x.shape)] == 0).all()  # masked positions get no gradient
+
+
+def test_mask_sequence_lengths_for_text():
+    """(batch, length, features) with per-example lengths, the variable-length use case."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 7, 5)), jnp.float32)
+    lengths = np.array([7, 2, 0])
+    mask = np.arange(7)[None, :] < lengths[:, None]
+    y = jaxpool.global_avg_pool(x, num_spatial_dims=1, mask=mask)
+    np.testing.assert_allclose(y[0], np.asarray(x[0]).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(y[1], np.asarray(x[1, :2]).mean(0), rtol=1e-6)
+    np.testing.assert_array_equal(y[2], 0)
+    m = jax.jit(lambda v: jaxpool.global_max_pool(v, num_spatial_dims=1, mask=mask))(x)
+    np.testing.assert_allclose(m[1], np.asarray(x[1, :2]).max(0))
+
+
+@pytest.mark.parametrize("mask, error", [(np.ones((2, 8, 8), np.int32), TypeError), (np.ones((2, 5, 8), bool), ValueError)])
+def test_bad_mask_raises_naming_it(mask, error):
+    with pytest.raises(error, match="mask"):
+        jaxpool.global_avg_pool(jnp.zeros((2, 8, 8, 3)), mask=mask)
+    with pytest.raises(error, match="mask"):
+        jax.jit(lambda v: jaxpool.global_max_pool(v, mask=mask))(jnp.zeros((2, 8, 8, 3)))
