@@ -20,12 +20,17 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*.*?\s([a-z][a-z0-9\
 REPORTED_OPCODES = ("reduce-window", "select-and-scatter", "scatter", "gather", "fusion")
 
 
+def opcode_counts(hlo_text: str) -> collections.Counter:
+    """Count of every opcode over every computation of an HLO module's text, fused ones included."""
+    return collections.Counter(_INSTRUCTION.findall(hlo_text))
+
+
 def opcode_histogram(hlo_text: str) -> dict[str, int]:
     """Counts of :data:`REPORTED_OPCODES` and ``instructions`` (all), over every computation of the module.
 
     Fused computations are included, so an op XLA wrapped in a fusion is still counted.
     """
-    counts = collections.Counter(_INSTRUCTION.findall(hlo_text))
+    counts = opcode_counts(hlo_text)
     return {**{op: counts[op] for op in REPORTED_OPCODES}, "instructions": sum(counts.values())}
 
 

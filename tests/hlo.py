@@ -1,17 +1,9 @@
-"""Opcode histogram of compiled HLO text (metadata and names excluded)."""
-
-import collections
-import re
+"""Opcode histogram of a function's compiled HLO (instruction opcodes only, never metadata text)."""
 
 import jax
 
-# "%name = <shape> opcode(operands...)": the shape may be a tuple containing spaces.
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?:\([^=]*?\)|\S+)\s+([a-z][a-z0-9\-]*)\(", re.M)
+from jaxpool._compare_hlo import opcode_counts
 
 
-def opcodes(hlo_text: str) -> collections.Counter:
-    return collections.Counter(_INSTRUCTION.findall(hlo_text))
-
-
-def compiled_opcodes(fn, *args) -> collections.Counter:
-    return opcodes(jax.jit(fn).lower(*args).compile().as_text())
+def compiled_opcodes(fn, *args):
+    return opcode_counts(jax.jit(fn).lower(*args).compile().as_text())
