@@ -13,6 +13,7 @@ from jaxpool.adaptive import (
 )
 from jaxpool.avg import avg_pool, lp_pool
 from jaxpool.max import max_pool, min_pool
+from jaxpool.stochastic import mixed_pool, stochastic_pool
 from jaxpool.unpool import max_unpool
 
 __version__ = "0.1.0"
@@ -27,5 +28,7 @@ __all__ = [
     "max_pool",
     "max_unpool",
     "min_pool",
+    "mixed_pool",
     "spatial_pyramid_pool",
+    "stochastic_pool",
 ]

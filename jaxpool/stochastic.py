@@ -1,0 +1,214 @@
+"""Random pooling: stochastic pooling and mixed max/average pooling.
+
+Stochastic pooling (Zeiler & Fergus 2013, "Stochastic pooling for regularization of deep convolutional
+neural networks") samples one element per window with probability proportional to its activation;
+its backward rule (a ``jax.custom_vjp``) routes each cotangent to the sampled element through the
+same scatter-free, phase-interleaved transpose as max pooling, saving only the sampled element's
+offset inside its window. Mixed pooling (Yu, Wang, Chen & Wei 2014, "Mixed pooling for convolutional
+neural networks") picks max or average pooling at random; it is built on :func:`jaxpool.max_pool`
+and :func:`jaxpool.avg_pool`.
+
+Both take ``key`` (a ``jax.random`` key) for training and ``deterministic=True`` for inference,
+where they return the expectation over their randomness.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpool import _taps
+from jaxpool._geometry import PaddingLike, WindowGeometry, window_tuple
+from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
+from jaxpool.avg import _prepare, avg_pool, window_sum
+from jaxpool.max import _route_to_offsets, max_pool
+
+MIX_SCOPES = ("layer", "channel", "window")
+
+
+def _check_mode(key, deterministic) -> None:
+    """Training needs a key; inference (``deterministic=True``) ignores it."""
+    if not isinstance(deterministic, (bool, np.bool_)):
+        raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
+    if not deterministic and key is None:
+        raise ValueError(
+            "key is required when deterministic=False: pass key=jax.random.key(seed) (in Flax, "
+            "self.make_rng(...)), or deterministic=True for the inference-time expectation"
+        )
+
+
+def _inverse_cdf(x, u, layout: Layout, geom: WindowGeometry):
+    """Samples each window by inverse CDF: ``(y, offset)``, both of the output's shape.
+
+    ``x``'s negatives count as 0 and padding is 0, so neither is ever sampled. The sample is the
+    first tap, in row-major window order, whose running sum of the window exceeds ``u * total``:
+    a fold over the taps (no gather). ``offset`` is the row-major offset of the sampled element in
+    its window, or ``window_size`` where nothing was sampled (``total`` is 0: ``y`` is 0; NaN or
+    overflow: ``y`` is ``total``): ``uint8`` for windows of up to 255 elements, wider beyond.
+    """
+    acc = accumulation_dtype(x.dtype)
+    xp = _taps.pad_input(jnp.maximum(x.astype(acc), 0), layout, geom, 0)
+    taps = [_taps.tap(xp, layout, geom, offs) for _, offs in _taps.window_taps(geom)]
+    running = list(itertools.accumulate(taps))
+    total = running[-1]
+    threshold = u.astype(acc) * total
+    y = jnp.where(total == 0, jnp.zeros((), acc), total)
+    offset = jnp.full(total.shape, geom.window_size, _taps.offset_dtype(geom.window_size + 1))
+    for flat in reversed(range(geom.window_size)):  # last write wins: the first crossing tap
+        take = running[flat] > threshold
+        y = jnp.where(take, taps[flat], y)
+        offset = jnp.where(take, jnp.asarray(flat, offset.dtype), offset)
+    return y.astype(result_dtype(x.dtype)), offset
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _sampled_pool(x, u, layout: Layout, geom: WindowGeometry):
+    return _inverse_cdf(x, u, layout, geom)
+
+
+def _sampled_pool_fwd(x, u, layout, geom):
+    y, offset = _inverse_cdf(x, u, layout, geom)
+    return (y, offset), offset
+
+
+def _sampled_pool_bwd(layout, geom, offset, cotangents):
+    """The sampled element (always positive, so the clamp passes it) takes the cotangent; ``u`` none."""
+    g = cotangents[0]
+    return _route_to_offsets(g, offset, layout, geom).astype(g.dtype), None
+
+
+_sampled_pool.defvjp(_sampled_pool_fwd, _sampled_pool_bwd)
+
+
+def _probability_weighted(x, layout: Layout, geom: WindowGeometry):
+    """``sum(p_i * a_i) = sum(a_i**2) / sum(a_i)`` over each window, negatives as 0; 0 where the sum is 0."""
+    acc = accumulation_dtype(x.dtype)
+    a = jax.nn.relu(x.astype(acc))  # gradient 0 at 0, so all-zero windows get a zero gradient
+    total = window_sum(a, layout, geom)
+    empty = total == 0
+    y = jnp.where(empty, 0, window_sum(a * a, layout, geom) / jnp.where(empty, 1, total))
+    return y.astype(result_dtype(x.dtype))
+
+
+def _stochastic_pool(x, window_shape, strides, padding, key, deterministic, ceil_mode, data_format, uniforms=None):
+    """:func:`stochastic_pool` that also returns the sampled offsets (``None`` when deterministic).
+
+    ``uniforms`` (output-shaped, in ``[0, 1)``), when given, replaces the draw from ``key``.
+    """
+    x, layout, geom = _prepare(x, window_shape, strides, padding, ceil_mode, data_format)
+    if uniforms is None:
+        _check_mode(key, deterministic)
+    if deterministic:
+        return _probability_weighted(x, layout, geom), None
+    if uniforms is None:
+        uniforms = jax.random.uniform(key, layout.with_spatial(x.shape, geom.out_shape), accumulation_dtype(x.dtype))
+    sample = _inverse_cdf if jnp.issubdtype(x.dtype, jnp.integer) else _sampled_pool
+    return sample(x, uniforms, layout, geom)
+
+
+def stochastic_pool(
+    x,
+    window_shape,
+    strides=None,
+    padding: PaddingLike = "VALID",
+    *,
+    key=None,
+    deterministic: bool = False,
+    ceil_mode: bool = False,
+    data_format: str = "channels_last",
+):
+    """Stochastic pooling (Zeiler & Fergus 2013) over N spatial dimensions.
+
+    Training (``deterministic=False``) samples one element ``a_k`` per window with probability
+    ``p_i = a_i / sum(a)`` over the window's in-input elements and returns it: one uniform ``u`` per
+    window (``jax.random.uniform(key, y.shape)``, float32 for 16-bit and integer inputs) picks, by
+    inverse CDF, the first element in row-major window order whose running sum exceeds
+    ``u * sum(a)``. The gradient goes to the sampled element only (a ``custom_vjp`` that saves one
+    byte per output for windows of at most 255 elements, with no scatter). Inference
+    (``deterministic=True``) returns the paper's probabilistic weighting ``sum(p_i * a_i)``,
+    differentiated by autodiff.
+
+    The method expects non-negative activations (after a ReLU). Negative elements count as 0:
+    they are never sampled and do not weigh, so the result equals that of ``relu(x)``, and they
+    receive no gradient. A window with nothing positive (e.g. all zeros) gives 0 and a zero
+    gradient; padding is never sampled. A NaN in a window gives NaN.
+
+    Args:
+      x: ``(*batch, *spatial, C)`` (channels_last) or ``(*batch, C, *spatial)`` (channels_first).
+      window_shape, strides, padding, ceil_mode, data_format: as :func:`jaxpool.max_pool`
+        (``strides=None`` means the window).
+      key: a ``jax.random`` key; required unless ``deterministic``. Same key, same samples;
+        ``jax.vmap`` over a batch of keys draws independent samples.
+      deterministic: return the expectation instead of a sample.
+
+    Returns:
+      ``(*batch, *out, C)`` (or channels_first) in ``x``'s float dtype (float32 for integers).
+    """
+    return _stochastic_pool(x, window_shape, strides, padding, key, deterministic, ceil_mode, data_format)[0]
+
+
+def _mix_probability(mix_prob) -> float:
+    if isinstance(mix_prob, (bool, np.bool_)) or not isinstance(mix_prob, (int, float, np.integer, np.floating)):
+        raise TypeError(f"mix_prob must be a number in [0, 1], got {mix_prob!r}")
+    if not 0 <= mix_prob <= 1:
+        raise ValueError(f"mix_prob must be in [0, 1] (the probability of max pooling), got {mix_prob}")
+    return float(mix_prob)
+
+
+def _choice_shape(per: str, x, y, window_shape, data_format) -> tuple[int, ...]:
+    """Shape of the max/avg choices: one per call, per (batch..., channel), or per output."""
+    if per == "layer":
+        return ()
+    if per == "window":
+        return y.shape
+    layout = layout_of(x, len(window_tuple(window_shape)), data_format)
+    return layout.with_spatial(y.shape, (1,) * layout.n_spatial)
+
+
+def mixed_pool(
+    x,
+    window_shape,
+    strides=None,
+    padding: PaddingLike = "VALID",
+    *,
+    key=None,
+    deterministic: bool = False,
+    mix_prob: float = 0.5,
+    per: str = "channel",
+    ceil_mode: bool = False,
+    data_format: str = "channels_last",
+):
+    """Mixed pooling (Yu, Wang, Chen & Wei 2014): max pooling with probability ``mix_prob``, else average.
+
+    Training draws ``lambda ~ Bernoulli(mix_prob)`` and returns ``lambda * max + (1 - lambda) * avg``
+    (:func:`jaxpool.max_pool`, :func:`jaxpool.avg_pool` with its defaults, so padding counts in the
+    average); the gradient follows the chosen pooling. Inference (``deterministic=True``) returns
+    the expectation ``mix_prob * max + (1 - mix_prob) * avg``.
+
+    Args:
+      x, window_shape, strides, padding, ceil_mode, data_format: as :func:`jaxpool.max_pool`.
+      key: a ``jax.random`` key; required unless ``deterministic``.
+      deterministic: return the expectation instead of a sample.
+      mix_prob: probability of choosing max pooling, a number in ``[0, 1]``.
+      per: granularity of the choice: ``"channel"`` (default; one per batch element and channel,
+        i.e. per feature map), ``"window"`` (one per output element) or ``"layer"`` (one per call).
+
+    Returns:
+      ``(*batch, *out, C)`` (or channels_first) in ``x``'s float dtype (float32 for integers).
+    """
+    p = _mix_probability(mix_prob)
+    if per not in MIX_SCOPES:
+        raise ValueError(f"per must be one of {MIX_SCOPES}, got {per!r}")
+    _check_mode(key, deterministic)
+    x = as_pool_input(x)
+    avg = avg_pool(x, window_shape, strides, padding, ceil_mode=ceil_mode, data_format=data_format)
+    mx = max_pool(x, window_shape, strides, padding, ceil_mode=ceil_mode, data_format=data_format).astype(avg.dtype)
+    if deterministic:
+        acc = accumulation_dtype(avg.dtype)
+        return (p * mx.astype(acc) + (1 - p) * avg.astype(acc)).astype(avg.dtype)
+    choose_max = jax.random.bernoulli(key, p, _choice_shape(per, x, avg, window_shape, data_format))
+    return jnp.where(choose_max, mx, avg)
