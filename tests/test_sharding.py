@@ -26,6 +26,8 @@ def _unpool_round_trip(x, fmt):
     return jaxpool.max_unpool(y, idx, (12, 12), data_format=fmt)
 
 
+_MASK = np.arange(8 * 12 * 12).reshape(8, 12, 12) % 5 > 0  # (batch, *spatial)
+
 OPS = {  # name -> f(x, data_format); 12 -> 5 adaptive bins are uneven, 12 -> 4 tile
     "max_pool": lambda x, fmt: jaxpool.max_pool(x, (3, 3), (2, 2), 1, data_format=fmt),
     "max_pool[indices]": lambda x, fmt: jaxpool.max_pool(x, (3, 3), (2, 2), 1, return_indices=True, data_format=fmt),
@@ -38,6 +40,11 @@ OPS = {  # name -> f(x, data_format); 12 -> 5 adaptive bins are uneven, 12 -> 4 
     "global_max_pool": lambda x, fmt: jaxpool.global_max_pool(x, data_format=fmt),
     "spatial_pyramid_pool": lambda x, fmt: jaxpool.spatial_pyramid_pool(x, (1, 2, 5), data_format=fmt),
     "max_unpool": _unpool_round_trip,
+    "global_avg_pool[mask]": lambda x, fmt: jaxpool.global_avg_pool(x, data_format=fmt, mask=_MASK),
+    "global_max_pool[mask]": lambda x, fmt: jaxpool.global_max_pool(x, data_format=fmt, mask=_MASK),
+    "stochastic_pool": lambda x, fmt: jaxpool.stochastic_pool(abs(x), (3, 3), 2, 1, key=jax.random.key(0), data_format=fmt),
+    "stochastic_pool[deterministic]": lambda x, fmt: jaxpool.stochastic_pool(abs(x), (2, 2), deterministic=True, data_format=fmt),
+    "mixed_pool": lambda x, fmt: jaxpool.mixed_pool(x, (2, 2), key=jax.random.key(0), data_format=fmt),
 }
 
 
@@ -47,7 +54,7 @@ def _grad_of_sum(op):
     return lambda x, fmt: jax.grad(lambda v: (jax.tree.leaves(op(v, fmt))[0] ** 2).sum())(x)
 
 
-OPS.update({f"grad {name}": _grad_of_sum(OPS[name]) for name in ("max_pool", "avg_pool", "adaptive_max_pool")})
+OPS.update({f"grad {name}": _grad_of_sum(OPS[name]) for name in ("max_pool", "avg_pool", "adaptive_max_pool", "stochastic_pool")})
 
 
 def main():
