@@ -12,7 +12,11 @@ from jaxpool.adaptive import (
     spatial_pyramid_pool,
 )
 from jaxpool.avg import avg_pool, lp_pool
+from jaxpool.blur import blur_pool, max_blur_pool
 from jaxpool.max import max_pool, min_pool
+from jaxpool.median import median_pool
+from jaxpool.power import gem_pool
+from jaxpool.soft import soft_pool
 from jaxpool.stochastic import mixed_pool, stochastic_pool
 from jaxpool.unpool import max_unpool
 
@@ -22,13 +26,18 @@ __all__ = [
     "adaptive_avg_pool",
     "adaptive_max_pool",
     "avg_pool",
+    "blur_pool",
+    "gem_pool",
     "global_avg_pool",
     "global_max_pool",
     "lp_pool",
+    "max_blur_pool",
     "max_pool",
     "max_unpool",
+    "median_pool",
     "min_pool",
     "mixed_pool",
+    "soft_pool",
     "spatial_pyramid_pool",
     "stochastic_pool",
 ]

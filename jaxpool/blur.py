@@ -1,0 +1,146 @@
+"""Anti-aliased downsampling: BlurPool and MaxBlurPool (Zhang 2019).
+
+Zhang 2019, "Making convolutional networks shift-invariant again" (ICML): strided pooling aliases;
+low-pass filtering before subsampling restores much of the shift invariance. The blur is a
+depthwise binomial filter (``[1, 2, 1] / 4`` per axis for ``filter_size=3``: separable), applied
+after reflect padding (the paper's default) and evaluated only at the strided output positions.
+
+Formulation: one spatial axis at a time, a weighted sum of strided taps (:mod:`jaxpool._taps`) with
+a ``custom_vjp`` whose backward pass is the taps' scatter-free transpose (:func:`jaxpool._taps.spread`)
+plus the transpose of the reflection (edges folded back: one fused add). Measured on CPU (2 cores,
+float32 ``(32, 56, 56, 64)``, filter 3, stride 2, median of interleaved runs): forward ~4 ms against
+~50-75 ms for ``lax.conv_general_dilated(feature_group_count=C)`` and ~130-170 ms for two 1-D
+depthwise convolutions; forward+backward ~10-14 ms against ~400-500 ms for the grouped convolution
+(XLA:CPU runs grouped convolutions slowly) and ~60 ms when JAX differentiates
+``jnp.pad(mode="reflect")`` itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxpool import _taps
+from jaxpool._geometry import WindowGeometry, int_tuple, same_padding, window_geometry, window_tuple
+from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
+from jaxpool.max import max_pool
+
+MAX_FILTER_SIZE = 7
+
+
+def binomial_filter(size: int) -> np.ndarray:
+    """Normalised row ``size - 1`` of Pascal's triangle: 1: [1]; 2: [1, 1]/2; 3: [1, 2, 1]/4; ..."""
+    row = np.array([math.comb(size - 1, j) for j in range(size)], np.float64)
+    return row / row.sum()
+
+
+def _reflect_pad(x, layout: Layout, geom: WindowGeometry, i: int):
+    config = [(0, 0)] * layout.ndim
+    config[layout.spatial_axes[i]] = (geom.pad_lo[i], geom.pad_hi[i])
+    return jnp.pad(x, config, mode="reflect")
+
+
+def _reflect_transpose(gp, layout: Layout, geom: WindowGeometry, i: int):
+    """Transpose of :func:`_reflect_pad`: the interior plus both padded edges folded back (mirrored)."""
+    axis, n, lo, hi = layout.spatial_axes[i], geom.in_shape[i], geom.pad_lo[i], geom.pad_hi[i]
+
+    def mirrored(start, count, before):
+        edge = lax.rev(lax.slice_in_dim(gp, start, start + count, axis=axis), (axis,))
+        config = [(0, 0, 0)] * layout.ndim
+        config[axis] = (before, n - before - count, 0)
+        return lax.pad(edge, jnp.zeros((), gp.dtype), config)
+
+    # Padded position lo - j mirrors input j (j = 1..lo); lo + n + j mirrors n - 2 - j.
+    return _taps.unpad(gp, layout, geom, axes=(i,)) + mirrored(0, lo, 1) + mirrored(lo + n, hi, n - 1 - hi)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _blur_axis(x, layout: Layout, geom: WindowGeometry, i: int):
+    """Reflect-pads spatial axis ``i`` and sums its binomially weighted, strided taps."""
+    xp = _reflect_pad(x, layout, geom, i)
+    weights = binomial_filter(geom.window[i]).astype(x.dtype)
+    return sum(weights[t] * _taps.tap(xp, layout, geom, {i: t}) for t in range(geom.window[i]))
+
+
+def _blur_axis_fwd(x, layout, geom, i):
+    return _blur_axis(x, layout, geom, i), None
+
+
+def _blur_axis_bwd(layout, geom, i, _, g):
+    weights = binomial_filter(geom.window[i]).astype(g.dtype)
+    gp = _taps.spread(lambda flat, offs: weights[offs[i]] * g, layout, geom, axes=(i,))
+    return (_reflect_transpose(gp, layout, geom, i),)
+
+
+_blur_axis.defvjp(_blur_axis_fwd, _blur_axis_bwd)
+
+
+def _blur(x, layout: Layout, strides, filter_size):
+    """Binomial blur with reflect padding, sampled every ``strides``; float32 for 16-bit floats."""
+    sizes = int_tuple(filter_size, layout.n_spatial, "filter_size")
+    if max(sizes) > MAX_FILTER_SIZE:
+        raise ValueError(f"filter_size entries must be between 1 and {MAX_FILTER_SIZE}, got {sizes!r}")
+    spatial = layout.spatial_shape(x.shape)
+    # The paper pads (f - 1) // 2 low and f // 2 high: "SAME" at stride 1, then subsamples.
+    pads = tuple(same_padding(n, f, 1) for n, f in zip(spatial, sizes))
+    if any(max(pair) >= n for n, pair in zip(spatial, pads)):
+        raise ValueError(f"filter_size {sizes} needs reflect padding {pads}, which needs spatial sizes above it; got {spatial}")
+    geom = window_geometry(spatial, sizes, strides, pads)
+    y = x.astype(accumulation_dtype(x.dtype))
+    for i in range(geom.ndim):
+        y = _blur_axis(y, layout, geom, i)
+    return y.astype(result_dtype(x.dtype))
+
+
+def blur_pool(x, window_shape=(2, 2), strides=None, *, filter_size=3, data_format: str = "channels_last"):
+    """BlurPool (Zhang 2019): binomial low-pass filter with reflect padding, then subsampling by ``strides``.
+
+    The anti-aliased replacement of a strided pooling or convolution: ``blur_pool(x, (2, 2))``
+    halves each spatial size, ``out = ceil(in / stride)``.
+
+    Args:
+      x: ``(*batch, *spatial, C)`` (channels_last) or ``(*batch, C, *spatial)`` (channels_first).
+      window_shape: the pooling window being replaced: its length is N, and it is the default stride.
+        The blur kernel itself is ``filter_size``.
+      strides: the subsampling factor, an int or N ints; ``None`` = ``window_shape``.
+      filter_size: binomial filter size per axis, 1 to 7 (an int or N ints): 1 subsamples only, 2 is
+        ``[1, 1] / 2`` (box), 3 ``[1, 2, 1] / 4`` (the paper's default in its code is 4, ``[1, 3, 3, 1] / 8``).
+        Reflect padding ``(f - 1) // 2`` low, ``f // 2`` high needs spatial sizes above the padding.
+
+    Returns:
+      ``(*batch, *ceil(in / strides), C)`` (or channels_first), ``x``'s float dtype (float32 for
+      integers); float16/bfloat16 are filtered in float32.
+    """
+    x = as_pool_input(x)
+    window = window_tuple(window_shape)
+    layout = layout_of(x, len(window), data_format)
+    return _blur(x, layout, window if strides is None else strides, filter_size)
+
+
+def max_blur_pool(x, window_shape=(2, 2), strides=None, padding="VALID", *, filter_size=3, data_format: str = "channels_last"):
+    """MaxBlurPool (Zhang 2019): dense max pooling, then BlurPool subsampling.
+
+    ``max_pool(window, stride s)`` becomes ``max_pool(window, stride 1)`` followed by
+    :func:`blur_pool` with stride ``s``: the max is evaluated densely, and only the blurred map is
+    subsampled. With the defaults, the anti-aliased ``max_pool(x, (2, 2))``.
+
+    Args:
+      x: ``(*batch, *spatial, C)`` (channels_last) or ``(*batch, C, *spatial)`` (channels_first).
+      window_shape: the max-pooling window (N sizes).
+      strides: the blur's subsampling factor; ``None`` = ``window_shape``.
+      padding: the max-pooling padding, as :func:`jaxpool.max_pool` (``"VALID"`` as the paper).
+      filter_size: as :func:`blur_pool`.
+
+    Returns:
+      ``(*batch, *ceil(m / strides), C)`` where ``m`` is the stride-1 max-pooled size; float dtype as
+      :func:`blur_pool`.
+    """
+    window = window_tuple(window_shape)
+    dense = max_pool(x, window, 1, padding, data_format=data_format)
+    layout = layout_of(dense, len(window), data_format)
+    return _blur(dense, layout, window if strides is None else strides, filter_size)
