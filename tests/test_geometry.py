@@ -2,7 +2,6 @@
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import jaxpool
 from jaxpool import _geometry
 from tests import reference as ref
 from tests.strategies import pool_geometry
+from tests.validation import bad_argument_test
 
 
 @given(
@@ -103,12 +103,7 @@ BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("call, error, word", [c[1:] for c in BAD_ARGUMENTS], ids=[c[0] for c in BAD_ARGUMENTS])
-def test_bad_arguments_raise_naming_the_argument(call, error, word, jit):
-    fn = jax.jit(call) if jit else call
-    with pytest.raises(error, match=word):
-        fn(jnp.asarray(X))
+test_bad_arguments_raise_naming_the_argument = bad_argument_test(BAD_ARGUMENTS, X)
 
 
 def test_out_of_range_unpool_indices_raise_when_concrete():

@@ -23,6 +23,7 @@ from tests import reference_more as rm
 from tests.hlo import compiled_opcodes
 from tests.layouts import from_layout, random_input, to_layout
 from tests.strategies import layouts, pool_geometry
+from tests.validation import bad_argument_test
 
 # Tests check semantics, not speed: compiling without LLVM optimisation halves their compile time.
 fast_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
@@ -297,9 +298,4 @@ BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("call, error, word", [c[1:] for c in BAD_ARGUMENTS], ids=[c[0] for c in BAD_ARGUMENTS])
-def test_bad_arguments_raise_naming_the_argument(call, error, word, jit):
-    fn = jax.jit(call) if jit else call
-    with pytest.raises(error, match=word):
-        fn(jnp.asarray(X))
+test_bad_arguments_raise_naming_the_argument = bad_argument_test(BAD_ARGUMENTS, X)

@@ -36,9 +36,11 @@ def _sample_x(rng, shape, kind="normal"):
 
 def _has_empty_window(shape, k, s, p, d, ceil):
     """Whether some window has no in-input tap (torch allows it with dilation)."""
-    return any(not any(0 <= o * si - pi + j * di < i for j in range(ki))
-               for i, ki, si, pi, di in zip(shape[2:], k, s, p, d)
-               for o in range(ref.output_size(i, ki, si, pi, pi, di, ceil)))
+    return any(
+        not any(0 <= o * si - pi + j * di < i for j in range(ki))
+        for i, ki, si, pi, di in zip(shape[2:], k, s, p, d)
+        for o in range(ref.output_size(i, ki, si, pi, pi, di, ceil))
+    )
 
 
 def _sample_pool(rng, n, dilate=True, ceil=None, fit=False, covered=False):
@@ -54,10 +56,12 @@ def _sample_pool(rng, n, dilate=True, ceil=None, fit=False, covered=False):
         d = tuple(rng.integers(1, 3, n).tolist()) if dilate else (1,) * n
         p = tuple(int(rng.integers(0, ki // 2 + 1)) for ki in k)
         c = bool(rng.integers(2)) if ceil is None else ceil
-        outs = [ref.output_size(i, ki, si, pi, pi, di, c)
-                for i, ki, si, pi, di in zip(shape[2:], k, s, p, d)]
-        if (min(outs) >= 1 and not (fit and min(np.subtract(shape[2:], k)) < 0)
-                and not (covered and _has_empty_window(shape, k, s, p, d, c))):
+        outs = [ref.output_size(i, ki, si, pi, pi, di, c) for i, ki, si, pi, di in zip(shape[2:], k, s, p, d)]
+        if (
+            min(outs) >= 1
+            and not (fit and min(np.subtract(shape[2:], k)) < 0)
+            and not (covered and _has_empty_window(shape, k, s, p, d, c))
+        ):
             return shape, k, s, p, d, c
 
 
@@ -294,8 +298,10 @@ def test_adaptive_pools_vs_torch(torch, F, seed, kind):
     if kind in ("nan", "neginf"):
         return
     g = rng.standard_normal((*shape[:2], *out))
-    for name, fwd, grad in [("max", lambda v: ref.adaptive_max_pool(v, out)[0], ref.adaptive_max_pool_grad),
-                            ("avg", lambda v: ref.adaptive_avg_pool(v, out), ref.adaptive_avg_pool_grad)]:
+    for name, fwd, grad in [
+        ("max", lambda v: ref.adaptive_max_pool(v, out)[0], ref.adaptive_max_pool_grad),
+        ("avg", lambda v: ref.adaptive_avg_pool(v, out), ref.adaptive_avg_pool_grad),
+    ]:
         t = torch.from_numpy(x).requires_grad_()
         ty = getattr(F, f"adaptive_{name}_pool{n}d")(t, out)
         _assert_same(fwd(x), ty.detach())
@@ -318,7 +324,7 @@ def test_global_and_spp_vs_torch(torch, F, n):
         bin_major = torch.cat([torch.movedim(y, 1, -1).flatten(1) for y in ys], 1)
         _assert_same(ref.spatial_pyramid_pool(x, levels, method), channel_major)
         _assert_same(ref.spatial_pyramid_pool(x, levels, method, channels_last_order=True), bin_major)
-        assert channel_major.shape == (2, 3 * sum(lv ** n for lv in levels))
+        assert channel_major.shape == (2, 3 * sum(lv**n for lv in levels))
 
 
 # ------------------------------------------------------- pure NumPy (no torch)
@@ -326,11 +332,18 @@ def test_global_and_spp_vs_torch(torch, F, n):
 
 @pytest.mark.parametrize(
     "args, expected",
-    [((5, 2, 2, 0, 0), 2), ((5, 2, 2, 0, 0, 1, True), 3), ((4, 2, 3, 0, 0, 1, True), 2),
-     ((3, 2, 2, 1, 1), 2), ((3, 2, 2, 1, 1, 1, True), 2),  # ceil window would start in hi pad
-     ((7, 3, 1, 0, 0, 2), 3), ((5, 3, 2, 1, 1, 1, True), 3), ((6, 3, 2, 1, 1, 1, True), 4),
-     ((6, 3, 2, 0, 2, 1, True), 3),  # ceil window would start in hi pad
-     ((1, 1, 1, 0, 0), 1)],
+    [
+        ((5, 2, 2, 0, 0), 2),
+        ((5, 2, 2, 0, 0, 1, True), 3),
+        ((4, 2, 3, 0, 0, 1, True), 2),
+        ((3, 2, 2, 1, 1), 2),
+        ((3, 2, 2, 1, 1, 1, True), 2),  # ceil window would start in hi pad
+        ((7, 3, 1, 0, 0, 2), 3),
+        ((5, 3, 2, 1, 1, 1, True), 3),
+        ((6, 3, 2, 1, 1, 1, True), 4),
+        ((6, 3, 2, 0, 2, 1, True), 3),  # ceil window would start in hi pad
+        ((1, 1, 1, 0, 0), 1),
+    ],
 )
 def test_output_size_hand_cases(args, expected):
     assert ref.output_size(*args) == expected
@@ -338,8 +351,14 @@ def test_output_size_hand_cases(args, expected):
 
 @pytest.mark.parametrize(
     "args, expected",
-    [((5, 3, 2), (1, 1)), ((6, 3, 2), (0, 1)), ((5, 1, 2), (0, 0)), ((4, 4, 1), (1, 2)),
-     ((5, 3, 1, 2), (2, 2)), ((1, 5, 1), (2, 2))],
+    [
+        ((5, 3, 2), (1, 1)),
+        ((6, 3, 2), (0, 1)),
+        ((5, 1, 2), (0, 0)),
+        ((4, 4, 1), (1, 2)),
+        ((5, 3, 1, 2), (2, 2)),
+        ((1, 5, 1), (2, 2)),
+    ],
 )
 def test_same_padding_hand_cases(args, expected):
     assert ref.same_padding(*args) == expected
@@ -382,8 +401,7 @@ def test_asymmetric_padding_brute_force(n):
         s = tuple(rng.integers(1, 3, n).tolist())
         d = tuple(rng.integers(1, 3, n).tolist())
         pads = tuple((int(rng.integers(0, di * (ki - 1) + 1)), int(rng.integers(0, 3))) for ki, di in zip(k, d))
-        if min(ref.output_size(i, ki, si, lo, hi, di)
-               for i, ki, si, (lo, hi), di in zip(x.shape[2:], k, s, pads, d)) < 1:
+        if min(ref.output_size(i, ki, si, lo, hi, di) for i, ki, si, (lo, hi), di in zip(x.shape[2:], k, s, pads, d)) < 1:
             continue
         y, idx = ref.max_pool(x, k, s, pads, d, False)
         _assert_same(y, _brute_max(x, k, s, pads, d))
@@ -420,14 +438,16 @@ def _numeric_vjp(f, x, g, eps=1e-6):
 
 @pytest.mark.parametrize(
     "fwd, grad, extra",
-    [(ref.avg_pool, ref.avg_pool_grad, {"count_include_pad": True}),
-     (ref.avg_pool, ref.avg_pool_grad, {"count_include_pad": False}),
-     (ref.avg_pool, ref.avg_pool_grad, {"divisor_override": 5}),
-     (ref.lp_pool, ref.lp_pool_grad, {"p": 1.0}),
-     (ref.lp_pool, ref.lp_pool_grad, {"p": 2.0}),
-     (ref.lp_pool, ref.lp_pool_grad, {"p": 3.5}),
-     (ref.max_pool, ref.max_pool_grad, {"dilation": (1, 2)}),
-     (ref.min_pool, ref.min_pool_grad, {"dilation": (1, 2)})],
+    [
+        (ref.avg_pool, ref.avg_pool_grad, {"count_include_pad": True}),
+        (ref.avg_pool, ref.avg_pool_grad, {"count_include_pad": False}),
+        (ref.avg_pool, ref.avg_pool_grad, {"divisor_override": 5}),
+        (ref.lp_pool, ref.lp_pool_grad, {"p": 1.0}),
+        (ref.lp_pool, ref.lp_pool_grad, {"p": 2.0}),
+        (ref.lp_pool, ref.lp_pool_grad, {"p": 3.5}),
+        (ref.max_pool, ref.max_pool_grad, {"dilation": (1, 2)}),
+        (ref.min_pool, ref.min_pool_grad, {"dilation": (1, 2)}),
+    ],
 )
 def test_grads_finite_differences_asymmetric_ceil(fwd, grad, extra):
     """VJPs match central differences with asymmetric padding and ceil overhang."""
