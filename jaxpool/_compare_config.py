@@ -9,14 +9,10 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpool._geometry import WindowGeometry, window_geometry
+
 OPS = ("max", "avg", "min")
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _same_pads(size: int, window: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's / Flax's "SAME": ``out = ceil(size / stride)``, the odd padding element at the end."""
-    total = max((-(-size // stride) - 1) * stride + window - size, 0)
-    return total // 2, total - total // 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,33 +49,23 @@ class Config:
             raise ValueError(f"strides {self.strides} must have one entry per window axis ({n})")
         if min(self.shape + self.window + self.strides) < 1:
             raise ValueError(f"shape, window and strides must be positive, got {self.shape}, {self.window}, {self.strides}")
-        if any(o < 1 for o in self.out_shape[1:-1]):
-            raise ValueError(f"window {self.window} with padding {self.padding!r} does not fit the input {self.shape}")
+        window_geometry(self.shape[1:-1], self.window, self.strides, self.padding)  # validates padding and fit
+
+    @property
+    def geometry(self) -> WindowGeometry:
+        """The resolved window geometry (no ``ceil_mode``), from jaxpool's one geometry module."""
+        return window_geometry(self.shape[1:-1], self.window, self.strides, self.padding)
 
     @property
     def pads(self) -> tuple[tuple[int, int], ...]:
-        """The padding as one ``(low, high)`` pair per spatial axis."""
-        spatial = self.shape[1:-1]
-        if isinstance(self.padding, str):
-            if self.padding.upper() not in ("VALID", "SAME"):
-                raise ValueError(f"padding must be VALID, SAME, ints or (low, high) pairs; got {self.padding!r}")
-            if self.padding.upper() == "VALID":
-                return ((0, 0),) * len(spatial)
-            return tuple(_same_pads(*args) for args in zip(spatial, self.window, self.strides))
-        entries = (self.padding,) * len(spatial) if isinstance(self.padding, int) else self.padding
-        if len(entries) != len(spatial):
-            raise ValueError(f"padding {self.padding!r} must have one entry per spatial axis ({len(spatial)})")
-        pairs = tuple((p, p) if isinstance(p, int) else tuple(p) for p in entries)
-        if any(len(p) != 2 or min(p) < 0 for p in pairs):
-            raise ValueError(f"padding must be non-negative ints or (low, high) pairs, got {self.padding!r}")
-        return pairs
+        """The padding as one ``(low, high)`` pair per spatial axis ("SAME" is TensorFlow's/Flax's)."""
+        geometry = self.geometry
+        return tuple(zip(geometry.pad_lo, geometry.pad_hi))
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        """The pooled shape (no ``ceil_mode``): ``floor((in + lo + hi - k) / s) + 1`` per spatial axis."""
-        geometry = zip(self.shape[1:-1], self.window, self.strides, self.pads)
-        spatial = [(d + lo + hi - k) // s + 1 for d, k, s, (lo, hi) in geometry]
-        return (self.shape[0], *spatial, self.shape[-1])
+        """The pooled shape ``(N, *out, C)``."""
+        return (self.shape[0], *self.geometry.out_shape, self.shape[-1])
 
     @property
     def symmetric_padding(self) -> tuple[int, ...] | None:
