@@ -93,6 +93,37 @@ def spread(contribution, layout: Layout, geom: WindowGeometry, axes=None):
     return merged.reshape(out_shape)
 
 
+def spread_tiles(contribution, layout: Layout, geom: WindowGeometry):
+    """:func:`spread` for tiling windows (stride == window, no dilation), all taps in one array op.
+
+    ``contribution(flat)`` receives the row-major in-window offset of every element as an int32 array
+    shaped like the output with a window axis after each spatial axis (``(..., out_i, k_i, ...)``) and
+    returns values of that (broadcast) shape; a reshape lays the tiles back out. Where :func:`spread`
+    emits one shifted array per tap (``K`` of them: thousands for a global window, which XLA compiles
+    for minutes), this is a single broadcast, whatever the window size.
+    """
+    inserted = sorted(layout.spatial_axes)
+    offset_axes = {}
+    for i, axis in enumerate(layout.spatial_axes):
+        offset_axes[i] = axis + 1 + inserted.index(axis)
+    expanded = [1] * (layout.ndim + geom.ndim)
+    flat = np.zeros((1,) * len(expanded), np.int32)
+    for i in range(geom.ndim):
+        shape = list(expanded)
+        shape[offset_axes[i]] = geom.window[i]
+        flat = flat * geom.window[i] + np.arange(geom.window[i], dtype=np.int32).reshape(shape)
+    values = contribution(flat)
+    tiles = list(values.shape)
+    for i in sorted(range(geom.ndim), key=lambda i: offset_axes[i], reverse=True):
+        a = offset_axes[i]
+        tiles[a - 1 : a + 1] = [tiles[a - 1] * tiles[a]]
+    values = values.reshape(tiles)
+    config = [(0, 0, 0)] * layout.ndim
+    for i, axis in enumerate(layout.spatial_axes):
+        config[axis] = (0, geom.padded_shape[i] - geom.out_shape[i] * geom.window[i], 0)
+    return lax.pad(values, jnp.zeros((), values.dtype), config)
+
+
 def unpad(xp, layout: Layout, geom: WindowGeometry, axes=None):
     """Crops padding and overhang (and any excess) off the spatial ``axes`` (default all): inverse of
     :func:`pad_input`."""

@@ -81,7 +81,11 @@ def _route_to_offsets(g, offset, layout: Layout, geom: WindowGeometry):
     acc = g.dtype if geom.is_tiling else accumulation_dtype(g.dtype)
     g = g.astype(acc)
     zero = jnp.zeros((), acc)
-    dxp = _taps.spread(lambda flat, _: jnp.where(offset == flat, g, zero), layout, geom)
+    if geom.is_tiling and geom.window_size > JOINT_FOLD_LIMIT:
+        expand = lambda a: jnp.expand_dims(a, tuple(axis + 1 + k for k, axis in enumerate(sorted(layout.spatial_axes))))
+        dxp = _taps.spread_tiles(lambda flat: jnp.where(expand(offset) == flat, expand(g), zero), layout, geom)
+    else:
+        dxp = _taps.spread(lambda flat, _: jnp.where(offset == flat, g, zero), layout, geom)
     return _taps.unpad(dxp, layout, geom)
 
 

@@ -67,26 +67,45 @@ def test_indices_match_reference_and_unpool_inverts(g, layout, seed):
     )
 
 
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
 @pytest.mark.parametrize(
-    "window, strides, padding, size", [((9, 9), (2, 2), 4, 14), ((5, 5, 3), (1, 2, 1), 0, 8), ((65,), (7,), 32, 70)]
+    "window, strides, padding, size",
+    [
+        ((9, 9), (2, 2), 4, 14),
+        ((5, 5, 3), (1, 2, 1), 0, 8),
+        ((65,), (7,), 32, 70),
+        # Tiling (stride == window): the one-broadcast backward, with a truncated remainder, padding
+        # and a ceil_mode overhang.
+        ((9, 9), None, 0, 20),
+        ((9, 8), None, (1, 3), 22),
+        ((5, 4, 4), None, 0, 11),
+    ],
 )
-def test_large_windows_fold_axis_by_axis(window, strides, padding, size):
+def test_large_windows_fold_axis_by_axis(window, strides, padding, size, data_format):
     """Windows over JOINT_FOLD_LIMIT elements take the axis-by-axis fold; same rules apply."""
     assert np.prod(window) > jaxpool.max.JOINT_FOLD_LIMIT
+    n = len(window)
     rng = np.random.default_rng(0)
-    x = random_input(rng, (2, 2) + (size,) * len(window), "special")
-    pairs = ((padding, padding),) * len(window)
-    want, want_idx = ref.max_pool(x, window, strides, pairs, (1,) * len(window), True)
-    y, idx = jaxpool.max_pool(x, window, strides, padding, ceil_mode=True, return_indices=True, data_format="channels_first")
-    np.testing.assert_array_equal(y, want.astype(np.float32))
-    np.testing.assert_array_equal(idx, want_idx)
+    x = random_input(rng, (2, 2) + (size,) * n, "special")
+    pairs = tuple((p, p) for p in (padding if isinstance(padding, tuple) else (padding,) * n))
+    call = lambda v, **kw: jaxpool.max_pool(v, window, strides, padding, ceil_mode=True, data_format=data_format, **kw)
+    args = (window, window if strides is None else strides, pairs, (1,) * n, True)
+    want, want_idx = ref.max_pool(x, *args)
+    xj = jnp.asarray(to_layout(x, data_format, (2,)))
+    y, idx = call(xj, return_indices=True)
+    np.testing.assert_array_equal(from_layout(y, data_format, (2,)), want.astype(np.float32))
+    np.testing.assert_array_equal(from_layout(idx, data_format, (2,)), want_idx)
     ct = rng.normal(size=want.shape).astype(np.float32)
-    dx = jax.vjp(lambda v: jaxpool.max_pool(v, window, strides, padding, ceil_mode=True, data_format="channels_first"), x)[1](ct)[
-        0
-    ]
-    np.testing.assert_allclose(
-        dx, ref.max_pool_grad(x, ct, window, strides, pairs, (1,) * len(window), True), rtol=1e-5, atol=1e-5
-    )
+    dx = jax.vjp(call, xj)[1](jnp.asarray(to_layout(ct, data_format, (2,))))[0]
+    np.testing.assert_allclose(from_layout(dx, data_format, (2,)), ref.max_pool_grad(x, ct, *args), rtol=1e-5, atol=1e-5)
+
+
+def test_global_max_of_a_large_map_compiles_quickly():
+    """A 56x56 global window has 3136 taps: its backward must not emit one array per tap (which took
+    XLA:CPU four minutes to compile); the tiling backward is one broadcast."""
+    x = jnp.ones((2, 56, 56, 4))
+    lowered = jax.jit(jax.grad(lambda v: jaxpool.global_max_pool(v).sum())).lower(x)
+    assert lowered.as_text().count("\n") < 2000
 
 
 def test_global_extremum_window_uses_wide_offsets():
