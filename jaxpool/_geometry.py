@@ -7,7 +7,9 @@ PyTorch's CPU kernels (ATen ``Pool.h``):
 * ``out = floor((in + lo + hi - eff) / s) + 1`` with ``eff = d * (k - 1) + 1``;
 * ``ceil_mode`` rounds up instead, but the last window must start inside the input or the left
   padding, else it is dropped;
-* ``"SAME"`` padding is TensorFlow's/Flax's: ``out = ceil(in / s)``, the deficit split low-first.
+* ``"SAME"`` padding is TensorFlow's/Flax's: ``out = ceil(in / s)``, the deficit split low-first;
+* adaptive bins ``[floor(i*in/out), ceil((i+1)*in/out))``; fractional pooling's ``out = int(in * ratio)``
+  and PyTorch's ``out + k - 1 <= in`` (the random region placement itself is traced, in ``fractional.py``).
 
 All checks run on static shapes, so errors surface at trace time, eagerly and under ``jit``.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import operator
 from collections.abc import Sequence
 
@@ -249,3 +252,66 @@ def adaptive_output_shape(in_shape: Sequence[int], output_size, name: str = "out
     if any(v < 1 for v in resolved):
         raise ValueError(f"{name} entries must be >= 1, got {resolved!r}")
     return resolved
+
+def _is_sequence(value) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
+def fractional_rank(window_shape, output_size, output_ratio) -> int:
+    """N: the length of whichever of the three arguments is a sequence (they must agree)."""
+    if (output_size is None) == (output_ratio is None):
+        raise ValueError(
+            "pass exactly one of output_size (N sizes) or output_ratio (N fractions in (0, 1]), got "
+            f"output_size={output_size!r}, output_ratio={output_ratio!r}"
+        )
+    if window_shape is not None:
+        return len(window_tuple(window_shape))
+    name, value = ("output_size", output_size) if output_ratio is None else ("output_ratio", output_ratio)
+    if not _is_sequence(value) or len(value) == 0:
+        raise TypeError(f"{name} must be a tuple with one entry per spatial dimension when window_shape is None, got {value!r}")
+    return len(value)
+
+
+def _fractional_ratio_output(in_shape, output_ratio) -> tuple[int, ...]:
+    """PyTorch's ``int(in * ratio)`` (truncation, in Python floats) for ratios in ``(0, 1]``."""
+    n = len(in_shape)
+    if _is_sequence(output_ratio):
+        if len(output_ratio) != n:
+            raise ValueError(f"output_ratio must have one entry per spatial dimension ({n}), got {tuple(output_ratio)!r}")
+        ratios = tuple(output_ratio)
+    else:
+        ratios = (output_ratio,) * n
+    for r in ratios:
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real):
+            raise TypeError(f"output_ratio must contain numbers in (0, 1], got {output_ratio!r}")
+        if not 0 < r <= 1:
+            raise ValueError(f"output_ratio entries must be in (0, 1] (output size = floor(input size * ratio)), got {r!r}")
+    out = tuple(int(size * float(r)) for size, r in zip(in_shape, ratios))
+    for axis, (size, r, o) in enumerate(zip(in_shape, ratios, out)):
+        if o < 1:
+            raise ValueError(
+                f"output_ratio {r!r} gives output size 0 for input size {size} on spatial axis {axis}; use a larger ratio"
+            )
+    return out
+
+
+def fractional_output_shape(in_shape, window, output_size, output_ratio) -> tuple[int, ...]:
+    """Validates the fractional geometry: ``1 <= out <= in`` and, with a window, ``out + k - 1 <= in``."""
+    n = len(in_shape)
+    if output_size is not None:
+        out = int_tuple(output_size, n, "output_size")
+        for axis, (size, o) in enumerate(zip(in_shape, out)):
+            if o > size:
+                raise ValueError(f"output_size {out} exceeds the input size {in_shape} on spatial axis {axis}; pooling shrinks")
+    else:
+        out = _fractional_ratio_output(in_shape, output_ratio)
+    if window is not None:
+        for axis, (size, o, k) in enumerate(zip(in_shape, out, window)):
+            if k > size:
+                raise ValueError(f"window_shape {window} is larger than the input {in_shape} on spatial axis {axis}")
+            if o + k - 1 > size:
+                raise ValueError(
+                    f"window_shape {window} with output size {out} does not fit the input {in_shape} on spatial axis "
+                    f"{axis}: PyTorch requires output + window - 1 <= input; use a smaller window or output_size"
+                )
+    return out

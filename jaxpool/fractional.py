@@ -1,0 +1,308 @@
+"""Fractional max pooling (Graham 2014, "Fractional Max-Pooling", arXiv:1412.6071).
+
+The spatial size shrinks by a non-integer factor ``alpha = in / out`` (the paper's ``1 < alpha < 2``,
+any ``alpha >= 1`` here) through pooling regions whose placement is random per feature map. Along
+each spatial axis the regions come from a boundary sequence; an N-d region is the Cartesian product
+of one interval per axis, so its maximum is folded axis by axis over gathered elements (innermost
+axis first, which keeps PyTorch's row-major first-maximum and last-NaN choices). The forward pass
+finds the winner's flat index; the output is a gather at that index, whose autodiff transpose is
+one scatter-add: the max-id gradient rule, also under ``jvp``, ``vmap`` and ``jit``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxpool import _taps
+from jaxpool._fusion import materialize
+from jaxpool._geometry import fractional_output_shape, fractional_rank, window_tuple
+from jaxpool._layout import Layout, as_pool_input, layout_of
+
+# Every gather position is clamped into the input, so the gathers need no bounds handling.
+_IN_BOUNDS = "promise_in_bounds"
+
+
+def _check_bool(value, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def _resolve(x, window_shape, output_size, output_ratio, data_format):
+    n = fractional_rank(window_shape, output_size, output_ratio)
+    window = None if window_shape is None else window_tuple(window_shape)
+    x = as_pool_input(x)
+    layout = layout_of(x, n, data_format)
+    in_shape = layout.spatial_shape(x.shape)
+    if any(size == 0 for size in in_shape):
+        raise ValueError(f"input has an empty spatial dimension: spatial shape {in_shape}")
+    return x, layout, in_shape, fractional_output_shape(in_shape, window, output_size, output_ratio), window
+
+
+def _plane_shape(x, layout: Layout) -> tuple[int, ...]:
+    """``(*batch, C)``: one pooling plane (feature map) per entry, in either layout."""
+    return tuple(d for axis, d in enumerate(x.shape) if axis not in layout.spatial_axes)
+
+
+def _sample_axes(n: int) -> tuple[int, ...]:
+    """``samples[..., _sample_axes(n)[j]]`` drives spatial axis ``j``: PyTorch's 2-d kernel reads sample 0
+    for the width (last axis) and 1 for the height; its 3-d kernel, and every other rank here, in order."""
+    return (1, 0) if n == 2 else tuple(range(n))
+
+
+def _uniforms(key, samples, deterministic, random_regions, plane, n):
+    """Per-plane uniforms ``(*batch, C, N)`` in spatial-axis order; ``None`` for random increments."""
+    if samples is not None:
+        if deterministic:
+            raise ValueError("samples and deterministic=True conflict: deterministic uses u = 0.5 for every plane")
+        if random_regions:
+            raise ValueError("samples drive the pseudo-random regions only; random_regions=True draws its increments from key")
+        samples = jnp.asarray(samples)
+        if not jnp.issubdtype(samples.dtype, jnp.floating):
+            raise TypeError(f"samples must be floats in [0, 1), got dtype {samples.dtype}")
+        target = plane + (n,)
+        try:
+            ok = samples.ndim >= 1 and samples.shape[-1] == n and np.broadcast_shapes(samples.shape, target) == target
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"samples must have shape (*batch, C, N) = {target} (or broadcast to it, last axis exactly {n}), "
+                f"got {samples.shape}"
+            )
+        samples = jnp.broadcast_to(samples.astype(jnp.promote_types(samples.dtype, jnp.float32)), target)
+        return samples[..., list(_sample_axes(n))]
+    if deterministic:
+        return jnp.full(plane + (n,), 0.5, jnp.float32)
+    if key is None:
+        raise ValueError(
+            "key is required when deterministic=False and no samples are given: pass key=jax.random.key(seed) "
+            "(in Flax, self.make_rng(...)), samples=..., or deterministic=True for fixed regions"
+        )
+    if random_regions:
+        return None
+    return jax.random.uniform(key, plane + (n,), jnp.float32)[..., list(_sample_axes(n))]
+
+
+def _torch_starts(u, size: int, out: int, k: int):
+    """PyTorch's window starts (``generate_intervals``), in ``u``'s float dtype as its kernel computes them:
+    ``alpha = (in - k) / (out - 1)``, ``start_i = int((i + u) * alpha) - int(u * alpha)``, last ``in - k``."""
+    dtype = u.dtype
+    last = jnp.full(u.shape + (1,), size - k, jnp.int32)
+    if out == 1:
+        return last
+    alpha = np.asarray(size - k, dtype) / np.asarray(out - 1, dtype)
+    i = jnp.arange(out - 1, dtype=dtype)
+    starts = ((i + u[..., None]) * alpha).astype(jnp.int32) - (u * alpha).astype(jnp.int32)[..., None]
+    return jnp.concatenate([jnp.clip(starts, 0, size - k), last], axis=-1)
+
+
+def _pseudo_random_bounds(u, size: int, out: int):
+    """Graham's ``a_i = ceil(alpha (i + u)) - ceil(alpha u)``, ``i = 0..out``, ``alpha = in / out``.
+
+    Exact given ``s = u * in`` (one float rounding): ``a_i = ceil((i in + s) / out) - ceil(s / out)``
+    in integers, so ``a_0 = 0``, ``a_out = in`` and every increment is ``floor(alpha)`` or ``ceil(alpha)``
+    whatever ``u``.
+    """
+    s = u * size
+    whole = jnp.floor(s)
+    has_fraction = (s > whole)[..., None]
+    q, r = np.divmod(np.arange(out + 1) * size, out)  # static, exact
+    m = jnp.asarray(r, jnp.int32) + whole.astype(jnp.int32)[..., None]
+    c = jnp.asarray(q, jnp.int32) + jnp.where(has_fraction, m // out + 1, -(-m // out))
+    return c - c[..., :1]
+
+
+def _random_bounds(ranks, size: int, out: int):
+    """Graham's random regions from iid sort keys ``ranks`` ``(*batch, C, out)``: ``argsort(ranks)`` is a
+    uniformly random permutation of ``0..out-1``; positions where it is below ``in % out`` get the
+    increment ``ceil(alpha)``, the rest ``floor(alpha)`` — a uniformly random order of that multiset,
+    independently per plane. Returns the boundaries ``a_0..a_out``."""
+    order = jnp.argsort(ranks, axis=-1)
+    increments = size // out + (order < size % out).astype(jnp.int32)
+    return jnp.concatenate([jnp.zeros(increments.shape[:-1] + (1,), jnp.int32), jnp.cumsum(increments, axis=-1)], axis=-1)
+
+
+def _regions(x, window_shape, output_size, output_ratio, key, samples, random_regions, overlapping, deterministic, data_format):
+    """Resolves arguments to ``x, layout, [(starts, lengths, K) per spatial axis]``.
+
+    ``starts``/``lengths`` are int32 ``(*batch, C, out_j)``; ``K`` is the static maximum length.
+    """
+    for value, name in (
+        (random_regions, "random_regions"),
+        (overlapping, "overlapping"),
+        (deterministic, "deterministic"),
+    ):
+        _check_bool(value, name)
+    x, layout, in_shape, out_shape, window = _resolve(x, window_shape, output_size, output_ratio, data_format)
+    if window is not None and random_regions:
+        raise ValueError(
+            "random_regions=True needs Graham's regions: pass window_shape=None (PyTorch's windows are pseudo-random)"
+        )
+    if window is not None and not overlapping:
+        raise ValueError("overlapping applies to Graham's regions only (window_shape=None); PyTorch's windows have a fixed size")
+    plane, n = _plane_shape(x, layout), layout.n_spatial
+    u = _uniforms(key, samples, deterministic, random_regions, plane, n)
+    # Random increments: one draw of 32-bit sort keys for all axes (ties have probability ~2^-32).
+    ranks = jax.random.bits(key, plane + (sum(out_shape),)) if u is None else None
+    offsets = np.cumsum((0,) + out_shape)
+    regions = []
+    for j, (size, out) in enumerate(zip(in_shape, out_shape)):
+        if window is not None:
+            starts = _torch_starts(u[..., j], size, out, window[j])
+            regions.append((starts, jnp.full_like(starts, window[j]), window[j]))
+            continue
+        if u is not None:
+            bounds = _pseudo_random_bounds(u[..., j], size, out)
+        else:
+            bounds = _random_bounds(ranks[..., offsets[j] : offsets[j + 1]], size, out)
+        starts, ends = bounds[..., :-1], bounds[..., 1:]
+        if overlapping:
+            ends = jnp.minimum(ends + 1, size)
+        longest = -(-size // out) + (1 if overlapping else 0)
+        regions.append((starts, ends - starts, min(longest, size)))
+    return x, layout, regions
+
+
+def _along(a, layout: Layout, j: int):
+    """``(*batch, C, L)`` -> broadcastable to ``layout`` with ``L`` on spatial axis ``j``."""
+    if not layout.channels_first:
+        a = jnp.moveaxis(a, -1, -2)  # (*batch, L, C): the layout's order of the two axes
+    shape = list(a.shape[: layout.n_batch]) + [1] * (layout.n_spatial + 1)
+    shape[layout.channel_axis] = a.shape[-1 if not layout.channels_first else -2]
+    shape[layout.spatial_axes[j]] = a.shape[-2 if not layout.channels_first else -1]
+    return a.reshape(shape)
+
+
+def _argmax_index(x, layout: Layout, regions):
+    """Flat int32 index (over the spatial volume) of each region's maximum: the first in row-major
+    order, or the last NaN — PyTorch's rule, kept by folding the innermost axis first."""
+    in_shape = layout.spatial_shape(x.shape)
+    # Computed once: fused into the gathers, the region arithmetic would be redone per gathered element.
+    packed = materialize(jnp.concatenate([a for starts, lengths, _ in regions for a in (starts, lengths)], axis=-1))
+    cuts = np.cumsum([0] + [a.shape[-1] for starts, lengths, _ in regions for a in (starts, lengths)])
+    index = None
+    for j in reversed(range(layout.n_spatial)):
+        axis, stride = layout.spatial_axes[j], math.prod(in_shape[j + 1 :])
+        starts, lengths = (packed[..., cuts[i] : cuts[i + 1]] for i in (2 * j, 2 * j + 1))
+        longest = regions[j][2]
+        candidates = []
+        for t in range(longest):
+            # Past a region's end the last element repeats: neither a tie nor a NaN rematch moves the winner.
+            pos = _along(starts + jnp.minimum(t, lengths - 1), layout, j)
+            carried = 0 if index is None else jnp.take_along_axis(index, pos, axis, mode=_IN_BOUNDS)
+            candidates.append((jnp.take_along_axis(x, pos, axis, mode=_IN_BOUNDS), None, pos * stride + carried))
+        x, index = _taps.select_fold(candidates, "max", jnp.int32)
+    return index
+
+
+def _gather_flat(x, index, layout: Layout):
+    """``x`` at flat spatial ``index`` per plane; its transpose is a scatter-add (the max-id gradient)."""
+    first, n = layout.spatial_axes[0], layout.n_spatial
+    flat_x = x.reshape(x.shape[:first] + (-1,) + x.shape[first + n :])
+    flat_index = index.reshape(index.shape[:first] + (-1,) + index.shape[first + n :])
+    return jnp.take_along_axis(flat_x, flat_index, first, mode=_IN_BOUNDS).reshape(index.shape)
+
+
+def fractional_max_pool(
+    x,
+    window_shape=None,
+    output_size=None,
+    output_ratio=None,
+    *,
+    key=None,
+    samples=None,
+    random_regions: bool = False,
+    overlapping: bool = True,
+    deterministic: bool = False,
+    return_indices: bool = False,
+    data_format: str = "channels_last",
+):
+    """Fractional max pooling (Graham 2014, arXiv:1412.6071) over N spatial dimensions.
+
+    The output size is ``output_size``, or ``floor(in * output_ratio)`` as PyTorch computes it
+    (``int(in * ratio)``). Each region's maximum is returned (the first in row-major order on ties; a
+    NaN wins, the last one), and its gradient goes to that element only (a scatter-add).
+    Regions are drawn independently per plane, i.e. per (batch..., channel) and spatial axis, as
+    PyTorch does: from uniforms ``u`` of shape ``(*batch, C, N)``, or for random increments from ``key``.
+
+    Two region schemes, along each spatial axis of size ``in`` with ``out`` outputs:
+
+    * ``window_shape`` given — PyTorch's ``fractional_max_pool2d/3d``: windows of the fixed size
+      ``k`` starting at ``int((i + u) * alpha) - int(u * alpha)``, ``alpha = (in - k) / (out - 1)``,
+      computed in ``u``'s float dtype (float32 unless float64 samples are given); the last starts
+      at ``in - k``. Needs ``out + k - 1 <= in``.
+    * ``window_shape=None`` — Graham's regions from a boundary sequence ``0 = a_0 < ... < a_out = in``
+      with increments ``floor(alpha)`` or ``ceil(alpha)``, ``alpha = in / out`` (1 or 2 in the paper's
+      ``1 < alpha < 2``). Pseudo-random (default): ``a_i = ceil(alpha (i + u)) - ceil(alpha u)``, the
+      paper's ``ceil(alpha (i + u))`` shifted to start at 0 (it then ends at ``in`` exactly), computed
+      exactly from ``s = u * in`` rounded once to float32. ``random_regions=True``: a uniformly
+      random order of the ``in % out`` long and ``out - in % out`` short increments, one permutation
+      per plane and axis, drawn from ``key``. Regions are ``[a_{i-1}, a_i)`` (``overlapping=False``,
+      a partition) or ``[a_{i-1}, a_i]`` clipped to the input (``overlapping=True``, the paper's
+      better-performing choice).
+
+    Args:
+      x: ``(*batch, *spatial, C)`` (``"channels_last"``) or ``(*batch, C, *spatial)``
+        (``"channels_first"``); ``*batch`` may be empty or several axes. Float or integer dtype.
+      window_shape: N window sizes for PyTorch's scheme, or ``None`` for Graham's regions.
+      output_size: N output sizes, ``1 <= out <= in`` (an int when ``window_shape`` gives N).
+      output_ratio: N fractions in ``(0, 1]`` (or one); exactly one of the two must be given.
+      key: a ``jax.random`` key; needed unless ``samples`` or ``deterministic``. Without
+        ``random_regions`` it draws ``samples = jax.random.uniform(key, (*batch, C, N))``.
+        ``jax.vmap`` over keys gives independent regions.
+      samples: uniforms in ``[0, 1)``, shape ``(*batch, C, N)`` (``(C, N)`` for unbatched ``x``) in
+        either layout, or broadcastable to it (e.g. ``(N,)`` shares the regions across planes).
+        They are PyTorch's ``_random_samples`` and give its exact values and indices: as in PyTorch,
+        for N = 2 ``samples[..., 0]`` drives the last spatial axis (width) and ``samples[..., 1]``
+        the first (height); for every other N ``samples[..., j]`` drives spatial axis ``j`` (PyTorch's
+        3-d order). Not with ``random_regions`` or ``deterministic``.
+      random_regions: Graham's random (not pseudo-random) increments; needs ``window_shape=None``.
+      overlapping: Graham's overlapping regions (default) or disjoint ones; ``window_shape=None`` only.
+      deterministic: fixed test-time regions from ``u = 0.5`` on every plane (pseudo-random scheme,
+        also when ``random_regions``); no key. Graham instead averages the outputs of several random
+        draws at test time, e.g. by calling with several keys and averaging.
+      return_indices: also return int32 indices of the maxima, flattened over the spatial volume per
+        (batch..., channel) — PyTorch's, usable by :func:`jaxpool.max_unpool`.
+      data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+      ``y`` of shape ``(*batch, *out, C)`` (or channels_first) in ``x``'s dtype, and with
+      ``return_indices`` the int32 indices of the same shape. Works under ``jit``, ``vmap``, ``grad``
+      and ``jvp``.
+    """
+    _check_bool(return_indices, "return_indices")
+    x, layout, regions = _regions(
+        x, window_shape, output_size, output_ratio, key, samples, random_regions, overlapping, deterministic, data_format
+    )
+    index = lax.stop_gradient(_argmax_index(lax.stop_gradient(x), layout, regions))
+    y = _gather_flat(x, index, layout)
+    return (y, index) if return_indices else y
+
+
+def _fractional_regions(
+    x,
+    window_shape=None,
+    output_size=None,
+    output_ratio=None,
+    *,
+    key=None,
+    samples=None,
+    random_regions: bool = False,
+    overlapping: bool = True,
+    deterministic: bool = False,
+    data_format: str = "channels_last",
+):
+    """The regions :func:`fractional_max_pool` pools over with the same arguments.
+
+    Returns one ``(starts, ends)`` pair per spatial axis, int32 ``(*batch, C, out_j)`` each: output
+    ``(o_0, ..., o_{N-1})`` of a plane pools the box ``[starts_j[o_j], ends_j[o_j])`` over ``j``.
+    """
+    _, _, regions = _regions(
+        x, window_shape, output_size, output_ratio, key, samples, random_regions, overlapping, deterministic, data_format
+    )
+    return tuple((starts, starts + lengths) for starts, lengths, _ in regions)
