@@ -1,4 +1,5 @@
-"""Benchmark jaxpool's max_pool / avg_pool against flax.linen and PyTorch (CPU).
+"""Benchmark jaxpool's max_pool / avg_pool against flax.linen and PyTorch (CPU), and jaxpool's
+stochastic_pool (training, with a key, and deterministic=True) on the same cases (jaxpool only).
 
 Everything runs in one process; implementations are timed round-robin (interleaved,
 in shuffled order) and compared through per-round ratios, which is robust on a
@@ -70,7 +71,12 @@ CONFIGS = (
     Config("32x56x56x64 3x3/2 p1", (32, 56, 56, 64), 3, 2, 1),
     Config("64x32x32x96 2x2/2", (64, 32, 32, 96), 2, 2, 0),
 )
-OPS = ("max_pool", "avg_pool")
+OPS = {  # row name -> (jaxpool function, its keyword arguments); flax and torch have max_pool and avg_pool only
+    "max_pool": ("max_pool", {}),
+    "stochastic_pool": ("stochastic_pool", {"key": jax.random.key(0)}),  # training: one sample per window
+    "stochastic_pool[det]": ("stochastic_pool", {"deterministic": True}),  # inference: the expectation
+    "avg_pool": ("avg_pool", {}),
+}
 DTYPES = ("float32", "bfloat16")
 MODES = ("fwd", "fwd+bwd")
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -83,14 +89,17 @@ def jaxpool_pool(backward=None):
     def make(op, c):
         if backward is not None and op != "max_pool":
             return None
-        kw = {} if backward is None else {"backward": backward}
-        fn, pad = getattr(jaxpool, op), ((c.p, c.p) if c.p else "VALID")
+        name, kw = OPS[op]
+        kw = kw if backward is None else {**kw, "backward": backward}
+        fn, pad = getattr(jaxpool, name), ((c.p, c.p) if c.p else "VALID")
         return lambda x: fn(x, (c.k, c.k), (c.s, c.s), pad, **kw)
 
     return make
 
 
 def flax_pool(op, c):
+    if op not in ("max_pool", "avg_pool"):
+        return None
     pad = ((c.p, c.p), (c.p, c.p)) if c.p else "VALID"
     kw = {"count_include_pad": True} if op == "avg_pool" else {}
     fn = getattr(nn, op)
@@ -100,7 +109,9 @@ def flax_pool(op, c):
 def torch_pool(op, c):
     if op == "max_pool":
         return lambda x: F.max_pool2d(x, c.k, c.s, c.p)
-    return lambda x: F.avg_pool2d(x, c.k, c.s, c.p, count_include_pad=True)
+    if op == "avg_pool":
+        return lambda x: F.avg_pool2d(x, c.k, c.s, c.p, count_include_pad=True)
+    return None
 
 
 # --- benchmark thunks: each returns its (blocked) outputs as a tuple ----------------
