@@ -1,5 +1,7 @@
 """jaxpool: every pooling method, for JAX and Flax, with PyTorch's exact semantics.
 
+Flax modules for every op: :mod:`jaxpool.linen` and :mod:`jaxpool.nnx` (submodules, imported on demand).
+
 Layout: ``(*batch, *spatial, C)`` (``data_format="channels_last"``, the default) or
 ``(*batch, C, *spatial)`` (``"channels_first"``). ``strides=None`` means strides equal to the window.
 """
@@ -13,6 +15,9 @@ from jaxpool.adaptive import (
 )
 from jaxpool.avg import avg_pool, lp_pool
 from jaxpool.blur import blur_pool, max_blur_pool
+from jaxpool.combined import avgmax_pool, global_avgmax_pool
+from jaxpool.fractional import fractional_max_pool
+from jaxpool.gated import gated_pool, tree_pool
 from jaxpool.max import max_pool, min_pool
 from jaxpool.median import median_pool
 from jaxpool.power import gem_pool
@@ -26,9 +31,13 @@ __all__ = [
     "adaptive_avg_pool",
     "adaptive_max_pool",
     "avg_pool",
+    "avgmax_pool",
     "blur_pool",
+    "fractional_max_pool",
+    "gated_pool",
     "gem_pool",
     "global_avg_pool",
+    "global_avgmax_pool",
     "global_max_pool",
     "lp_pool",
     "max_blur_pool",
@@ -40,4 +49,5 @@ __all__ = [
     "soft_pool",
     "spatial_pyramid_pool",
     "stochastic_pool",
+    "tree_pool",
 ]
