@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _taps
+from jaxpool._fusion import materialize
 from jaxpool._geometry import PaddingLike, WindowGeometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.avg import _prepare, avg_pool, window_sum
@@ -84,14 +85,37 @@ def _sampled_pool_bwd(layout, geom, offset, cotangents):
 _sampled_pool.defvjp(_sampled_pool_fwd, _sampled_pool_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _expectation(a, layout: Layout, geom: WindowGeometry):
+    """``sum(a_i**2) / sum(a_i)`` over each window of non-negative ``a``; 0 where the sum is 0."""
+    return _expectation_fwd(a, layout, geom)[0]
+
+
+def _expectation_fwd(a, layout, geom):
+    total = window_sum(a, layout, geom)
+    inverse = jnp.where(total == 0, 0, 1 / jnp.where(total == 0, 1, total))
+    y = window_sum(a * a, layout, geom) * inverse
+    return y, (a, inverse, y)
+
+
+def _expectation_bwd(layout, geom, residuals, g):
+    """``dy/da_j = (2 a_j - y) / sum(a)`` summed over the windows holding ``j``: two window-sum
+    transposes of output-sized cotangents, each computed once (XLA:CPU otherwise recomputes the
+    division chain for every tap: 52-69 -> 18 ms fwd+bwd on (32, 56, 56, 64), 3x3/2 p1, heap allocator)."""
+    a, inverse, y = residuals
+    spread = jax.vjp(lambda t: window_sum(t, layout, geom), a)[1]
+    (per_element,) = spread(materialize(g * inverse))
+    (offset,) = spread(materialize(g * y * inverse))
+    return (2 * a * per_element - offset,)
+
+
+_expectation.defvjp(_expectation_fwd, _expectation_bwd)
+
+
 def _probability_weighted(x, layout: Layout, geom: WindowGeometry):
     """``sum(p_i * a_i) = sum(a_i**2) / sum(a_i)`` over each window, negatives as 0; 0 where the sum is 0."""
-    acc = accumulation_dtype(x.dtype)
-    a = jax.nn.relu(x.astype(acc))  # gradient 0 at 0, so all-zero windows get a zero gradient
-    total = window_sum(a, layout, geom)
-    empty = total == 0
-    y = jnp.where(empty, 0, window_sum(a * a, layout, geom) / jnp.where(empty, 1, total))
-    return y.astype(result_dtype(x.dtype))
+    a = jax.nn.relu(x.astype(accumulation_dtype(x.dtype)))  # gradient 0 at 0: all-zero windows get a zero gradient
+    return _expectation(a, layout, geom).astype(result_dtype(x.dtype))
 
 
 def _stochastic_pool(x, window_shape, strides, padding, key, deterministic, ceil_mode, data_format, uniforms=None):
