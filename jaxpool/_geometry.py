@@ -34,6 +34,12 @@ def _as_int(value, name: str) -> int:
         raise TypeError(f"{name} must contain integers, got {value!r} ({type(value).__name__})") from None
 
 
+def check_bool(value, name: str) -> None:
+    """A flag argument must be a Python or NumPy bool (not a traced array, not 0/1)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
 def int_tuple(value, n: int, name: str, *, minimum: int = 1, allow_scalar: bool = True) -> tuple[int, ...]:
     """Normalises an int or a length-``n`` sequence of ints to a tuple, checking ``>= minimum``."""
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -200,8 +206,7 @@ def window_geometry(
     in_shape = tuple(int(v) for v in in_shape)
     strides = window if strides is None else int_tuple(strides, n, "strides")
     dilation = (1,) * n if dilation is None else int_tuple(dilation, n, "dilation")
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    check_bool(ceil_mode, "ceil_mode")
     extent = tuple(d * (k - 1) + 1 for k, d in zip(window, dilation))
     pairs = _padding_pairs(padding, n)
     if pairs == "VALID":

@@ -20,16 +20,11 @@ from jax import lax
 
 from jaxpool import _taps
 from jaxpool._fusion import materialize
-from jaxpool._geometry import fractional_output_shape, fractional_rank, window_tuple
+from jaxpool._geometry import check_bool, fractional_output_shape, fractional_rank, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
 
 # Every gather position is clamped into the input, so the gathers need no bounds handling.
 _IN_BOUNDS = "promise_in_bounds"
-
-
-def _check_bool(value, name: str) -> None:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
 def _resolve(x, window_shape, output_size, output_ratio, data_format):
@@ -137,7 +132,7 @@ def _regions(x, window_shape, output_size, output_ratio, key, samples, random_re
         (overlapping, "overlapping"),
         (deterministic, "deterministic"),
     ):
-        _check_bool(value, name)
+        check_bool(value, name)
     x, layout, in_shape, out_shape, window = _resolve(x, window_shape, output_size, output_ratio, data_format)
     if window is not None and random_regions:
         raise ValueError(
@@ -275,7 +270,7 @@ def fractional_max_pool(
       ``return_indices`` the int32 indices of the same shape. Works under ``jit``, ``vmap``, ``grad``
       and ``jvp``.
     """
-    _check_bool(return_indices, "return_indices")
+    check_bool(return_indices, "return_indices")
     x, layout, regions = _regions(
         x, window_shape, output_size, output_ratio, key, samples, random_regions, overlapping, deterministic, data_format
     )

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxpool import _taps
 from jaxpool._fusion import materialize
-from jaxpool._geometry import PaddingLike, WindowGeometry, window_tuple
+from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.avg import _prepare, avg_pool, window_sum
 from jaxpool.max import _route_to_offsets, max_pool
@@ -33,8 +33,7 @@ MIX_SCOPES = ("layer", "channel", "window")
 
 def _check_mode(key, deterministic) -> None:
     """Training needs a key; inference (``deterministic=True``) ignores it."""
-    if not isinstance(deterministic, (bool, np.bool_)):
-        raise TypeError(f"deterministic must be a bool, got {deterministic!r}")
+    check_bool(deterministic, "deterministic")
     if not deterministic and key is None:
         raise ValueError(
             "key is required when deterministic=False: pass key=jax.random.key(seed) (in Flax, "
