@@ -9,6 +9,7 @@ offsets were materialised). :func:`materialize` computes an array once, on CPU o
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import custom_batching, lax
 
@@ -39,3 +40,15 @@ def _materialize_vmap(axis_size, in_batched, a):
     # conditional into a select, which XLA fuses again.
     return materialize(a), in_batched[0]
 
+
+
+@jax.custom_jvp
+def computed_once(a):
+    """:func:`materialize` with an identity derivative (the tangent itself is not barriered), so
+    that code using it stays differentiable in every mode, to any order."""
+    return materialize(a)
+
+
+@computed_once.defjvp
+def _computed_once_jvp(primals, tangents):
+    return computed_once(primals[0]), tangents[0]

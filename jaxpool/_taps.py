@@ -2,8 +2,9 @@
 
 A pooling window of size ``k`` (per axis) is ``k`` strided slices ("taps") of the padded input, all
 of the output's shape; a reduction over the window is an elementwise fold over the taps, which XLA
-fuses into one loop. The transpose of a tap is ``lax.pad`` with interior padding, so backward passes
-built from taps contain no scatter.
+fuses into one loop. Code that is differentiated takes its taps from :class:`Taps` (contiguous
+slices of a stride-phase view), whose transposes are edge pads and a reshape: JAX's own derivative
+of such code is the phase-interleaved, scatter-free backward pass, in forward and reverse mode.
 """
 
 from __future__ import annotations
@@ -29,110 +30,66 @@ def pad_input(x, layout: Layout, geom: WindowGeometry, fill, axes=None):
 
 
 def tap(xp, layout: Layout, geom: WindowGeometry, offsets: dict[int, int]):
-    """The strided slice of padded ``xp`` holding window element ``offsets`` ({spatial index: t})."""
+    """The strided slice of padded ``xp`` holding window element ``offsets`` ({spatial index: t}).
+
+    Forward-only helper (its transpose is an interior pad, which XLA materialises): code that is
+    differentiated uses :class:`Taps`. An axis with one output is sliced with stride 1 — XLA's SPMD
+    partitioner mis-slices a strided slice whose stride exceeds its extent on a sharded axis
+    (``tests/test_sharding.py::test_xla_strided_slice_partitioning``).
+    """
     start, limit, stride = [0] * layout.ndim, list(xp.shape), [1] * layout.ndim
     for i, t in offsets.items():
         axis = layout.spatial_axes[i]
         start[axis] = t * geom.dilation[i]
-        stride[axis] = geom.strides[i]
+        stride[axis] = geom.strides[i] if geom.out_shape[i] > 1 else 1
         limit[axis] = start[axis] + (geom.out_shape[i] - 1) * geom.strides[i] + 1
     return lax.slice(xp, start, limit, stride)
 
 
-def spread(contribution, layout: Layout, geom: WindowGeometry, axes=None):
-    """Transpose of the taps over ``axes``: sums each tap's values back at its padded positions.
+class Taps:
+    """Window taps of a padded input as contiguous slices of its stride-phase view.
 
-    ``contribution(flat, offsets)`` gives the values of one tap (output-shaped). Instead of
-    interior-padding every tap (which XLA materialises), positions are split into phases
-    ``p = q * stride + r``: phase ``r`` receives exactly the taps with ``t * dilation % stride == r``,
-    each shifted by ``t * dilation // stride`` — plain edge pads that fuse — and the phases are
-    interleaved by one concatenate and reshape. Returns an array covering at least the padded input
-    (crop it with :func:`unpad`).
+    Each spatial axis ``i`` in ``axes`` of length ``P`` is padded to ``Q * s`` and reshaped to
+    ``(Q, s)`` (``s`` = stride): tap ``t`` is phase ``t * d % s``, rows ``t * d // s`` onward. The
+    same values as :func:`tap`, but built from a reshape and plain slices, whose transposes are a
+    reshape and edge pads: differentiating code written with these taps gives the phase-interleaved,
+    scatter-free backward pass (the cotangents of one phase add up in one fused loop, and the phases
+    interleave through the reshape) and works in forward mode, with no custom rule.
     """
-    axes = tuple(range(geom.ndim)) if axes is None else tuple(axes)
-    strides = [geom.strides[i] for i in axes]
-    phase_len = [-(-geom.padded_shape[i] // geom.strides[i]) for i in axes]
-    taps_by_phase: dict[tuple[int, ...], list] = {}
-    for flat, offs in window_taps(geom, axes):
-        phase = tuple(offs[i] * geom.dilation[i] % geom.strides[i] for i in axes)
-        taps_by_phase.setdefault(phase, []).append((flat, offs))
-    phases = {}
-    for phase in itertools.product(*(range(s) for s in strides)):
-        total = None
-        for flat, offs in taps_by_phase.get(phase, ()):
-            values = contribution(flat, offs)
-            config = [(0, 0, 0)] * layout.ndim
-            for i, q in zip(axes, phase_len):
-                shift = offs[i] * geom.dilation[i] // geom.strides[i]
-                config[layout.spatial_axes[i]] = (shift, q - geom.out_shape[i] - shift, 0)
-            shifted = lax.pad(values, jnp.zeros((), values.dtype), config)
-            total = shifted if total is None else total + shifted
-        phases[phase] = total
-    template = next(v for v in phases.values() if v is not None)
-    # Interleave: insert a phase axis after each spatial axis, concatenate innermost first, reshape.
-    expanded_shape = list(template.shape)
-    for i in sorted(axes, key=lambda i: layout.spatial_axes[i], reverse=True):
-        expanded_shape.insert(layout.spatial_axes[i] + 1, 1)
-    phase_axis = {
-        i: layout.spatial_axes[i] + 1 + sum(1 for j in axes if layout.spatial_axes[j] < layout.spatial_axes[i]) for i in axes
-    }
 
-    def interleave(prefix: tuple[int, ...]):
-        depth = len(prefix)
-        if depth == len(axes):
-            values = phases[prefix]
-            values = jnp.zeros_like(template) if values is None else values
-            return values.reshape(expanded_shape)
-        parts = [interleave(prefix + (r,)) for r in range(strides[depth])]
-        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=phase_axis[axes[depth]])
+    def __init__(self, xp, layout: Layout, geom: WindowGeometry, axes=None, fill=0):
+        self.layout, self.geom = layout, geom
+        self.axes = tuple(range(geom.ndim)) if axes is None else tuple(axes)
+        self.padded_shape = xp.shape
+        config = [(0, 0, 0)] * layout.ndim
+        shape = list(xp.shape)
+        for i in sorted(self.axes, key=lambda i: layout.spatial_axes[i], reverse=True):
+            axis, s = layout.spatial_axes[i], self._stride(i)
+            rows = -(-xp.shape[axis] // s)
+            config[axis] = (0, rows * s - xp.shape[axis], 0)
+            shape[axis : axis + 1] = [rows, s]
+        xp = lax.pad(xp, jnp.asarray(fill, xp.dtype), config) if any(c != (0, 0, 0) for c in config) else xp
+        self.view = xp.reshape(shape)
+        # Position of each (row, phase) axis pair in the view.
+        self._row_axis = {}
+        for i in self.axes:
+            axis = layout.spatial_axes[i]
+            self._row_axis[i] = axis + sum(1 for j in self.axes if layout.spatial_axes[j] < axis)
 
-    merged = interleave(())
-    out_shape = list(template.shape)
-    for i, q, s in zip(axes, phase_len, strides):
-        out_shape[layout.spatial_axes[i]] = q * s
-    return merged.reshape(out_shape)
+    def _stride(self, i: int) -> int:
+        return self.geom.strides[i] if self.geom.out_shape[i] > 1 else 1
 
-
-def spread_tiles(contribution, layout: Layout, geom: WindowGeometry):
-    """:func:`spread` for tiling windows (stride == window, no dilation), all taps in one array op.
-
-    ``contribution(flat)`` receives the row-major in-window offset of every element as an int32 array
-    shaped like the output with a window axis after each spatial axis (``(..., out_i, k_i, ...)``) and
-    returns values of that (broadcast) shape; a reshape lays the tiles back out. Where :func:`spread`
-    emits one shifted array per tap (``K`` of them: thousands for a global window, which XLA compiles
-    for minutes), this is a single broadcast, whatever the window size.
-    """
-    inserted = sorted(layout.spatial_axes)
-    offset_axes = {}
-    for i, axis in enumerate(layout.spatial_axes):
-        offset_axes[i] = axis + 1 + inserted.index(axis)
-    expanded = [1] * (layout.ndim + geom.ndim)
-    flat = np.zeros((1,) * len(expanded), np.int32)
-    for i in range(geom.ndim):
-        shape = list(expanded)
-        shape[offset_axes[i]] = geom.window[i]
-        flat = flat * geom.window[i] + np.arange(geom.window[i], dtype=np.int32).reshape(shape)
-    values = contribution(flat)
-    tiles = list(values.shape)
-    for i in sorted(range(geom.ndim), key=lambda i: offset_axes[i], reverse=True):
-        a = offset_axes[i]
-        tiles[a - 1 : a + 1] = [tiles[a - 1] * tiles[a]]
-    values = values.reshape(tiles)
-    config = [(0, 0, 0)] * layout.ndim
-    for i, axis in enumerate(layout.spatial_axes):
-        config[axis] = (0, geom.padded_shape[i] - geom.out_shape[i] * geom.window[i], 0)
-    return lax.pad(values, jnp.zeros((), values.dtype), config)
-
-
-def unpad(xp, layout: Layout, geom: WindowGeometry, axes=None):
-    """Crops padding and overhang (and any excess) off the spatial ``axes`` (default all): inverse of
-    :func:`pad_input`."""
-    axes = range(geom.ndim) if axes is None else axes
-    config = [(0, 0, 0)] * layout.ndim
-    for i in axes:
-        axis = layout.spatial_axes[i]
-        config[axis] = (-geom.pad_lo[i], geom.in_shape[i] + geom.pad_lo[i] - xp.shape[axis], 0)
-    return lax.pad(xp, jnp.zeros((), xp.dtype), config)
+    def __call__(self, offsets: dict[int, int]):
+        start, limit = [0] * self.view.ndim, list(self.view.shape)
+        out_shape = list(self.padded_shape)
+        for i in self.axes:
+            row = self._row_axis[i]
+            position = offsets.get(i, 0) * self.geom.dilation[i]
+            s = self._stride(i)
+            start[row], limit[row] = position // s, position // s + self.geom.out_shape[i]
+            start[row + 1], limit[row + 1] = position % s, position % s + 1
+            out_shape[self.layout.spatial_axes[i]] = self.geom.out_shape[i]
+        return lax.slice(self.view, start, limit).reshape(out_shape)
 
 
 def tap_inside(layout: Layout, geom: WindowGeometry, offsets: dict[int, int]) -> np.ndarray | None:
@@ -157,7 +114,7 @@ def offset_dtype(window_size: int) -> np.dtype:
     return np.dtype(np.int16) if window_size <= 32767 else np.dtype(np.int32)
 
 
-def _better(value, best, mode: str):
+def improves(value, best, mode: str):
     """PyTorch's update rule: strictly better (so ties keep the first), or NaN (a NaN wins)."""
     better = value > best if mode == "max" else value < best
     if jnp.issubdtype(value.dtype, jnp.floating):
@@ -180,7 +137,7 @@ def select_fold(candidates: Iterable[tuple], mode: str, index_dtype):
         if best is None:
             best, winner, seen = value, jnp.broadcast_to(index, value.shape), inside
             continue
-        take = _better(value, best, mode)
+        take = improves(value, best, mode)
         if seen is not None:
             take = take | ~seen
         if inside is not None:
@@ -190,3 +147,12 @@ def select_fold(candidates: Iterable[tuple], mode: str, index_dtype):
         best = jnp.where(take, value, best)
         winner = jnp.where(take, index, winner)
     return best, winner
+
+
+def pad_axis(x, axis: int, high: int, fill):
+    """Pads ``x`` by ``high`` elements of ``fill`` at the end of ``axis``."""
+    if high == 0:
+        return x
+    config = [(0, 0, 0)] * x.ndim
+    config[axis] = (0, high, 0)
+    return lax.pad(x, jnp.asarray(fill, x.dtype), config)

@@ -3,8 +3,11 @@
 Adaptive bins are PyTorch's: bin ``i`` of ``out`` over ``n`` inputs spans
 ``[floor(i*n/out), ceil((i+1)*n/out))`` — bins may overlap, and ``out > n`` repeats inputs. When
 every axis divides evenly the bins are a plain tiling pool (:func:`jaxpool.max_pool` /
-:func:`jaxpool.avg_pool`, with their fast backward rules). Otherwise averages are one small
-averaging matrix per axis, and maxima an axis-by-axis fold over each bin's elements.
+:func:`jaxpool.avg_pool`: one reshape and one reduction). Otherwise, axis by axis: a bin has one of
+at most two lengths; every stride-1 window of each length is reduced by doubling
+(:func:`jaxpool._sliding.doubling`, ``log2`` of the bin length passes), each bin's start is picked
+by a broadcast-reshape-slice (:func:`jaxpool._sliding.pick`) and a static mask chooses the length.
+No gather, no scatter, HLO size independent of the sizes; a NaN stays in its bins.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool import _taps
+from jaxpool import _sliding, _taps
 from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.avg import avg_pool
-from jaxpool.max import _extremum_pool, _fill_value, flat_indices
+from jaxpool.max import _extremum_pool, _fill_value, _upcast16, flat_indices, takes_over
 
 
 def _resolve(x, output_size, data_format):
@@ -38,18 +41,32 @@ def _resolve(x, output_size, data_format):
     return x, layout, in_shape, out_shape, window
 
 
-def _bin_taps(x, layout: Layout, i: int, size: int, out: int):
-    """Bins along spatial axis ``i`` as taps: tap ``t`` holds each bin's ``t``-th element.
+# Above this many repeated elements per row, :func:`jaxpool._sliding.pick` would cost more than a
+# gather (sizes with a huge ``out / gcd(in, out)``, e.g. 100000 -> 99999): gather instead.
+_PICK_LIMIT = 2**24
 
-    Yields ``(values, inside, positions)``; bins shorter than ``t + 1`` repeat their last element
-    and are marked outside by the static mask ``inside`` (``None`` when every bin is long enough).
-    """
+
+def _bins_along(values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent=False) -> tuple:
+    """Reduces PyTorch's adaptive bins along spatial axis ``i`` of ``values`` (a tuple of arrays)."""
+    axis = layout.spatial_axes[i]
     starts, ends = adaptive_bins(size, out)
     lengths = ends - starts
-    for t in range(int(lengths.max())):
-        positions = starts + np.minimum(t, lengths - 1)
-        inside = None if (t < lengths).all() else layout.along(t < lengths, i)
-        yield jnp.take(x, positions, axis=layout.spatial_axes[i]), inside, positions
+    result = None
+    for length in sorted(set(lengths.tolist())):
+        windows = _sliding.doubling(values, combine, axis, length, 1, size - length + 1, idempotent=idempotent)
+        if size * (out // math.gcd(size, out)) <= _PICK_LIMIT:
+            padded = tuple(
+                _taps.pad_axis(w, axis, length - 1, fill) for w, fill in zip(windows, fills)
+            )  # rows past the last start of this length are never used
+            picked = tuple(_sliding.pick(w, axis, size, out) for w in padded)
+        else:
+            picked = tuple(jnp.take(w, np.minimum(starts, size - length), axis=axis) for w in windows)
+        if result is None:
+            result = picked
+        else:
+            chosen = layout.along(lengths == length, i)
+            result = tuple(jnp.where(chosen, p, r) for p, r in zip(picked, result))
+    return result
 
 
 def adaptive_avg_pool(x, output_size, *, data_format: str = "channels_last"):
@@ -68,44 +85,47 @@ def adaptive_avg_pool(x, output_size, *, data_format: str = "channels_last"):
         return avg_pool(x, window, data_format=data_format)
     acc = accumulation_dtype(x.dtype)
     y = x.astype(acc)
-    for i in range(layout.n_spatial):
-        total = sum(
-            v if inside is None else jnp.where(inside, v, 0)
-            for v, inside, _ in _bin_taps(y, layout, i, in_shape[i], out_shape[i])
-        )
+    for i in reversed(range(layout.n_spatial)):
+        (y,) = _bins_along((y,), lambda a, b: (a[0] + b[0],), (0,), layout, i, in_shape[i], out_shape[i])
         starts, ends = adaptive_bins(in_shape[i], out_shape[i])
-        y = total / layout.along((ends - starts).astype(acc), i)
+        y = y / layout.along((ends - starts).astype(acc), i)
     return y.astype(result_dtype(x.dtype))
 
 
-def _uneven_max(x, layout: Layout, in_shape, out_shape):
-    """Axis-by-axis fold over uneven bins (innermost axis first, so row-major first maxima win)."""
-    index = None
+def _uneven_max(x, layout: Layout, in_shape, out_shape, indices: bool):
+    """Axis-by-axis maxima over uneven bins. Blocks combine in input order, so PyTorch's rule is "the
+    later wins if strictly greater or NaN"; with ``indices`` each candidate carries its flat input
+    position (a total order, :func:`jaxpool.max.takes_over`)."""
+
+    def combine(a, b):
+        take = takes_over(b[0], b[1], a[0], a[1], "max") if indices else _taps.improves(b[0], a[0], "max")
+        return tuple(jnp.where(take, new, old) for new, old in zip(b, a))
+
+    values, fills = (x,), (_fill_value(x.dtype, "max"),)
+    if indices:
+        flat = jnp.zeros((1,) * layout.ndim, jnp.int32)
+        for i, n in enumerate(in_shape):
+            flat = flat * n + layout.along(np.arange(n, dtype=np.int32), i)
+        values, fills = values + (jnp.broadcast_to(flat, x.shape),), fills + (np.iinfo(np.int32).max,)
     for i in reversed(range(len(in_shape))):
-        stride = math.prod(in_shape[i + 1 :])
-        axis = layout.spatial_axes[i]
-        carried = (lambda pos: 0) if index is None else (lambda pos, index=index, axis=axis: jnp.take(index, pos, axis=axis))
-        candidates = [
-            (values, inside, layout.along(pos * stride, i) + carried(pos))
-            for values, inside, pos in _bin_taps(x, layout, i, in_shape[i], out_shape[i])
-        ]
-        x, index = _taps.select_fold(candidates, "max", jnp.int32)
-    return x, index
+        values = _bins_along(values, combine, fills, layout, i, in_shape[i], out_shape[i], idempotent=True)
+    return values if indices else (values[0], None)
 
 
 def adaptive_max_pool(x, output_size, *, return_indices: bool = False, data_format: str = "channels_last"):
     """Maximum over PyTorch's adaptive bins (ties to the first, NaN wins), like :func:`adaptive_avg_pool`.
 
     With ``return_indices``, also int32 indices over the input's spatial volume, as
-    :func:`jaxpool.max_pool`. Evenly dividing sizes use max_pool's scatter-free backward rule; uneven
-    bins are gathered, so their gradient is a scatter-add.
+    :func:`jaxpool.max_pool`. Scatter-free derivatives in both modes, evenly dividing or not.
     """
     x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
     if window is not None:
-        y, offset, layout, geom = _extremum_pool(x, window, None, "VALID", None, False, data_format, "argmax", "max")
-        index = flat_indices(offset, layout, geom) if return_indices else None
+        pooled = _extremum_pool(x, window, None, "VALID", None, False, data_format, "argmax", "max", return_indices)
+        y, winner, layout, geom = pooled
+        index = flat_indices(winner, layout, geom) if return_indices else None
     else:
-        y, index = _uneven_max(x, layout, in_shape, out_shape)
+        y, index = _uneven_max(_upcast16(x), layout, in_shape, out_shape, return_indices)
+        y = y.astype(x.dtype)
     return (y, index) if return_indices else y
 
 

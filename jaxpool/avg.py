@@ -1,57 +1,43 @@
 """Average and power-average (LP) pooling.
 
-The window sum is separable: one axis at a time, a sum of that axis's strided taps. XLA fuses each
-pass into one loop and differentiates it into interior-padded adds (no ``reduce_window``
-transpose, no scatter), which keeps the backward pass of overlapping windows fast. 16-bit floats
-and integers are summed in float32.
+Window sums are lowered by :func:`jaxpool._lowering.choose` (one reduce for tiling windows, a fused
+tap sum for small ones, axis-by-axis doubling for large ones) from plain JAX ops, so JAX
+differentiates them in forward and reverse mode; the backward pass is shifted adds (no
+``reduce_window`` transpose, no scatter). 16-bit floats and integers are summed in float32.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool import _taps
+from jaxpool import _lowering, _sliding, _taps
 from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
-from jaxpool.max import JOINT_FOLD_LIMIT, max_pool
+from jaxpool.max import max_pool
 
 
-def _is_joint(geom: WindowGeometry) -> bool:
-    """Small windows sum all taps in one fused loop; large ones axis by axis (sum, not product, of sizes)."""
-    return geom.window_size <= JOINT_FOLD_LIMIT
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def window_sum(x, layout: Layout, geom: WindowGeometry):
-    """Sum of each window's in-input elements (zero padding), in ``x``'s dtype."""
-    if _is_joint(geom):
-        xp = _taps.pad_input(x, layout, geom, 0)
-        return sum(_taps.tap(xp, layout, geom, offs) for _, offs in _taps.window_taps(geom))
-    for i in range(geom.ndim):
-        xp = _taps.pad_input(x, layout, geom, 0, axes=(i,))
-        x = sum(_taps.tap(xp, layout, geom, {i: t}) for t in range(geom.window[i]))
+    """Sum of each window's in-input elements (zero padding), in ``x``'s dtype, lowered per
+    :func:`jaxpool._lowering.choose`. Plain JAX ops (reshapes, slices, adds): JAX differentiates it
+    in both modes, and the transpose is phase-interleaved shifted adds — no ``reduce_window``
+    transpose, no scatter."""
+    kind = _lowering.choose(geom)
+    if kind == "tiling":
+        tiled, window_axes = _sliding.tile_shape(layout, geom, x.shape)
+        return jnp.sum(x.reshape(tiled), axis=window_axes)
+    if kind == "taps":
+        taps = _taps.Taps(_taps.pad_input(x, layout, geom, 0), layout, geom)
+        return sum(taps(offs) for _, offs in _taps.window_taps(geom))
+    for i in reversed(range(geom.ndim)):
+        (x,) = _sliding.along_axis((_taps.pad_input(x, layout, geom, 0, axes=(i,)),), _add, layout, geom, i)
     return x
 
 
-def _window_sum_fwd(x, layout, geom):
-    return window_sum(x, layout, geom), None
-
-
-def _window_sum_bwd(layout, geom, _, g):
-    """Each input element receives the cotangents of the windows covering it."""
-    if _is_joint(geom):
-        return (_taps.unpad(_taps.spread(lambda flat, offs: g, layout, geom), layout, geom),)
-    for i in reversed(range(geom.ndim)):
-        g = _taps.unpad(_taps.spread(lambda flat, offs, g=g: g, layout, geom, axes=(i,)), layout, geom, axes=(i,))
-    return (g,)
-
-
-window_sum.defvjp(_window_sum_fwd, _window_sum_bwd)
+def _add(a, b):
+    return (a[0] + b[0],)
 
 
 def _prepare(x, window_shape, strides, padding, ceil_mode, data_format, dilation=None):

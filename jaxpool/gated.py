@@ -8,20 +8,17 @@ filters ``w . x = sum_t w_t x_t`` over each pooling window: one sum over the win
 
 Gradients flow to ``x`` and to the weights, without scatter: the gates and mixtures are JAX's
 autodiff, max and average pooling use :func:`jaxpool.max_pool` / :func:`jaxpool.avg_pool`'s own
-backward rules, and the dot products a ``custom_vjp`` (:func:`_window_dots`) built on the taps'
-transpose; so, like max_pool, they support ``grad``/``vjp``/``vmap``/``jit``, not forward mode
-(``jax.jvp``). Float inputs only; 16-bit floats are computed in float32 and rounded once.
+derivatives, and the dot products (:func:`_window_dots`) JAX's own derivative of phase-view taps;
+so every transformation works, forward mode included. Float inputs only; 16-bit floats are
+computed in float32 and rounded once.
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
 
 from jaxpool import _taps
-from jaxpool._fusion import materialize
 from jaxpool._geometry import PaddingLike, WindowGeometry
 from jaxpool._layout import Layout, accumulation_dtype
 from jaxpool.avg import _prepare, avg_pool
@@ -53,51 +50,17 @@ def _filter_columns(filters, per_channel: bool, layout: Layout, geom: WindowGeom
     return filters.reshape(shape)
 
 
-@jax.custom_jvp
-def _computed_once(a):
-    """:func:`jaxpool._fusion.materialize` with an identity derivative, so that the backward pass
-    itself stays differentiable (reverse over reverse)."""
-    return materialize(a)
-
-
-@_computed_once.defjvp
-def _computed_once_jvp(primals, tangents):
-    return _computed_once(primals[0]), tangents[0]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _window_dots(x, filters, per_channel: bool, layout: Layout, geom: WindowGeometry):
     """``sum_t filters[f, t] * x_t`` for each filter ``f``: F output-shaped dot products with every window.
 
     ``filters``: ``(F, *window)`` or, ``per_channel``, ``(F, *window, C)``. Padding taps are zeros.
+    Phase-view taps (:class:`jaxpool._taps.Taps`): JAX differentiates it in both modes, and its
+    transpose is shifted adds (``dx``) and one reduction per tap (``dw``), no scatter.
     """
     columns = _filter_columns(filters, per_channel, layout, geom)
-    xp = _taps.pad_input(x, layout, geom, 0)
-    taps = [_taps.tap(xp, layout, geom, offs) for _, offs in _taps.window_taps(geom)]
-    return tuple(sum(columns[f, t] * v for t, v in enumerate(taps)) for f in range(filters.shape[0]))
-
-
-def _window_dots_fwd(x, filters, per_channel, layout, geom):
-    return _window_dots(x, filters, per_channel, layout, geom), (x, filters)
-
-
-def _window_dots_bwd(per_channel, layout, geom, residuals, g):
-    """Reverse mode without scatter. ``dx``: each tap's weighted cotangents put back by the taps'
-    phase-interleaved transpose (:func:`jaxpool._taps.spread`, as avg_pool's backward). ``dw[:, t] =
-    sum(g * x_t)``: one reduction per tap for all filters. (JAX's own transpose interior-pads every
-    tap and emits one reduction per weight: measured on CPU, as fast to run at best and 3-10x slower
-    to compile, e.g. ~25 s against ~3 s for the gradient of a depth-3 tree with 4x4 windows.)"""
-    x, filters = residuals
-    columns = _filter_columns(filters, per_channel, layout, geom)
-    g = _computed_once(jnp.stack(g))  # else XLA:CPU recomputes the cotangents' producers for every tap
-    dxp = _taps.spread(lambda t, _: sum(columns[f, t] * g[f] for f in range(len(g))), layout, geom)
-    xp = _taps.pad_input(x, layout, geom, 0)
-    axes = tuple(a for a in range(1, 1 + layout.ndim) if not (per_channel and a == 1 + layout.channel_axis))
-    dw = jnp.stack([jnp.sum(g * _taps.tap(xp, layout, geom, offs)[None], axis=axes) for _, offs in _taps.window_taps(geom)], 1)
-    return _taps.unpad(dxp, layout, geom), dw.reshape(filters.shape).astype(filters.dtype)
-
-
-_window_dots.defvjp(_window_dots_fwd, _window_dots_bwd)
+    taps = _taps.Taps(_taps.pad_input(x, layout, geom, 0), layout, geom)
+    values = [taps(offs) for _, offs in _taps.window_taps(geom)]
+    return tuple(sum(columns[f, t] * v for t, v in enumerate(values)) for f in range(filters.shape[0]))
 
 
 def _gate(logit, first, second):

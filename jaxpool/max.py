@@ -1,15 +1,18 @@
-"""Max and min pooling, with the max-index ("max id") backward rule.
+"""Max and min pooling, with the max-index ("max id") derivative.
 
-The forward pass folds the window's taps (:mod:`jaxpool._taps`) and keeps, per output, the offset of
-the winning element inside its window — one byte when the window has at most 256 elements. The
-backward pass (a ``jax.custom_vjp``) sends each cotangent to that element without any scatter: for
-tiling windows (stride == window) a one-hot broadcast and a reshape; for overlapping or gapped
-windows a sum over taps of interior-padded, masked cotangents. This is the classic max-pooling
-gradient (LeCun et al. 1998; Ranzato et al. 2007), with PyTorch's choice of element on ties
-(the first in row-major window order) and NaN (a NaN wins and takes the gradient).
+The lowering follows :mod:`jaxpool._lowering`: small windows fold their taps and keep, per output,
+the offset of the winning element inside its window (one byte when the window has at most 256
+elements); tiling windows (global pooling, SPP levels) reduce a reshaped array once; large
+windows go axis by axis with a doubling scheme. The derivative routes each output's tangent — and,
+transposed, its cotangent — to its winning element without any scatter: a ``jax.custom_jvp`` whose
+tangent map selects the winner's tap (small and tiling windows, saving only the offsets for
+reverse mode), or plain differentiation of selects (large windows). Forward mode (``jvp``,
+``jacfwd``, ``hessian``) and reverse mode both work. This is the classic max-pooling gradient
+(LeCun et al. 1998; Ranzato et al. 2007), with PyTorch's choice of element on ties (the first in
+row-major window order) and NaN (a NaN wins and takes the gradient; with several, the last).
 
 ``backward="xla"`` computes the same forward with ``lax.reduce_window`` and leaves differentiation
-to XLA (``select_and_scatter_add`` in reverse mode; supports ``jax.jvp``/``jax.jacfwd``).
+to XLA (``select_and_scatter_add`` in reverse mode).
 """
 
 from __future__ import annotations
@@ -22,15 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _taps
+from jaxpool import _lowering, _sliding, _taps
 from jaxpool._fusion import materialize
 from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
-from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of
+from jaxpool._layout import Layout, as_pool_input, layout_of
 
 BACKWARDS = ("argmax", "xla")
-# Windows with at most this many elements fold all taps in one fused loop; larger ones fold axis by
-# axis (sum instead of product of the window sizes in taps).
-JOINT_FOLD_LIMIT = 64
+# Kept for modules that fold small windows themselves (see jaxpool._lowering).
+JOINT_FOLD_LIMIT = _lowering.JOINT_TAPS
 
 
 def _fill_value(dtype, mode: str):
@@ -41,70 +43,141 @@ def _fill_value(dtype, mode: str):
     return info.min if mode == "max" else info.max
 
 
-def _extremum_and_offset(x, layout: Layout, geom: WindowGeometry, mode: str):
-    """Returns the pooled extremum and the row-major offset of the winner inside its window."""
-    if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32:
-        # Exact: upcasting preserves order, ties and NaN. Folding 16-bit floats directly makes
-        # XLA:CPU insert converts that split the fold into one materialised array per tap.
-        y, offset = _extremum_and_offset(x.astype(jnp.float32), layout, geom, mode)
-        return y.astype(x.dtype), offset
+def takes_over(value, index, best, best_index, mode: str):
+    """PyTorch's winner as a total order: the larger (smaller, for min) value, a NaN over any
+    number, the earlier position among equal values and the later one among NaNs. Being a total
+    order on (value, position), it gives the same winner whatever order the elements meet in."""
+    strictly = value > best if mode == "max" else value < best
+    take = strictly | ((value == best) & (index < best_index))
+    if jnp.issubdtype(value.dtype, jnp.floating):
+        new_nan, old_nan = jnp.isnan(value), jnp.isnan(best)
+        take = jnp.where(new_nan, ~old_nan | (index > best_index), take & ~old_nan)
+    return take
+
+
+def _upcast16(x):
+    """Folding 16-bit floats directly makes XLA:CPU insert converts that split the fold into one
+    materialised array per tap; upcasting preserves order, ties and NaN exactly."""
+    return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32 else x
+
+
+def _tiling_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
+    """Tiling windows: a reshape that gives each window its own axes, then two plain reductions —
+    the extremum, and a score whose maximum encodes PyTorch's winner (the last NaN, else the first
+    element equal to the extremum). Plain max/min reductions are what XLA vectorises best and what
+    its SPMD partitioner splits over a sharded axis (local reductions and one all-reduce); a
+    variadic (value, index) reduce is neither."""
+    tiled, window_axes = _sliding.tile_shape(layout, geom, x.shape)
+    k = geom.window_size
+    xt = x.reshape(tiled)
+    reduce = jnp.max if mode == "max" else jnp.min
+    y = reduce(xt, axis=window_axes, keepdims=True)
+    iota = _sliding.window_offsets(layout, geom, len(tiled), window_axes, jnp.int32)
+    score = jnp.where(xt == y, k - 1 - iota, -1)  # the first equal element scores highest
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        score = jnp.where(jnp.isnan(xt), k + iota, score)  # any NaN beats that; the last NaN wins
+    best = jnp.max(score, axis=window_axes)
+    offset = jnp.where(best >= k, best - k, k - 1 - best).astype(_taps.offset_dtype(k))
+    return jnp.squeeze(y, window_axes), offset
+
+
+def _tiling_route(tx, offset, layout: Layout, geom: WindowGeometry):
+    """Tangent of a tiling extremum: each window's winner, as one select and one sum."""
+    tiled, window_axes = _sliding.tile_shape(layout, geom, tx.shape)
+    offsets = _sliding.window_offsets(layout, geom, len(tiled), window_axes, offset.dtype)
+    winner = jnp.expand_dims(offset, window_axes) == offsets
+    return jnp.sum(jnp.where(winner, tx.reshape(tiled), jnp.zeros((), tx.dtype)), axis=window_axes)
+
+
+def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
+    """Small windows: one fused fold over all taps to (extremum, in-window offset)."""
     dtype = _taps.offset_dtype(geom.window_size)
     xp = _taps.pad_input(x, layout, geom, _fill_value(x.dtype, mode))
-    if geom.window_size <= JOINT_FOLD_LIMIT:
-        candidates = (
-            (_taps.tap(xp, layout, geom, offs), _taps.tap_inside(layout, geom, offs), flat)
-            for flat, offs in _taps.window_taps(geom)
-        )
-        return _taps.select_fold(candidates, mode, dtype)
-    # Axis by axis, innermost first, so that the first maximum in row-major order wins.
-    offset, multiplier = None, 1
+    candidates = (
+        (_taps.tap(xp, layout, geom, offs), _taps.tap_inside(layout, geom, offs), flat) for flat, offs in _taps.window_taps(geom)
+    )
+    return _taps.select_fold(candidates, mode, dtype)
+
+
+def _taps_route(tx, offset, layout: Layout, geom: WindowGeometry):
+    """Tangent of a tap fold: the winner's tap, selected by the saved offset. Built on phase-view
+    taps, so its transpose (the backward pass) is phase-interleaved shifted adds, no scatter."""
+    taps = _taps.Taps(_taps.pad_input(tx, layout, geom, 0), layout, geom)
+    zero = jnp.zeros((), tx.dtype)
+    return sum(jnp.where(offset == flat, taps(offs), zero) for flat, offs in _taps.window_taps(geom))
+
+
+def _positions(layout: Layout, geom: WindowGeometry):
+    """int32 flat index over the unpadded spatial volume (PyTorch's), padded with int32 max (never wins ties)."""
+    flat = jnp.zeros((1,) * layout.ndim, jnp.int32)
+    for i, n in enumerate(geom.in_shape):
+        flat = flat * n + layout.along(np.arange(n, dtype=np.int32), i)
+    return _taps.pad_input(flat, layout, geom, np.iinfo(np.int32).max)
+
+
+def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, positions: bool):
+    """Large windows, one axis at a time (:func:`jaxpool._sliding.along_axis`), differentiated by
+    JAX itself (selects only: forward and reverse mode, no scatter). The combined blocks are
+    disjoint and ordered, so PyTorch's rule is "the later block wins if strictly better or NaN".
+    With ``positions`` each candidate also carries its flat input position (int32 max in the
+    padding): needed for indices, and so that a real -inf never loses to the padding's -inf."""
+
+    def combine(a, b):
+        take = _taps.improves(b[0], a[0], mode)
+        if positions:
+            take = take | ((b[0] == a[0]) & (a[1] == np.iinfo(np.int32).max))
+        return tuple(jnp.where(take, new, old) for new, old in zip(b, a))
+
+    values = (_taps.pad_input(x, layout, geom, _fill_value(x.dtype, mode)),)
+    if positions:
+        values += (_positions(layout, geom),)
     for i in reversed(range(geom.ndim)):
-        candidates = [
-            (
-                _taps.tap(xp, layout, geom, {i: t}),
-                _taps.tap_inside(layout, geom, {i: t}),
-                t * multiplier + (0 if offset is None else _taps.tap(offset, layout, geom, {i: t})),
-            )
-            for t in range(geom.window[i])
-        ]
-        xp, offset = _taps.select_fold(candidates, mode, dtype)
-        multiplier *= geom.window[i]
-    return xp, offset
+        values = _sliding.along_axis(values, combine, layout, geom, i, idempotent=True)
+    return values if positions else (values[0], None)
 
 
-def _route_to_offsets(g, offset, layout: Layout, geom: WindowGeometry):
-    """The max-index VJP: each cotangent goes to its window's winning element; no scatter.
-
-    Overlapping windows add several cotangents into one element, in float32 for 16-bit floats.
-    """
-    offset = materialize(offset)
-    acc = g.dtype if geom.is_tiling else accumulation_dtype(g.dtype)
-    g = g.astype(acc)
-    zero = jnp.zeros((), acc)
-    if geom.is_tiling and geom.window_size > JOINT_FOLD_LIMIT:
-        expand = lambda a: jnp.expand_dims(a, tuple(axis + 1 + k for k, axis in enumerate(sorted(layout.spatial_axes))))
-        dxp = _taps.spread_tiles(lambda flat: jnp.where(expand(offset) == flat, expand(g), zero), layout, geom)
-    else:
-        dxp = _taps.spread(lambda flat, _: jnp.where(offset == flat, g, zero), layout, geom)
-    return _taps.unpad(dxp, layout, geom)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
 def _routed_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
-    return _extremum_and_offset(x, layout, geom, mode)
+    """(extremum, in-window offset of the winner) with the max-index derivative: the tangent (and,
+    transposed, the cotangent) of each output is its winner's. Reverse mode saves only the offsets
+    (one byte per output for windows of up to 256 elements)."""
+    fold = _tiling_extremum if _lowering.choose(geom) == "tiling" else _taps_extremum
+    return fold(x, layout, geom, mode)
 
 
-def _routed_pool_fwd(x, layout, geom, mode):
-    y, offset = _extremum_and_offset(x, layout, geom, mode)
-    return (y, offset), offset
+@_routed_pool.defjvp
+def _routed_pool_jvp(layout, geom, mode, primals, tangents):
+    (x,), (tx,) = primals, tangents
+    y, offset = _routed_pool(x, layout, geom, mode)
+    return (y, offset), (route_offsets(tx, offset, layout, geom), np.zeros(offset.shape, jax.dtypes.float0))
 
 
-def _routed_pool_bwd(layout, geom, mode, offset, cotangents):
-    g = cotangents[0]
-    return (_route_to_offsets(g, offset, layout, geom).astype(g.dtype),)
+def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
+    """The tangent of each output is that of the element at its window ``offset`` (0 where the
+    offset is ``window_size``, i.e. none). Linear in ``tx``; JAX transposes it into the backward pass.
+    checkpoint: the linearized program keeps only ``offset`` and recomputes the selects from it;
+    materialize: XLA:CPU would otherwise fuse (recompute) the forward fold into every select."""
+    route = _tiling_route if _lowering.choose(geom) == "tiling" else _taps_route
+    return jax.checkpoint(lambda t, o: route(t, o, layout, geom))(tx, materialize(offset)).astype(tx.dtype)
 
 
-_routed_pool.defvjp(_routed_pool_fwd, _routed_pool_bwd)
+def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: bool = True):
+    """``(y, winner)``: the pooled extremum and either the winner's in-window offset (``"offset"``)
+    or its flat input position (``"position"``; ``None`` unless ``indices``, when cheaper), per
+    :func:`jaxpool._lowering.choose`."""
+    acc = _upcast16(x)
+    if _lowering.choose(geom) == "separable":
+        # checkpoint: reverse mode keeps the input (as flax.linen's reduce_window does) and recomputes
+        # the log2(k) selection masks, instead of keeping every mask.
+        positions = indices or geom.needs_mask()
+        separable = functools.partial(_separable_extremum, layout=layout, geom=geom, mode=mode, positions=positions)
+        y, where = jax.checkpoint(separable)(acc)
+        return y.astype(x.dtype), (where, "position")
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        y, offset = _routed_pool.fun(acc, layout, geom, mode)
+    else:
+        y, offset = _routed_pool(acc, layout, geom, mode)
+    return y.astype(x.dtype), (offset, "offset")
 
 
 def _xla_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
@@ -121,9 +194,12 @@ def _xla_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
     )
 
 
-def flat_indices(offset, layout: Layout, geom: WindowGeometry):
-    """Converts within-window offsets to int32 indices over the unpadded spatial volume (PyTorch's)."""
-    offset = offset.astype(jnp.int32)
+def flat_indices(winner, layout: Layout, geom: WindowGeometry):
+    """int32 indices over the unpadded spatial volume (PyTorch's) from :func:`extremum`'s winner."""
+    where, kind = winner
+    if kind == "position":
+        return where
+    offset = where.astype(jnp.int32)
     flat = jnp.zeros((), jnp.int32)
     for i in range(geom.ndim):
         inner = math.prod(geom.window[i + 1 :])
@@ -133,7 +209,7 @@ def flat_indices(offset, layout: Layout, geom: WindowGeometry):
     return flat
 
 
-def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, mode):
+def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, mode, indices=False):
     x = as_pool_input(x)
     window = window_tuple(window_shape)
     layout = layout_of(x, len(window), data_format)
@@ -142,12 +218,10 @@ def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
     if backward == "xla":
         y = _xla_pool(x, layout, geom, mode)
-        offset = lax.stop_gradient(_extremum_and_offset(lax.stop_gradient(x), layout, geom, mode)[1])
-    elif jnp.issubdtype(x.dtype, jnp.integer):
-        y, offset = _extremum_and_offset(x, layout, geom, mode)
-    else:
-        y, offset = _routed_pool(x, layout, geom, mode)
-    return y, offset, layout, geom
+        winner = extremum(lax.stop_gradient(x), layout, geom, mode)[1] if indices else None
+        return y, winner, layout, geom
+    y, winner = extremum(x, layout, geom, mode, indices=indices)
+    return y, winner, layout, geom
 
 
 def max_pool(
@@ -176,9 +250,9 @@ def max_pool(
       return_indices: also return int32 indices of the maxima, flattened over the unpadded spatial
         volume per (batch, channel) — PyTorch's, usable by :func:`jaxpool.max_unpool`.
       data_format: ``"channels_last"`` or ``"channels_first"``.
-      backward: ``"argmax"`` (default): a ``custom_vjp`` that stores one small integer per output
-        and routes each cotangent to the first maximum (a NaN if present), without scatter; supports
-        ``grad``/``vjp``/``vmap``/``jit`` and reverse-over-reverse, not forward mode. ``"xla"``:
+      backward: ``"argmax"`` (default): the max-index derivative, which routes each tangent and
+        cotangent to the first maximum (a NaN if present) without scatter, saving one small integer
+        per output; every transformation (``grad``, ``jvp``, ``jacfwd``, ``hessian``, ``vmap``). ``"xla"``:
         ``lax.reduce_window`` differentiated by XLA (``select_and_scatter_add``; supports ``jvp``,
         but JAX has no reverse-mode rule when ``dilation > 1``; XLA's own tie and NaN choices).
 
@@ -186,7 +260,9 @@ def max_pool(
       ``y`` of shape ``(*batch, *out, C)`` (or channels_first), and with ``return_indices`` the
       int32 indices of the same shape.
     """
-    y, offset, layout, geom = _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, "max")
+    y, offset, layout, geom = _extremum_pool(
+        x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, "max", return_indices
+    )
     return (y, flat_indices(offset, layout, geom)) if return_indices else y
 
 

@@ -1,6 +1,8 @@
 """max_pool / min_pool against the NumPy reference: values, indices, the max-index gradient,
 dtypes, ties and NaN, the XLA path, transforms, compiled HLO and residual memory."""
 
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -164,8 +166,10 @@ def test_xla_backward_same_forward_and_supports_forward_mode():
     t = jnp.ones_like(x)
     _, tangent = jax.jvp(lambda v: pool(v, "xla"), (x,), (t,))
     np.testing.assert_array_equal(tangent, jnp.ones_like(tangent))
-    with pytest.raises(TypeError):
-        jax.jvp(lambda v: pool(v, "argmax"), (x,), (t,))
+    # forward mode of the default rule: on tie-free input both pick the unique maximum's tangent
+    t = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
+    tangents = [jax.jvp(lambda v, b=b: pool(v, b), (x,), (t,))[1] for b in ("argmax", "xla")]
+    np.testing.assert_array_equal(*tangents)
 
 
 @pytest.mark.parametrize(
@@ -184,10 +188,13 @@ def test_backward_has_no_scatter_and_small_residuals(window, strides, padding, d
         with pytest.raises(NotImplementedError):
             xla_grad(x)
     _, vjp = jax.vjp(pool, x)
-    residual = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(vjp) if hasattr(leaf, "nbytes"))
-    assert residual <= x.nbytes / 4
     leaves = [leaf for leaf in jax.tree_util.tree_leaves(vjp) if hasattr(leaf, "dtype")]
-    assert all(jnp.issubdtype(leaf.dtype, jnp.integer) for leaf in leaves)
+    residual = sum(leaf.nbytes for leaf in leaves)
+    if math.prod(window) <= 64:  # the max-index rule: small integer offsets only
+        assert residual <= x.nbytes / 4
+        assert all(jnp.issubdtype(leaf.dtype, jnp.integer) for leaf in leaves)
+    else:  # large windows (jaxpool._lowering "separable"): the input, as flax.linen's reduce_window
+        assert residual <= 1.05 * x.nbytes
 
 
 class JitVariantsTest(chex.TestCase):

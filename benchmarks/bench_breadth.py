@@ -1,0 +1,348 @@
+"""The breadth table: jaxpool against flax.linen and PyTorch on many shapes, in one process.
+
+Cases span 1-D, 2-D and 3-D; tiling and overlapping windows from 2x2 to 31x31; global pooling on
+small and large maps and on 100k-long sequences; adaptive pooling with even and uneven bins; SPP;
+LP; stochastic; float32 and bfloat16. For each case: trace+compile time of the jitted forward+backward
+(jaxpool and flax, fresh caches), and forward+backward run time, interleaved in shuffled rounds and
+reported as medians of per-round ratios (robust on a shared, noisy machine). A second table shows
+compile time against window size.
+
+    python benchmarks/bench_breadth.py [--quick] [--rounds N] [--only SUBSTRING ...] [--out FILE] [--heap]
+
+Defaults: 15 rounds, best of 2 calls per sample; --out benchmarks/RESULTS_breadth.md (or
+RESULTS_breadth_heap.md with --heap: glibc told to keep large blocks on the heap, see bench_core).
+PyTorch runs channels_last (channels_last_3d in 3-D) with 2 threads and OMP_WAIT_POLICY=PASSIVE.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import datetime
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import bench_core  # noqa: E402  (timing helpers, machine info, heap allocator switch)
+
+import jaxpool  # noqa: E402
+
+torch.set_num_threads(bench_core.TORCH_THREADS)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    shape: tuple  # channels_last: (N, *spatial, C)
+    jaxpool: Callable
+    flax: Callable | None = None
+    torch: Callable | None = None  # takes channels-first torch tensors
+    dtype: str = "float32"
+    tags: tuple = field(default=())
+
+
+def _pads(p, n):
+    return ((p, p),) * n
+
+
+def windowed(kind, shape, k, s, p=0, dtype="float32"):
+    n = len(shape) - 2
+    win, strides = (k,) * n, (s,) * n
+    jp = {"max": jaxpool.max_pool, "avg": jaxpool.avg_pool}[kind]
+    fl = {"max": nn.max_pool, "avg": nn.avg_pool}[kind]
+    tf = {("max", 1): F.max_pool1d, ("max", 2): F.max_pool2d, ("max", 3): F.max_pool3d}.get((kind, n))
+    tf = tf or {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[n]
+    name = f"{kind} {'x'.join([str(k)] * n)}/{s}" + (f" p{p}" if p else "") + f" {shape}"
+    name += "" if dtype == "float32" else f" {dtype}"
+    return Case(
+        name,
+        shape,
+        lambda x: jp(x, win, strides, p),
+        lambda x: fl(x, win, strides, _pads(p, n)),
+        lambda t: tf(t, k, s, p),
+        dtype,
+    )
+
+
+def _spatial(x):
+    return tuple(range(1, x.ndim - 1))
+
+
+def _torch_spatial(t):
+    return tuple(range(2, t.ndim))
+
+
+def _spp_torch(t):
+    return torch.cat([F.adaptive_max_pool2d(t, level).flatten(1) for level in (1, 2, 4)], 1)
+
+
+CASES = [
+    windowed("max", (32, 56, 56, 64), 2, 2),
+    windowed("max", (32, 56, 56, 64), 3, 2, 1),
+    windowed("max", (8, 56, 56, 64), 3, 1, 1),
+    windowed("max", (8, 20, 20, 256), 5, 1, 2),
+    windowed("max", (2, 64, 64, 8), 15, 1),
+    windowed("max", (2, 64, 64, 8), 31, 1),
+    windowed("max", (32, 56, 56, 64), 3, 2, 1, "bfloat16"),
+    windowed("avg", (32, 56, 56, 64), 2, 2),
+    windowed("avg", (32, 56, 56, 64), 3, 2, 1),
+    windowed("avg", (2, 64, 64, 8), 15, 1),
+    windowed("avg", (32, 56, 56, 64), 3, 2, 1, "bfloat16"),
+    windowed("max", (32, 4096, 64), 3, 2, 1),
+    windowed("avg", (32, 4096, 64), 9, 1, 4),
+    windowed("max", (4, 16, 32, 32, 32), 2, 2),
+    windowed("avg", (4, 16, 32, 32, 32), 3, 2, 1),
+    Case(
+        "global max (32, 14, 14, 512)",
+        (32, 14, 14, 512),
+        lambda x: jaxpool.global_max_pool(x),
+        lambda x: x.max(axis=_spatial(x)),
+        lambda t: t.amax(dim=_torch_spatial(t)),
+    ),
+    Case(
+        "global avg (32, 14, 14, 512)",
+        (32, 14, 14, 512),
+        lambda x: jaxpool.global_avg_pool(x),
+        lambda x: x.mean(axis=_spatial(x)),
+        lambda t: t.mean(dim=_torch_spatial(t)),
+    ),
+    Case(
+        "global max (2, 256, 256, 16)",
+        (2, 256, 256, 16),
+        lambda x: jaxpool.global_max_pool(x),
+        lambda x: x.max(axis=_spatial(x)),
+        lambda t: t.amax(dim=_torch_spatial(t)),
+    ),
+    Case(
+        "global max (1, 512, 512, 4)",
+        (1, 512, 512, 4),
+        lambda x: jaxpool.global_max_pool(x),
+        lambda x: x.max(axis=_spatial(x)),
+        lambda t: t.amax(dim=_torch_spatial(t)),
+    ),
+    Case(
+        "global avg (1, 512, 512, 4)",
+        (1, 512, 512, 4),
+        lambda x: jaxpool.global_avg_pool(x),
+        lambda x: x.mean(axis=_spatial(x)),
+        lambda t: t.mean(dim=_torch_spatial(t)),
+    ),
+    Case(
+        "global max 1-D (1, 100000, 4)",
+        (1, 100000, 4),
+        lambda x: jaxpool.global_max_pool(x, num_spatial_dims=1),
+        lambda x: x.max(axis=1),
+        lambda t: t.amax(dim=2),
+    ),
+    Case(
+        "global avg 1-D (1, 100000, 4)",
+        (1, 100000, 4),
+        lambda x: jaxpool.global_avg_pool(x, num_spatial_dims=1),
+        lambda x: x.mean(axis=1),
+        lambda t: t.mean(dim=2),
+    ),
+    Case(
+        "adaptive max 50->7 uneven (32, 50, 50, 64)",
+        (32, 50, 50, 64),
+        lambda x: jaxpool.adaptive_max_pool(x, (7, 7)),
+        None,
+        lambda t: F.adaptive_max_pool2d(t, 7),
+    ),
+    Case(
+        "adaptive avg 50->7 uneven (32, 50, 50, 64)",
+        (32, 50, 50, 64),
+        lambda x: jaxpool.adaptive_avg_pool(x, (7, 7)),
+        None,
+        lambda t: F.adaptive_avg_pool2d(t, 7),
+    ),
+    Case(
+        "adaptive avg 56->7 even (32, 56, 56, 64)",
+        (32, 56, 56, 64),
+        lambda x: jaxpool.adaptive_avg_pool(x, (7, 7)),
+        None,
+        lambda t: F.adaptive_avg_pool2d(t, 7),
+    ),
+    Case(
+        "adaptive max 512->7 uneven (1, 512, 512, 4)",
+        (1, 512, 512, 4),
+        lambda x: jaxpool.adaptive_max_pool(x, (7, 7)),
+        None,
+        lambda t: F.adaptive_max_pool2d(t, 7),
+    ),
+    Case(
+        "adaptive avg 1-D 100000->7 (1, 100000, 4)",
+        (1, 100000, 4),
+        lambda x: jaxpool.adaptive_avg_pool(x, (7,)),
+        None,
+        lambda t: F.adaptive_avg_pool1d(t, 7),
+    ),
+    Case("SPP (1, 2, 4) max (32, 13, 13, 256)", (32, 13, 13, 256), lambda x: jaxpool.spatial_pyramid_pool(x), None, _spp_torch),
+    Case(
+        "lp p=2 3x3/2 (32, 56, 56, 64)",
+        (32, 56, 56, 64),
+        lambda x: jaxpool.lp_pool(x, 2.0, (3, 3), 2),
+        None,
+        lambda t: F.lp_pool2d(t, 2.0, 3, 2),
+    ),
+    Case(
+        "stochastic 3x3/2 p1 (32, 56, 56, 64)",
+        (32, 56, 56, 64),
+        lambda x: jaxpool.stochastic_pool(jnp.abs(x), (3, 3), 2, 1, key=jax.random.key(0)),
+    ),
+]
+
+WINDOW_SIZES = (2, 3, 5, 9, 15, 31, 63)
+
+
+def _jax_fwd_bwd(fn, x, ct):
+    def fwd_bwd(x, ct):
+        y, vjp = jax.vjp(fn, x)
+        return y, vjp(ct)[0]
+
+    return jax.jit(fwd_bwd)
+
+
+def compile_seconds(fn, x, ct) -> float:
+    jax.clear_caches()
+    start = time.perf_counter()
+    _jax_fwd_bwd(fn, x, ct).lower(x, ct).compile()
+    return time.perf_counter() - start
+
+
+def _torch_tensor(a: np.ndarray, dtype: str):
+    t = torch.from_numpy(a).movedim(-1, 1).to(getattr(torch, dtype))
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.ndim, torch.contiguous_format)
+    return t.contiguous(memory_format=fmt)
+
+
+def prepare(case: Case, rng):
+    x_np = rng.standard_normal(case.shape, dtype=np.float32)
+    dtype = jnp.dtype(case.dtype)
+    x = jnp.asarray(x_np, dtype)
+    y = case.jaxpool(x)
+    ct = jnp.asarray(rng.standard_normal(y.shape, dtype=np.float32), dtype)
+    thunks, compile_s = {}, {}
+    for name, fn in (("jaxpool", case.jaxpool), ("flax", case.flax)):
+        if fn is None:
+            continue
+        compile_s[name] = compile_seconds(fn, x, ct)
+        f = _jax_fwd_bwd(fn, x, ct)
+        f(x, ct)
+        thunks[name] = lambda f=f: jax.block_until_ready(f(x, ct))
+    if case.torch is not None:
+        xt = _torch_tensor(x_np, case.dtype).requires_grad_(True)
+        ct_np = np.asarray(ct.astype(jnp.float32))
+        same_rank = ct_np.ndim == x_np.ndim
+        ctt = _torch_tensor(ct_np, case.dtype) if same_rank else torch.from_numpy(ct_np).to(getattr(torch, case.dtype))
+
+        def torch_fwd_bwd():
+            xt.grad = None
+            out = case.torch(xt)
+            out.backward(ctt.reshape(out.shape) if ctt.shape != out.shape else ctt)
+            return xt.grad
+
+        torch_fwd_bwd()
+        thunks["torch"] = torch_fwd_bwd
+        reference = np.asarray(case.torch(xt).detach().float().numpy())
+        got = np.asarray(y.astype(jnp.float32))
+        if reference.ndim == got.ndim and reference.ndim > 2 and reference.shape != got.shape:
+            reference = np.moveaxis(reference, 1, -1)
+        tol = 2e-2 if case.dtype != "float32" else 1e-4
+        if reference.ndim > 2 and reference.shape == got.shape and not np.allclose(reference, got, rtol=tol, atol=tol):
+            print(f"WARNING {case.name}: jaxpool and torch differ by {np.max(np.abs(reference - got)):.3g}", file=sys.stderr)
+    return thunks, compile_s
+
+
+def window_table(rng) -> list[list[str]]:
+    rows = []
+    x = jnp.asarray(rng.standard_normal((2, 128, 128, 8), dtype=np.float32))
+    for k in WINDOW_SIZES:
+        row = [f"{k}x{k}/1"]
+        for fn in (
+            lambda v, k=k: jaxpool.max_pool(v, (k, k), 1),
+            lambda v, k=k: nn.max_pool(v, (k, k), (1, 1)),
+            lambda v, k=k: jaxpool.avg_pool(v, (k, k), 1),
+            lambda v, k=k: nn.avg_pool(v, (k, k), (1, 1)),
+        ):
+            ct = jnp.ones(fn(x).shape)
+            row.append(f"{compile_seconds(fn, x, ct):.2f}")
+        rows.append(row)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="5 rounds, 1 call per sample")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--only", nargs="*", default=(), help="run the cases whose name contains one of these")
+    ap.add_argument("--out")
+    ap.add_argument("--heap", action="store_true")
+    args = ap.parse_args()
+    if args.heap and os.environ.get("GLIBC_TUNABLES") != bench_core.HEAP_TUNABLES:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": bench_core.HEAP_TUNABLES})
+    here = os.path.dirname(os.path.abspath(__file__))
+    args.out = args.out or os.path.join(here, "RESULTS_breadth_heap.md" if args.heap else "RESULTS_breadth.md")
+    rounds = args.rounds or (5 if args.quick else 15)
+    repeat = 1 if args.quick else 2
+    rng = np.random.default_rng(0)
+    cases = [c for c in CASES if not args.only or any(s in c.name for s in args.only)]
+    load = os.getloadavg()[0]
+    rows = []
+    for case in cases:
+        print(f"{case.name} ...", file=sys.stderr, flush=True)
+        thunks, compile_s = prepare(case, rng)
+        times = bench_core.run_rounds({case.name: thunks}, rounds, repeat)[case.name]
+        med = {n: np.median(t) * 1e3 for n, t in times.items()}
+        vs = {peer: bench_core.ratio(times["jaxpool"], times.get(peer)) for peer in ("torch", "flax")}
+        rows.append(
+            [
+                case.name,
+                f"{compile_s['jaxpool']:.2f}",
+                f"{compile_s['flax']:.2f}" if "flax" in compile_s else "–",
+                f"{med['jaxpool']:.2f}",
+                f"{med['flax']:.2f}" if "flax" in med else "–",
+                f"{med['torch']:.2f}" if "torch" in med else "–",
+                bench_core.fmt_ratio(vs["torch"]),
+                bench_core.fmt_ratio(vs["flax"]),
+            ]
+        )
+        print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    header = ["case", "compile jaxpool s", "compile flax s", "jaxpool ms", "flax ms", "torch ms", "jaxpool/torch", "jaxpool/flax"]
+    text = [
+        "# Breadth benchmark: forward+backward under jit",
+        "",
+        f"{datetime.date.today()} — {bench_core.machine_info()}",
+        f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f}; {rounds} interleaved rounds, best of {repeat}.",
+        "Times are medians; ratios are medians of per-round ratios [quartiles]. Compile = trace + lower + compile",
+        "of jit(vjp) with cleared caches. `–`: the library has no such op.",
+        "",
+        *bench_core.md_table(header, rows),
+    ]
+    if not args.only:
+        text += [
+            "",
+            "## Compile time (s) against window size: k x k, stride 1, (2, 128, 128, 8), forward+backward",
+            "",
+            *bench_core.md_table(["window", "jaxpool max", "flax max", "jaxpool avg", "flax avg"], window_table(rng)),
+        ]
+    text = "\n".join(text) + "\n"
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The one place that chooses how each windowed reduction is lowered to XLA, from its geometry alone.
+
+Every max/min/sum pooling (and everything built on them: avg, lp, GeM, adaptive, global, SPP,
+stochastic inference) goes through :func:`choose`. The rule keeps trace time, compile time and HLO
+size independent of the window size — a 512x512 global max compiles as fast as a 2x2 pool:
+
+``"tiling"``
+    stride == window, no dilation, no padding or ``ceil_mode`` overhang (global pooling, SPP
+    levels, evenly dividing adaptive bins, ``2x2/2`` on even sizes): a reshape that gives every
+    window its own axes and **one** reduction (max and its first argmax in one variadic reduce;
+    sums in one reduce). The backward pass is one broadcast and select. O(1) HLO ops.
+``"taps"``
+    small windows (at most :data:`JOINT_TAPS` elements): one fused elementwise fold over the
+    window's taps (strided slices), the fastest form on every backend for small windows; max/min
+    keep one byte per output (the winner's offset) for the backward pass.
+``"separable"``
+    larger windows: one axis at a time; along each axis a fold over at most :data:`AXIS_TAPS` taps,
+    or for longer axes a doubling (sparse-table) scheme — ``log2(k)`` elementwise passes for a
+    window of ``k``, whatever ``k`` is (van Herk/Gil-Werman's idea of sharing partial results,
+    with the pairwise summation's accuracy for sums). O(log k) HLO ops and work per element.
+
+Uneven adaptive bins (at most two bin lengths per axis) reuse the separable machinery at stride 1
+and pick each bin's start with a broadcast, reshape and strided slice (:func:`jaxpool._sliding.pick`):
+no gather and no scatter in either direction.
+
+Measured (2-core CPU, fwd+bwd under jit; see benchmarks/RESULTS.md): the taps fold beats the
+reshape-reduce for small tiling windows (2x2/2: the fold is one fused loop, the variadic reduce is
+not vectorised by XLA:CPU), so ``"tiling"`` is only chosen above :data:`JOINT_TAPS` elements or when
+the window is the whole axis.
+"""
+
+from __future__ import annotations
+
+from jaxpool._geometry import WindowGeometry
+
+# Windows with at most this many elements fold all their taps in one fused loop.
+JOINT_TAPS = 64
+# Along one axis, windows longer than this use the doubling scheme instead of a fold over taps.
+AXIS_TAPS = 8
+
+
+def is_clean_tiling(geom: WindowGeometry) -> bool:
+    """Windows tile the unpadded input exactly: stride == window, no dilation, no padding/overhang."""
+    return (
+        geom.is_tiling
+        and not any(geom.pad_lo)
+        and not any(geom.pad_hi)
+        and not any(geom.overhang)
+        and all(o * k == n for o, k, n in zip(geom.out_shape, geom.window, geom.in_shape))
+    )
+
+
+def choose(geom: WindowGeometry) -> str:
+    """``"tiling"``, ``"taps"`` or ``"separable"`` for this geometry (see the module docstring)."""
+    whole_axis = any(o == 1 and k > 1 for o, k in zip(geom.out_shape, geom.window))
+    if is_clean_tiling(geom) and (geom.window_size > JOINT_TAPS or whole_axis):
+        return "tiling"
+    if geom.window_size <= JOINT_TAPS:
+        return "taps"
+    return "separable"

@@ -1,0 +1,124 @@
+"""Window reductions along one axis whose cost does not grow with the window, and tiling reductions.
+
+A reduction is given as ``combine(earlier, later) -> combined`` over tuples of arrays (a sum, or a
+max with its position). Everything here is built from slices, pads, reshapes, selects and adds, so
+JAX differentiates it in both modes and its transpose has no scatter.
+
+* :func:`along_axis`: every stride-``s``, dilation-``d`` window of ``k`` elements along one axis of
+  an already padded array. ``k <= AXIS_TAPS``: a fold over the window's taps (phase-view slices,
+  :class:`jaxpool._taps.Taps`). Longer: doubling — level ``j`` holds the reduction of ``2**j``
+  consecutive (dilated) elements, ``level[j+1][p] = combine(level[j][p], level[j][p + 2**j d])``;
+  a window is the combination of the blocks of ``k``'s binary expansion (disjoint, so sums are
+  exact pairwise sums; max needs no care about overlap). ``ceil(log2 k)`` passes at stride 1, then
+  one strided slice.
+* :func:`pick`: ``a[floor(i * n / o)]`` for ``i < o`` along one axis — the start of every adaptive
+  bin — as a broadcast, reshape and strided slice, not a gather.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from jax import lax
+
+from jaxpool import _lowering, _taps
+from jaxpool._geometry import WindowGeometry
+from jaxpool._layout import Layout
+
+
+def _slice(values: tuple, axis: int, start: int, count: int) -> tuple:
+    return tuple(lax.slice_in_dim(v, start, start + count, axis=axis) for v in values)
+
+
+def _strided(values: tuple, axis: int, count: int, stride: int) -> tuple:
+    if count == 1 or stride == 1:
+        return _slice(values, axis, 0, count)
+    return tuple(lax.slice_in_dim(v, 0, (count - 1) * stride + 1, stride, axis=axis) for v in values)
+
+
+def doubling(values: tuple, combine, axis: int, k: int, dilation: int, count: int, *, idempotent: bool = False) -> tuple:
+    """Stride-1 windows of ``k`` dilated elements along ``axis``: the first ``count`` of them.
+
+    ``idempotent`` reductions (max/min: an element counted twice changes nothing) combine just two
+    overlapping blocks of the largest power of two ``<= k``; others (sums) the disjoint blocks of
+    ``k``'s binary expansion."""
+    levels = [values]  # levels[j]: reductions of 2**j elements, starting at every position
+    while 2 ** len(levels) <= k:
+        prev, span = levels[-1], 2 ** (len(levels) - 1) * dilation
+        n = prev[0].shape[axis] - span
+        levels.append(combine(_slice(prev, axis, 0, n), _slice(prev, axis, span, n)))
+    if idempotent:
+        top, span = levels[-1], 2 ** (len(levels) - 1)
+        if span == k:
+            return _slice(top, axis, 0, count)
+        return combine(_slice(top, axis, 0, count), _slice(top, axis, (k - span) * dilation, count))
+    result, offset = None, 0
+    for j in reversed(range(len(levels))):  # blocks of k's binary expansion, earliest first
+        if k >> j & 1:
+            block = _slice(levels[j], axis, offset * dilation, count)
+            result = block if result is None else combine(result, block)
+            offset += 2**j
+    return result
+
+
+def along_axis(values: tuple, combine, layout: Layout, geom: WindowGeometry, i: int, *, idempotent: bool = False) -> tuple:
+    """Windows of ``geom`` along spatial axis ``i`` of ``values`` (padded along ``i``; other axes as they are)."""
+    k, d, s, out = geom.window[i], geom.dilation[i], geom.strides[i], geom.out_shape[i]
+    axis = layout.spatial_axes[i]
+    if k <= _lowering.AXIS_TAPS:
+        taps = [_taps.Taps(v, layout, geom, axes=(i,)) for v in values]
+        result = None
+        for t in range(k):
+            tap = tuple(view({i: t}) for view in taps)
+            result = tap if result is None else combine(result, tap)
+        return result
+    windows = doubling(values, combine, axis, k, d, (out - 1) * s + 1, idempotent=idempotent)
+    return _strided(windows, axis, out, s)
+
+
+def tile_shape(layout: Layout, geom: WindowGeometry, shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``shape`` with each spatial axis split into ``(out, window)``, and the window axes' positions."""
+    tiled, window_axes = [], []
+    spatial = dict(zip(layout.spatial_axes, range(geom.ndim)))
+    for axis, size in enumerate(shape):
+        if axis in spatial:
+            i = spatial[axis]
+            tiled += [geom.out_shape[i], geom.window[i]]
+            window_axes.append(len(tiled) - 1)
+        else:
+            tiled.append(size)
+    return tuple(tiled), tuple(window_axes)
+
+
+def window_offsets(layout: Layout, geom: WindowGeometry, tiled_ndim: int, window_axes, dtype):
+    """Row-major in-window offset of every element of a tiled array, broadcastable to its shape."""
+    flat = jnp.zeros((1,) * tiled_ndim, dtype)
+    for a, k in zip(window_axes, geom.window):
+        shape = [1] * tiled_ndim
+        shape[a] = k
+        flat = flat * k + lax.broadcasted_iota(dtype, tuple(shape), a)
+    return flat
+
+
+def pick(a, axis: int, n: int, o: int):
+    """``a[floor(i * n / o)]`` for ``i < o`` along ``axis``: broadcast, reshape, strided slice.
+
+    With ``g = gcd(n, o)``, ``floor(i n / o) = floor(i (n/g) / (o/g))``: repeating every element
+    ``o/g`` times puts that element at flat position ``i * n/g``. Costs ``o/g`` times the axis in
+    (fused) work; the transpose is an interior pad, a reshape and a sum — no scatter.
+    """
+    g = math.gcd(n, o)
+    step, repeat = n // g, o // g
+    size = a.shape[axis]
+    if repeat == 1:
+        return lax.slice_in_dim(a, 0, (o - 1) * step + 1, step, axis=axis) if o > 1 else lax.slice_in_dim(a, 0, 1, axis=axis)
+    expanded = jnp.expand_dims(a, axis + 1)
+    shape = list(expanded.shape)
+    shape[axis + 1] = repeat
+    flat = list(a.shape)
+    flat[axis] = size * repeat
+    expanded = jnp.broadcast_to(expanded, shape).reshape(flat)
+    if o == 1:
+        return lax.slice_in_dim(expanded, 0, 1, axis=axis)
+    return lax.slice_in_dim(expanded, 0, (o - 1) * step + 1, step, axis=axis)

@@ -1,0 +1,229 @@
+"""Spatially sharded inputs: every public op gives the unsharded values and gradients, and windowed
+pooling communicates no more than flax.linen's ``reduce_window`` (halos only, no all-gather).
+
+Runs itself in a 4-device subprocess (``--xla_force_host_platform_device_count=4``), as
+tests/test_sharding.py does, and asserts on the JSON summary it prints. Shardings: H, W, channels,
+and H and W at once (a 2x2 mesh).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxpool
+
+SHAPE = (4, 16, 16, 4)  # channels_last: (batch, H, W, C)
+KEY = jax.random.key(0)
+SHARDINGS = {"H": (None, "x"), "W": (None, None, "x"), "C": (None, None, None, "x"), "HW": (None, "a", "b")}
+GATHERS = ("all-gather", "all-to-all")
+
+
+def _fl(kind, window, strides, pad=0):
+    """flax.linen's pooling with PyTorch-style symmetric padding."""
+    return lambda x: getattr(_flax(), kind)(x, window, strides, ((pad, pad),) * len(window))
+
+
+def _unpool(x):
+    y, idx = jaxpool.max_pool(x, (2, 2), return_indices=True)
+    return jaxpool.max_unpool(y, idx, (16, 16))
+
+
+OPS = {  # name -> (jaxpool op, flax.linen equivalent or None)
+    "max_pool 3x3/2 p1": (lambda x: jaxpool.max_pool(x, (3, 3), 2, 1), _fl("max_pool", (3, 3), (2, 2), 1)),
+    "max_pool 5x5/1 p2": (lambda x: jaxpool.max_pool(x, (5, 5), 1, 2), _fl("max_pool", (5, 5), (1, 1), 2)),
+    "max_pool 2x2/2": (lambda x: jaxpool.max_pool(x, (2, 2)), _fl("max_pool", (2, 2), (2, 2))),
+    "max_pool 16x16 (whole map)": (lambda x: jaxpool.max_pool(x, (16, 16)), _fl("max_pool", (16, 16), (16, 16))),
+    "max_pool 9x9/1 (separable)": (lambda x: jaxpool.max_pool(x, (9, 9), 1, 4), _fl("max_pool", (9, 9), (1, 1), 4)),
+    "max_pool indices": (lambda x: jaxpool.max_pool(x, (3, 3), 2, 1, return_indices=True), None),
+    "min_pool": (lambda x: jaxpool.min_pool(x, (3, 3), 1, "SAME"), None),
+    "avg_pool 3x3/2 p1": (lambda x: jaxpool.avg_pool(x, (3, 3), 2, 1), _fl("avg_pool", (3, 3), (2, 2), 1)),
+    "avg_pool 9x9/1 (separable)": (lambda x: jaxpool.avg_pool(x, (9, 9), 1, 4), _fl("avg_pool", (9, 9), (1, 1), 4)),
+    "lp_pool": (lambda x: jaxpool.lp_pool(x, 2.0, (2, 2)), None),
+    "gem_pool": (lambda x: jaxpool.gem_pool(jnp.abs(x), 3.0, (3, 3), 1, 1), None),
+    "adaptive_avg_pool 16->5": (lambda x: jaxpool.adaptive_avg_pool(x, (5, 5)), None),
+    "adaptive_max_pool 16->5": (lambda x: jaxpool.adaptive_max_pool(x, (5, 5), return_indices=True), None),
+    "adaptive_max_pool 16->4": (lambda x: jaxpool.adaptive_max_pool(x, (4, 4)), None),
+    "global_avg_pool": (lambda x: jaxpool.global_avg_pool(x), lambda x: jnp.mean(x, axis=(1, 2))),
+    "global_max_pool": (lambda x: jaxpool.global_max_pool(x), lambda x: jnp.max(x, axis=(1, 2))),
+    "global_max_pool mask": (lambda x: jaxpool.global_max_pool(x, mask=np.arange(256).reshape(16, 16) % 3 > 0), None),
+    "spatial_pyramid_pool": (lambda x: jaxpool.spatial_pyramid_pool(x, (1, 2, 5)), None),
+    "max_unpool": (_unpool, None),
+    "stochastic_pool": (lambda x: jaxpool.stochastic_pool(jnp.abs(x), (3, 3), 2, 1, key=KEY), None),
+    "stochastic_pool deterministic": (lambda x: jaxpool.stochastic_pool(jnp.abs(x), (2, 2), deterministic=True), None),
+    "mixed_pool": (lambda x: jaxpool.mixed_pool(x, (2, 2), key=KEY), None),
+    "fractional_max_pool": (lambda x: jaxpool.fractional_max_pool(x, (2, 2), output_size=(10, 10), key=KEY), None),
+    "soft_pool": (lambda x: jaxpool.soft_pool(x, (2, 2)), None),
+    "median_pool": (lambda x: jaxpool.median_pool(x, (3, 3), 1, 1), None),
+    "blur_pool": (lambda x: jaxpool.blur_pool(x, (2, 2)), None),
+    "max_blur_pool": (lambda x: jaxpool.max_blur_pool(x, (2, 2)), None),
+    "avgmax_pool": (lambda x: jaxpool.avgmax_pool(x, (2, 2)), None),
+    "global_avgmax_pool": (lambda x: jaxpool.global_avgmax_pool(x), None),
+    "gated_pool": (lambda x: jaxpool.gated_pool(x, jnp.full((2, 2), 0.1), (2, 2)), None),
+    "tree_pool": (lambda x: jaxpool.tree_pool(x, jnp.full((2, 2, 2), 0.2), jnp.full((1, 2, 2), -0.1), (2, 2)), None),
+}
+# Ops whose window spans the whole (sharded) map reduce locally and combine with all-reduces.
+GLOBAL = {
+    "max_pool 16x16 (whole map)",
+    "global_avg_pool",
+    "global_max_pool",
+    "global_max_pool mask",
+    "global_avgmax_pool",
+    "spatial_pyramid_pool",
+    "gem_pool",
+}
+EXACT = {n for n in OPS if n.startswith(("max_pool", "min_pool", "global_max", "adaptive_max", "max_unpool", "fractional"))}
+
+
+def _flax():
+    import flax.linen
+
+    return flax.linen
+
+
+def _loss(op):
+    return lambda x: sum(jnp.sum(jnp.sin(a)) for a in jax.tree.leaves(op(x)) if jnp.issubdtype(a.dtype, jnp.floating))
+
+
+def _collectives(hlo: str) -> dict:
+    """Counts of each collective, and ``gathered``: the most elements any all-gather/all-to-all returns."""
+    counts = {}
+    for name in ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter"):
+        counts[name] = len(re.findall(rf"\s{name}(-start)?\(", hlo))
+    sizes = [0]
+    for dims in re.findall(r"= \w+\[([\d,]*)\][^=]*? (?:all-gather|all-to-all)(?:-start)?\(", hlo):
+        sizes.append(int(np.prod([int(d) for d in dims.split(",") if d])))
+    counts["gathered"] = max(sizes)
+    return counts
+
+
+def main():
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = np.array(jax.devices())
+    meshes = {"H": Mesh(devices, ("x",)), "W": Mesh(devices, ("x",)), "C": Mesh(devices, ("x",))}
+    meshes["HW"] = Mesh(devices.reshape(2, 2), ("a", "b"))
+    x = np.random.default_rng(0).standard_normal(SHAPE, dtype=np.float32)
+    summary = {}
+    for name, (op, flax_op) in OPS.items():
+        grad = jax.grad(_loss(op))
+        expected = [np.asarray(a) for a in jax.tree.leaves(op(x))], np.asarray(grad(x))
+        for shard_name, spec in SHARDINGS.items():
+            sharding = NamedSharding(meshes[shard_name], PartitionSpec(*spec))
+            xs = jax.device_put(x, sharding)
+            values = [np.asarray(a) for a in jax.tree.leaves(jax.jit(op)(xs))]
+            g = jax.jit(grad)(xs)
+            hlo = jax.jit(grad).lower(xs).compile().as_text()
+            entry = {
+                "values": [float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(values, expected[0])],
+                "grad": float(np.max(np.abs(np.asarray(g) - expected[1]))),
+                "grad_keeps_sharding": g.sharding.is_equivalent_to(sharding, g.ndim),
+                "output_elements": max(a.size for a in values),
+                "collectives": _collectives(hlo),
+            }
+            if flax_op is not None:
+                entry["flax_collectives"] = _collectives(jax.jit(jax.grad(_loss(flax_op))).lower(xs).compile().as_text())
+            summary[f"{name} | {shard_name}"] = entry
+    print(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def summary():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    )
+    proc = subprocess.run([sys.executable, __file__], check=False, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("sharding", SHARDINGS)
+@pytest.mark.parametrize("name", OPS)
+def test_sharded_equals_unsharded(summary, name, sharding):
+    result = summary[f"{name} | {sharding}"]
+    tolerance = 0.0 if name in EXACT else 1e-5
+    assert max(result["values"]) <= tolerance, result
+    assert result["grad"] <= (0.0 if name in EXACT else 1e-5), result
+
+
+# Known gaps (see the closing notes of issue 11): the phase-view taps of strided windows reshape a
+# sharded axis, and XLA's partitioner gathers it; data-dependent gathers/scatters (unpool,
+# fractional regions) and the reflect padding's concatenation gather too. Strict: a fix makes these
+# XPASS, which fails until the entry is removed.
+KNOWN_GATHERS = (
+    {("max_pool 3x3/2 p1", s) for s in ("H", "W", "HW")}
+    | {("max_pool indices", s) for s in ("H", "W", "HW")}
+    | {("avg_pool 3x3/2 p1", s) for s in ("H", "W", "HW")}
+    | {(name, s) for name in ("max_unpool", "fractional_max_pool", "blur_pool", "max_blur_pool") for s in SHARDINGS if s != "C"}
+    | {("max_unpool", "C"), ("stochastic_pool", "HW")}
+)
+EXCESS_PERMUTES = (
+    {("max_pool 5x5/1 p2", s) for s in ("H", "W", "HW")}
+    | {("max_pool 9x9/1 (separable)", s) for s in ("H", "W", "HW")}
+    | {("avg_pool 9x9/1 (separable)", s) for s in ("H", "W", "HW")}
+)
+
+
+def _windowed_cases():
+    for name in sorted(set(OPS) - GLOBAL):
+        for sharding in SHARDINGS:
+            known = (name, sharding) in KNOWN_GATHERS | EXCESS_PERMUTES
+            marks = [pytest.mark.xfail(strict=True, reason="known gap: gathers or extra halo exchanges")] if known else []
+            yield pytest.param(name, sharding, marks=marks, id=f"{name}-{sharding}")
+
+
+@pytest.mark.parametrize("name, sharding", list(_windowed_cases()))
+def test_windowed_pooling_exchanges_halos_only(summary, name, sharding):
+    result = summary[f"{name} | {sharding}"]
+    counts = result["collectives"]
+    assert all(counts[c] == 0 for c in GATHERS), (name, sharding, counts)
+    assert result["grad_keeps_sharding"], (name, sharding)
+    if "flax_collectives" in result:
+        flax = result["flax_collectives"]
+        assert counts["collective-permute"] <= flax["collective-permute"], (counts, flax)
+
+
+@pytest.mark.parametrize("sharding", ["H", "W", "HW"])
+@pytest.mark.parametrize("name", sorted(GLOBAL))
+def test_global_pooling_reduces_locally(summary, name, sharding):
+    """Local reductions combined by all-reduces; nothing bigger than the (pooled) output is gathered."""
+    result = summary[f"{name} | {sharding}"]
+    assert result["collectives"]["gathered"] <= result["output_elements"], (name, sharding, result)
+
+
+def test_xla_strided_slice_partitioning():
+    """XLA bug (SPMD partitioner): a strided slice whose stride exceeds its extent, on a sharded axis,
+    returns zeros for elements outside the first shard. Minimal program: x = arange(16) sharded 4
+    ways; ``lax.slice(x, (13,), (14,), (16,))`` gives [0.] instead of [13.] under jit. jaxpool never
+    emits such a slice (an axis with one output is sliced with stride 1), which this test pins."""
+    summary = _run_snippet(
+        "import jax, numpy as np; from jax import lax; from jax.sharding import Mesh, NamedSharding, PartitionSpec as P\n"
+        "x = jax.device_put(np.arange(16, dtype=np.float32), NamedSharding(Mesh(np.array(jax.devices()), ('x',)), P('x')))\n"
+        "print(float(jax.jit(lambda v: lax.slice(v, (13,), (14,), (16,)))(x)[0]),"
+        " float(jax.jit(lambda v: lax.slice(v, (13,), (14,), (1,)))(x)[0]))"
+    )
+    strided, unit = map(float, summary.split())
+    assert unit == 13.0
+    if strided == 13.0:
+        pytest.skip("this XLA partitions the strided slice correctly: the workaround in _taps.tap may go")
+    assert strided == 0.0
+
+
+def _run_snippet(code: str) -> str:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True, timeout=300)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+if __name__ == "__main__":
+    main()
