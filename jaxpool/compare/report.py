@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-HLO_COLUMNS = ("reduce-window", "select-and-scatter", "scatter", "gather", "fusion")
+HLO_COLUMNS = ("reduce-window", "select-and-scatter", "scatter", "gather", "sort", "collectives", "fusion")
 GLIBC_FIX = "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
 
 
@@ -23,8 +23,9 @@ def _bytes(n: int | None) -> str:
     return (f"{value:.3g}" if value < 100 else f"{value:.0f}") + " KMG"[exponent].strip()
 
 
-def _error(e: float) -> str:
-    return "0" if e == 0 else f"{e:.0e}"
+def _error(e: float | None) -> str:
+    """'0', '4e-07', or '–' without a reference."""
+    return "–" if e is None else "0" if e == 0 else f"{e:.0e}"
 
 
 def _hlo(hlo: dict | None) -> str:
@@ -53,18 +54,18 @@ def _compile(c: dict | None) -> str:
     return "–" if c is None else f"{c['fwd']:.2f} {c['fwd_bwd']:.2f}"
 
 
-def _nan(recipients: dict) -> str:
-    """The NaN window's gradient recipient; '*' when its forward output was not NaN."""
-    return recipients["nan"] + ("" if recipients["nan_forward"] else "*")
+def _nan(recipients: dict | None) -> str:
+    """The NaN window's gradient recipient; '*' when its forward output was not NaN; '–' when not probed."""
+    return "–" if recipients is None else recipients["nan"] + ("" if recipients["nan_forward"] else "*")
 
 
 COLUMNS = (  # header, justification, cell(record)
     ("implementation", "left", lambda r: escape(r["implementation"])),
     ("err\nfwd", "right", lambda r: _error(r["errors"]["forward"])),
     ("err\ngrad", "right", lambda r: _error(r["errors"]["gradient"])),
-    ("grad on\ntie", "left", lambda r: r["recipients"]["tie"]),
+    ("grad on\ntie", "left", lambda r: "–" if r["recipients"] is None else r["recipients"]["tie"]),
     ("grad on\nNaN", "left", lambda r: _nan(r["recipients"])),
-    ("HLO fwd+bwd: rw s&s\nscat gath fus (all)", "right", lambda r: _hlo(r["hlo"] and r["hlo"]["fwd_bwd"])),
+    ("HLO fwd+bwd: rw s&s scat\ngath sort coll fus (all)", "right", lambda r: _hlo(r["hlo"] and r["hlo"]["fwd_bwd"])),
     ("compile s\nfwd f+b", "right", lambda r: _compile(r["compile_s"])),
     ("temp\nf+b", "right", lambda r: _bytes(_temp_bytes(r))),
     ("VJP\nresid.", "right", lambda r: _bytes(r["residual_bytes"])),
@@ -96,10 +97,11 @@ def _header(env: dict, rounds: int) -> str:
 def _legend(env: dict) -> list[str]:
     lines = [
         "err: max |implementation - float64 NumPy reference| on N(0,1) input and cotangent rounded to the dtype "
-        "(includes rounding the result to the dtype).",
+        "(includes rounding the result to the dtype; – = no reference for this op).",
         "grad on tie / NaN: who received the gradient in a window of equal values / in one holding a NaN at its centre "
         "(first, last, split; nan, best = the best non-NaN element, #k = flat window position k; * = output not NaN).",
-        "HLO: reduce-window, select-and-scatter, scatter, gather, fusion counts (all instructions) over every computation "
+        "HLO: reduce-window, select-and-scatter, scatter, gather, sort, collective, fusion counts (all instructions) "
+        "over every computation "
         "of the compiled forward+backward.",
         "temp: its memory_analysis() temp bytes; VJP resid.: bytes jax.vjp keeps for the backward pass (K/M/G = 2^10/20/30).",
         "ms: median (IQR) per call; ×: median / the fastest median.",
