@@ -179,7 +179,7 @@ def _compare_config(config: Config, names: list[str], rounds: int, min_sample_s:
     """All records of one configuration: run every implementation, then time them interleaved."""
     x, ct = random_inputs(config, seed)
     expected = reference(config, rounded(x, config.dtype), rounded(ct, config.dtype))
-    runs = {}
+    runs, lacking = {}, []
     for name in names:
         try:
             run = _run(IMPLEMENTATIONS[name], config, x, ct)
@@ -187,9 +187,11 @@ def _compare_config(config: Config, names: list[str], rounds: int, min_sample_s:
             log(f"{name} failed on {config.name}: {type(e).__name__}: {e}")
             continue
         if run is None:
-            log(f"{name}: not applicable to {config.name}")
+            lacking.append(name)
         else:
             runs[name] = run
+    if lacking:
+        log(f"not applicable to {config.name}: {', '.join(lacking)}")
     if not runs:
         return []
     thunks = {(name, m): prepared.thunks[m] for name, (prepared, _) in runs.items() for m in MODES}
