@@ -166,7 +166,7 @@ def _torch_spp(torch, c: Config):
 
 def _torch_unpool(torch, c: Config):
     pool, unpool = _torch_nd(torch, "max_pool", c), _torch_nd(torch, "max_unpool", c)
-    if pool is None or any(c.symmetric_padding):
+    if pool is None:
         return None
     return lambda x: unpool(*pool(x, c.window, c.strides, return_indices=True), c.window, c.strides, output_size=_spatial(c))
 
