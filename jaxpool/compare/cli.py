@@ -109,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m jaxpool.compare",
         description="Compare pooling implementations: numerics, compiled HLO, memory and speed. "
         "Without config flags, runs a default ladder; any config flag selects a single configuration "
-        "(unset ones default to --op max --shape 32,56,56,64 --window 3,3 --stride 2,2 --padding 1 --dtype float32).",
+        "(unset ones default to --op max --shape 32,56,56,64 --window 3,3 --stride 2,2 --padding 1 --dtype float32). "
+        "Adaptive ops take the windowed output size as their output size; global ops ignore the window; "
+        "fractional, blur, adaptive, global, spp and unpool ignore --padding.",
     )
     p.add_argument("--op", type=_choices(tuple(OPS), "all"), help=f"comma-separated ops, or all: {', '.join(OPS)}")
     p.add_argument("--shape", type=_positive_ints, help="NHWC input shape, e.g. 32,56,56,64")

@@ -153,37 +153,42 @@ def matplotlib_missing() -> str | None:
     return None
 
 
-def _bars(ax, records: list[dict], value, ylabel: str) -> None:
-    """Grouped bars: one group per configuration, one bar per implementation (missing values left out)."""
+def _bars(ax, records: list[dict], value, label: str) -> None:
+    """Horizontal grouped bars: one group per configuration (top to bottom), one bar per implementation (missing left out)."""
     configs = list(dict.fromkeys(r["config"]["name"] for r in records))
     impls = list(dict.fromkeys(r["implementation"] for r in records))
     cells = {(r["config"]["name"], r["implementation"]): value(r) for r in records}
-    width = 0.8 / len(impls)
+    height = 0.8 / len(impls)
     for j, impl in enumerate(impls):
-        points = [(i + (j - (len(impls) - 1) / 2) * width, cells.get((c, impl))) for i, c in enumerate(configs)]
+        points = [(i + (j - (len(impls) - 1) / 2) * height, cells.get((c, impl))) for i, c in enumerate(configs)]
         points = [(p, v) for p, v in points if v is not None]
-        ax.bar([p for p, _ in points], [v for _, v in points], width, label=impl)
-    ax.set_xticks(range(len(configs)), configs, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
+        ax.barh([p for p, _ in points], [v for _, v in points], height, label=impl, color=f"C{j}")
+    ax.set_yticks(range(len(configs)), configs, fontsize=8)
+    ax.set_ylim(len(configs) - 0.5, -0.5)  # first configuration on top
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3, axis="x")
 
 
 def plot(records: list[dict], path: str) -> None:
-    """Bars of forward+backward median time (log scale) and compiled temp memory per implementation."""
+    """Bars of forward+backward median time (log scale) and compiled temp memory per implementation and configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     n = len({r["config"]["name"] for r in records})
-    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(max(10.0, 2.4 * n), 5.0))
-    _bars(ax_time, records, lambda r: r["timings"]["fwd_bwd"]["median_ms"], "forward+backward median (ms)")
-    ax_time.set_yscale("log")
-    for set_formatter in (ax_time.yaxis.set_major_formatter, ax_time.yaxis.set_minor_formatter):
-        set_formatter(FormatStrFormatter("%g"))
+    impls = len({r["implementation"] for r in records})
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(13.0, max(4.0, 0.5 + 0.12 * n * max(impls, 3))), sharey=True)
+    _bars(ax_time, records, lambda r: r["timings"]["fwd_bwd"]["median_ms"], "forward+backward median (ms, log scale)")
+    ax_time.set_xscale("log")
+    ax_time.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax_time.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax_time.xaxis.set_minor_formatter(NullFormatter())
     _bars(ax_mem, records, lambda r: _temp_bytes(r) and _temp_bytes(r) / 2**20, "forward+backward temp memory (MiB)")
-    ax_time.legend(fontsize=8)
-    fig.suptitle(f"jaxpool.compare on {records[0]['environment']['backend']}")
+    ax_mem.tick_params(labelleft=False)
+    ax_time.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"jaxpool.compare on {records[0]['environment']['backend']} ({records[0]['environment']['device']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
