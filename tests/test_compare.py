@@ -255,10 +255,8 @@ def test_plot_writes_a_png(tmp_path, capsys):
 
 # --- every op: jaxpool and each peer against the float64 reference, or jaxpool against PyTorch ----------------------
 
-# blur and maxblur have neither a NumPy definition here nor a peer: tests/test_more_pools.py checks them.
-EVERY = [
-    Config(op, (2, 6, 7, 3), (3, 2), (2, 2), 1 if OPS[op].padding else 0) for op in OPS if op not in ("unpool", "blur", "maxblur")
-]
+# maxblur has neither a NumPy definition here nor a peer: tests/test_more_pools.py checks it.
+EVERY = [Config(op, (2, 6, 7, 3), (3, 2), (2, 2), 1 if OPS[op].padding else 0) for op in OPS if op not in ("unpool", "maxblur")]
 # max_unpool with overlapping windows writes one element twice: PyTorch's gradient counts it twice, jaxpool's once
 # (d out / d x = 1): compared on tiling windows only.
 EVERY.append(Config("unpool", (2, 6, 8, 3), (2, 2), (2, 2), 0))
@@ -294,5 +292,5 @@ def test_every_op_every_peer_matches_the_reference_or_torch(config):
 def test_every_op_has_a_peer_or_a_reference():
     for name, spec in OPS.items():
         peers = [spec.xla, spec.flax, spec.reduce_window, spec.torch, spec.window]
-        if name not in ("blur", "maxblur"):  # jaxpool-only ops without a NumPy definition here
+        if name != "maxblur":  # jaxpool-only, without a NumPy definition here
             assert any(p is not None for p in peers), name

@@ -22,7 +22,7 @@ and measures, per implementation:
 
 * numerics — forward and gradient max abs error against a float64 NumPy reference (:mod:`.numerics`,
   :mod:`.windows`: PyTorch's rule for max/min, ties to the first element in row-major window order,
-  NaN wins; null for ops without a reference: fractional, blur, maxblur, spp, unpool), and, for
+  NaN wins; null for ops without a reference: fractional, maxblur, spp, unpool), and, for
   windowed ops, which element receives the gradient in a window of tied values and in a window
   holding a NaN;
 * compilation (JAX only) — compile time (lowering + XLA), the compiled HLO's opcode histogram

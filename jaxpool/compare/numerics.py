@@ -3,7 +3,8 @@
 The reference is independent of every compared implementation. For each spatial axis it lists, per
 output position, the input positions of that output's window (windowed ops: ``o * stride + k`` in
 the padded input; adaptive ops: PyTorch's bins ``[floor(i * in / out), ceil((i + 1) * in / out))``;
-global ops: the whole axis), gathers every window's elements in row-major window order with a mask
+global ops: the whole axis; BlurPool: the filter's taps around every stride-th element, reflected
+at the edges), gathers every window's elements in row-major window order with a mask
 of the real (unpadded) ones, applies the op's definition from :mod:`jaxpool.compare.windows` and
 scatters ``cotangent * dy/dx`` back onto the input.
 """
@@ -14,6 +15,7 @@ import math
 
 import numpy as np
 
+from jaxpool.compare import windows
 from jaxpool.compare.config import Config
 
 
@@ -22,7 +24,12 @@ def _axis_windows(config: Config) -> list[tuple[np.ndarray, np.ndarray, int]]:
     spec, spatial = config.spec, config.shape[1:-1]
     axes = []
     for i, n in enumerate(spatial):
-        if spec.kind == "global":
+        if spec.kind == "blur":  # BlurPool: (f - 1) // 2 reflected elements low, f // 2 high, sampled every stride
+            f, stride = windows.BLUR_SIZE, config.strides[i]
+            taps = np.arange(-(-n // stride))[:, None] * stride - (f - 1) // 2 + np.arange(f)
+            taps = np.abs(taps)  # reflect at the low edge (the edge element is not repeated)
+            idx, valid, lo = np.where(taps >= n, 2 * (n - 1) - taps, taps), np.ones(taps.shape, bool), 0
+        elif spec.kind == "global":
             idx, valid, lo = np.arange(n)[None], np.ones((1, n), bool), 0
         elif spec.kind == "adaptive":
             out = config.geometry.out_shape[i]

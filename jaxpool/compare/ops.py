@@ -35,7 +35,9 @@ class OpSpec:
     """How to compute one op: jaxpool's call, its peers' (None: the peer lacks it) and its float64 reference."""
 
     jaxpool: Builder
-    kind: str = "window"  # "window" (window, strides, padding), "adaptive" (output size = the window's), "global", "other"
+    kind: str = (
+        "window"  # "window" (window, strides, padding), "adaptive" (output size = the window's), "global", "blur", "other"
+    )
     window: Callable | None = None
     xla: Builder | None = None
     flax: Builder | None = None
@@ -84,7 +86,9 @@ def _out_spatial(c: Config) -> tuple[int, ...]:
 
 
 def weights(c: Config) -> np.ndarray | None:
-    """The fixed weights of the learned ops (gated: the gate; tree: two leaves and a gate), seeded by the window."""
+    """The fixed weights: gated's gate, tree's two leaves and gate (seeded by the window), blur's binomial filter."""
+    if c.op == "blur":
+        return functools.reduce(np.multiply.outer, [windows.binomial(windows.BLUR_SIZE)] * len(c.window))
     if c.op not in ("gated", "tree"):
         return None
     rng = np.random.default_rng(sum(c.window))
@@ -294,7 +298,12 @@ OPS: dict[str, OpSpec] = {
     "gated": OpSpec(_learned(jaxpool.gated_pool), window=windows.gated),
     "tree": OpSpec(_learned(jaxpool.tree_pool), window=windows.tree),
     "fractional": OpSpec(_fractional, kind="other", torch=_torch_fractional, padding=False),
-    "blur": OpSpec(lambda c: lambda x: jaxpool.blur_pool(x, c.window, c.strides), kind="other", padding=False),
+    "blur": OpSpec(
+        lambda c: lambda x: jaxpool.blur_pool(x, c.window, c.strides, filter_size=windows.BLUR_SIZE),
+        kind="blur",
+        window=windows.linear,
+        padding=False,
+    ),
     "maxblur": OpSpec(_windowed(jaxpool.max_blur_pool), kind="other"),
     "adaptive_avg": OpSpec(
         lambda c: lambda x: jaxpool.adaptive_avg_pool(x, _out_spatial(c)),

@@ -12,6 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 GEM_P, GEM_EPS, LP_P = 3.0, 1e-6, 2.0
+BLUR_SIZE = 3  # BlurPool's filter size (jaxpool's default): [1, 2, 1] / 4 per axis
+
+
+def binomial(size: int) -> np.ndarray:
+    """Row ``size - 1`` of Pascal's triangle, normalised: ``[1, 2, 1] / 4`` for 3 (Zhang 2019's blur filters)."""
+    row = np.array([1.0])
+    for _ in range(size - 1):
+        row = np.convolve(row, [1.0, 1.0])
+    return row / row.sum()
 
 
 def extremum(w, valid, weights=None, *, op="max"):
@@ -112,3 +121,10 @@ def tree(w, valid, weights):
     s = _sigmoid((x * gate).sum(-1))
     grad = s[..., None] * leaves[0] + (1 - s[..., None]) * leaves[1] + (s * (1 - s) * (f0 - f1))[..., None] * gate
     return s * f0 + (1 - s) * f1, np.where(valid, grad, 0.0)
+
+
+def linear(w, valid, weights):
+    """A fixed linear filter over the window (BlurPool's binomial blur): ``sum_k weights_k x_k``."""
+    del valid  # reflect padding: every tap is a real element
+    k = weights.reshape(-1)
+    return (w * k).sum(-1), np.broadcast_to(k, w.shape)
