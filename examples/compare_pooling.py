@@ -124,25 +124,61 @@ def markdown(rows: list[dict], settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKERS = ("o", "s", "^", "v", "D", "P", "X")  # 7 markers, 10 colours, 4 line styles: lcm 140 distinct styles
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def line_style(i: int) -> dict:
+    """Method ``i``'s colour, marker and line style: all three change from one method to the next, none repeats before 140."""
+    import matplotlib.pyplot as plt
+
+    return {
+        "color": plt.get_cmap("tab10").colors[i % 10],
+        "marker": MARKERS[i % len(MARKERS)],
+        "ls": LINESTYLES[i % len(LINESTYLES)],
+    }
+
+
+def zoomed_limits(values: list[float], margin: float = 0.15) -> tuple[float, float]:
+    """A y-range around ``values`` with ``margin`` of their spread on each side (at least 0.002 wide)."""
+    lo, hi = min(values), max(values)
+    pad = max(hi - lo, 0.002) * margin
+    return lo - pad, hi + pad
+
+
 def plot_curves(path: str, rows: list[dict]) -> None:
-    """Mean test accuracy per epoch, one line per method."""
+    """Left: mean test error (1 - accuracy) per epoch on a log scale, one distinguishable line per method
+    (early epochs and the small final differences both readable). Right: final accuracy per method with
+    its seed standard deviation, on a y-range fitted to the differences."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.get_cmap("tab10").colors
+    fig, (ax, ax_final) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
     for i, r in enumerate(rows):
         epochs = range(1, len(r["curve"]) + 1)
-        ax.plot(epochs, r["curve"], marker="o", ms=3, color=colors[i % 10], ls=("-", "--")[i // 10 % 2], label=r["method"])
+        ax.plot(epochs, [1 - a for a in r["curve"]], ms=5, lw=1.4, label=r["method"], **line_style(i))
+    ax.set_yscale("log")
+    for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        set_formatter(FormatStrFormatter("%.2f"))
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"test accuracy (mean over {len(rows[0]['seeds'])} seeds)")
-    ax.set_title("NiN: test accuracy per epoch by pooling method")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.set_ylabel(f"test error = 1 - accuracy (mean over {len(rows[0]['seeds'])} seeds, log scale)")
+    ax.set_title("test error per epoch")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["mean"])
+    for pos, i in enumerate(order):
+        style = line_style(i)
+        ax_final.errorbar(pos, rows[i]["mean"], yerr=rows[i]["std"], fmt=style["marker"], color=style["color"], ms=7, capsize=3)
+    ax_final.set_xticks(range(len(order)), [rows[i]["method"] for i in order], rotation=45, ha="right", fontsize=8)
+    ax_final.set_ylim(*zoomed_limits([rows[i]["mean"] + s * rows[i]["std"] for i in order for s in (-1, 1)]))
+    ax_final.set_ylabel("final test accuracy (mean ± std over seeds)")
+    ax_final.set_title("final accuracy, zoomed to the differences")
+    ax_final.grid(alpha=0.3, axis="y")
+    fig.suptitle("NiN: test accuracy by pooling method")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

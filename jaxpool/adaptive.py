@@ -79,6 +79,16 @@ def adaptive_avg_pool(x, output_size, *, data_format: str = "channels_last"):
 
     Returns:
       ``(*batch, *output_size, C)`` (or channels_first), float dtype as :func:`jaxpool.avg_pool`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> jaxpool.adaptive_avg_pool(x, (2, 2))[0, ..., 0]
+      Array([[ 2.5,  4.5],
+             [10.5, 12.5]], dtype=float32)
+      >>> jaxpool.adaptive_avg_pool(x, (3, None)).shape  # None keeps that axis
+      (1, 3, 4, 1)
     """
     x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
     if window is not None:
@@ -117,6 +127,16 @@ def adaptive_max_pool(x, output_size, *, return_indices: bool = False, data_form
 
     With ``return_indices``, also int32 indices over the input's spatial volume, as
     :func:`jaxpool.max_pool`. Scatter-free derivatives in both modes, evenly dividing or not.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> jaxpool.adaptive_max_pool(x, (2, 2))[0, ..., 0]
+      Array([[ 5.,  7.],
+             [13., 15.]], dtype=float32)
+      >>> jaxpool.adaptive_max_pool(x, (3, 3)).shape  # overlapping bins, as PyTorch
+      (1, 3, 3, 1)
     """
     x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
     if window is not None:
@@ -162,6 +182,16 @@ def global_avg_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, dat
     ``mask``: optional boolean ``(*batch, *spatial)`` (broadcastable) marking real positions, for
     variable-length inputs (padded sequences, point sets): the mean of the real positions only; a row
     with none gives 0 (never NaN), and masked values — even NaN — never reach the result or gradient.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> jaxpool.global_avg_pool(x)
+      Array([[7.5]], dtype=float32)
+      >>> mask = (jnp.arange(4) < 2)[None, :, None] & jnp.ones((1, 4, 4), bool)  # (batch, H, W): the first two rows
+      >>> jaxpool.global_avg_pool(x, mask=mask)
+      Array([[3.5]], dtype=float32)
     """
     x, layout = _global_layout(x, num_spatial_dims, data_format)
     acc = accumulation_dtype(x.dtype)
@@ -180,6 +210,15 @@ def global_max_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, dat
 
     ``mask`` as in :func:`global_avg_pool` (e.g. VoxelNet's per-voxel max over its points): the
     maximum of the real positions; a row with none gives 0, never ``-inf``, and a zero gradient.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> jaxpool.global_max_pool(x)
+      Array([[15.]], dtype=float32)
+      >>> jaxpool.global_max_pool(x, keepdims=True).shape
+      (1, 1, 1, 1)
     """
     x, layout = _global_layout(x, num_spatial_dims, data_format)
     mask = _channel_mask(mask, x, layout)
@@ -212,6 +251,13 @@ def spatial_pyramid_pool(
     Returns:
       ``(*batch, C * sum(prod(level)))``. channels_last flattens each level bin-major/channel-minor,
       channels_first channel-major.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.ones((2, 7, 5, 3))
+      >>> jaxpool.spatial_pyramid_pool(x, (1, 2, 4)).shape  # 3 * (1 + 4 + 16) features for any H, W
+      (2, 63)
     """
     if method not in ("max", "avg"):
         raise ValueError(f"method must be 'max' or 'avg', got {method!r}")

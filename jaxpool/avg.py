@@ -73,6 +73,23 @@ def avg_pool(
     Returns:
       ``(*batch, *out, C)`` (or channels_first) in ``x``'s float dtype (float32 for integers);
       float16/bfloat16 are accumulated in float32.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> jaxpool.avg_pool(x, (2, 2))[0, ..., 0]
+      Array([[ 2.5,  4.5],
+             [10.5, 12.5]], dtype=float32)
+      >>> ones = jnp.ones((1, 2, 2, 1))
+      >>> jaxpool.avg_pool(ones, (2, 2), strides=1, padding=1)[0, ..., 0]  # padding counts in the divisor
+      Array([[0.25, 0.5 , 0.25],
+             [0.5 , 1.  , 0.5 ],
+             [0.25, 0.5 , 0.25]], dtype=float32)
+      >>> jaxpool.avg_pool(ones, (2, 2), strides=1, padding=1, count_include_pad=False)[0, ..., 0]
+      Array([[1., 1., 1.],
+             [1., 1., 1.],
+             [1., 1., 1.]], dtype=float32)
     """
     x, layout, geom = _prepare(x, window_shape, strides, padding, ceil_mode, data_format)
     if divisor_override is not None:
@@ -113,6 +130,13 @@ def lp_pool(
     ``-|S|**(1/p)`` (PyTorch: NaN); a ``ceil_mode`` window that overhangs the input sums only its real
     elements (PyTorch rescales that partial sum by window size / clipped count). Where the sum is 0
     the gradient is 0, not NaN.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.full((1, 2, 2, 1), 3.0)
+      >>> jaxpool.lp_pool(x, 2, (2, 2))[0, ..., 0]  # sqrt(4 * 3**2)
+      Array([[6.]], dtype=float32)
     """
     if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, np.integer, np.floating)):
         raise TypeError(f"norm_type must be a positive number, got {norm_type!r}")

@@ -90,6 +90,14 @@ def blur_pool(x, window_shape=(2, 2), strides=None, *, filter_size=3, data_forma
     Returns:
       ``(*batch, *ceil(in / strides), C)`` (or channels_first), ``x``'s float dtype (float32 for
       integers); float16/bfloat16 are filtered in float32.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.ones((1, 8, 8, 3))
+      >>> y = jaxpool.blur_pool(x, (2, 2))
+      >>> y.shape, bool((y == 1).all())  # halves H and W; a constant stays constant
+      ((1, 4, 4, 3), True)
     """
     x = as_pool_input(x)
     window = window_tuple(window_shape)
@@ -114,6 +122,13 @@ def max_blur_pool(x, window_shape=(2, 2), strides=None, padding="VALID", *, filt
     Returns:
       ``(*batch, *ceil(m / strides), C)`` where ``m`` is the stride-1 max-pooled size; float dtype as
       :func:`blur_pool`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> jaxpool.max_blur_pool(x, (2, 2)).shape
+      (1, 2, 2, 1)
     """
     window = window_tuple(window_shape)
     dense = max_pool(x, window, 1, padding, data_format=data_format)

@@ -61,6 +61,15 @@ def avgmax_pool(
     Returns:
       ``(*batch, *out, C)`` (or channels_first), ``2C`` channels for ``"cat"``; ``x``'s float dtype
       (float32 for integers). ``"mean"``/``"sum"`` of 16-bit floats are computed in float32.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.array([1.0, 3.0]).reshape(1, 1, 2, 1)  # one window of two elements
+      >>> jaxpool.avgmax_pool(x, (1, 2))[0, 0, 0, 0]  # (avg 2 + max 3) / 2
+      Array(2.5, dtype=float32)
+      >>> jaxpool.avgmax_pool(x, (1, 2), combine="cat")[0, 0, 0]  # [avg, max] along channels
+      Array([2., 3.], dtype=float32)
     """
     x, src = _pool_input(x, combine)
     avg = avg_pool(
@@ -91,6 +100,13 @@ def global_avgmax_pool(
     Returns:
       ``(*batch, C)`` (``(*batch, 2C)`` for ``"cat"``), with size-1 spatial axes where ``keepdims``;
       dtype as :func:`avgmax_pool`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.array([1.0, 3.0]).reshape(1, 1, 2, 1)  # one window of two elements
+      >>> jaxpool.global_avgmax_pool(x)  # (avg 2 + max 3) / 2
+      Array([[2.5]], dtype=float32)
     """
     x, src = _pool_input(x, combine)
     kw = dict(num_spatial_dims=num_spatial_dims, keepdims=keepdims, mask=mask, data_format=data_format)

@@ -269,6 +269,16 @@ def fractional_max_pool(
       ``y`` of shape ``(*batch, *out, C)`` (or channels_first) in ``x``'s dtype, and with
       ``return_indices`` the int32 indices of the same shape. Works under ``jit``, ``vmap``, ``grad``
       and ``jvp``.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.ones((1, 10, 10, 3))
+      >>> jaxpool.fractional_max_pool(x, (2, 2), output_size=(7, 7), key=jax.random.key(0)).shape
+      (1, 7, 7, 3)
+      >>> jaxpool.fractional_max_pool(x, output_ratio=(0.5, 0.5), deterministic=True).shape
+      (1, 5, 5, 3)
     """
     check_bool(return_indices, "return_indices")
     x, layout, regions = _regions(

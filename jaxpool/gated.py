@@ -101,6 +101,13 @@ def gated_pool(
     Returns:
       ``(*batch, *out, C)`` (or channels_first) in ``x``'s dtype; float16/bfloat16 are computed in
       float32.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.array([1.0, 3.0]).reshape(1, 1, 2, 1)  # one window of two elements
+      >>> jaxpool.gated_pool(x, jnp.zeros((1, 2)), (1, 2))[0, 0, 0, 0]  # gate sigmoid(0) = 0.5: an even mix
+      Array(2.5, dtype=float32)
     """
     x, layout, geom = _prepare_float(x, window_shape, strides, padding, ceil_mode, data_format)
     w = _float_weights(gate_weights, "gate_weights")
@@ -176,6 +183,14 @@ def tree_pool(
     Returns:
       ``(*batch, *out, C)`` (or channels_first) in ``x``'s dtype; float16/bfloat16 are computed in
       float32. Gradients flow to ``x`` and both weight arrays.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.array([1.0, 3.0]).reshape(1, 1, 2, 1)  # one window of two elements
+      >>> leaves = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])  # two 1x2 filters: pick left, pick right
+      >>> jaxpool.tree_pool(x, leaves, jnp.zeros((1, 1, 2)), (1, 2))[0, 0, 0, 0]  # gate 0.5
+      Array(2., dtype=float32)
     """
     x, layout, geom = _prepare_float(x, window_shape, strides, padding, ceil_mode, data_format)
     leaves, gates, per_channel = _tree_weights(leaf_weights, gate_weights, geom, x.shape[layout.channel_axis])

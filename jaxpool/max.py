@@ -259,6 +259,22 @@ def max_pool(
     Returns:
       ``y`` of shape ``(*batch, *out, C)`` (or channels_first), and with ``return_indices`` the
       int32 indices of the same shape.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> jaxpool.max_pool(x, (2, 2))[0, ..., 0]
+      Array([[ 5.,  7.],
+             [13., 15.]], dtype=float32)
+      >>> y, idx = jaxpool.max_pool(x, (2, 2), return_indices=True)
+      >>> idx[0, ..., 0]  # flat positions in the unpadded 4x4 map, as PyTorch's
+      Array([[ 5,  7],
+             [13, 15]], dtype=int32)
+      >>> jaxpool.max_pool(x, (3, 3), strides=2, padding=1).shape
+      (1, 2, 2, 1)
+      >>> jaxpool.max_pool(x.reshape(1, 1, 4, 4), (2, 2), data_format="channels_first").shape
+      (1, 1, 2, 2)
     """
     y, offset, layout, geom = _extremum_pool(
         x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, "max", return_indices
@@ -280,5 +296,13 @@ def min_pool(
     """Min pooling: :func:`max_pool` with the minimum (ties to the first minimum, NaN wins).
 
     Exact for integers (padding is the dtype's maximum, never negated), unlike ``-max_pool(-x)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> jaxpool.min_pool(x, (2, 2))[0, ..., 0]
+      Array([[ 0.,  2.],
+             [ 8., 10.]], dtype=float32)
     """
     return _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, "min")[0]

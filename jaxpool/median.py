@@ -35,6 +35,13 @@ def median_pool(x, window_shape, strides=None, padding: PaddingLike = "VALID", *
 
     Returns:
       ``(*batch, *out, C)`` (or channels_first), ``x``'s dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.array([1.0, 100.0, 2.0, 4.0, 3.0, 5.0]).reshape(1, 1, 6, 1)
+      >>> jaxpool.median_pool(x, (1, 3))[0, 0, :, 0]  # the outlier 100 is gone
+      Array([2., 4.], dtype=float32)
     """
     x, layout, geom = _prepare(x, window_shape, strides, padding, False, data_format)
     # Padding sorts last (+inf / the integer maximum), so each window's real elements come first.

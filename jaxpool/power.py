@@ -76,6 +76,15 @@ def gem_pool(
     Returns:
       Global: ``(*batch, C)``; windowed: ``(*batch, *out, C)`` (or channels_first). The input's float
       dtype (float32 for integers); float16/bfloat16 are computed in float32.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.full((1, 4, 4, 2), 2.0)
+      >>> jaxpool.gem_pool(x, p=1.0)  # global by default; p = 1 is the average
+      Array([[2., 2.]], dtype=float32)
+      >>> jaxpool.gem_pool(x, 3.0, (2, 2)).shape
+      (1, 2, 2, 2)
     """
     x = as_pool_input(x)
     p = _checked_exponent(p)

@@ -54,6 +54,13 @@ def soft_pool(x, window_shape, strides=None, padding: PaddingLike = "VALID", *, 
     Returns:
       ``(*batch, *out, C)`` (or channels_first) in ``x``'s float dtype (float32 for integers);
       float16/bfloat16 are computed in float32. NaN propagates; ``±inf`` inputs give NaN.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.array([1.0, 3.0]).reshape(1, 1, 2, 1)  # one window of two elements
+      >>> round(float(jaxpool.soft_pool(x, (1, 2))[0, 0, 0, 0]), 4)  # (e*1 + e**3*3) / (e + e**3)
+      2.7616
     """
     x, layout, geom = _prepare(x, window_shape, strides, padding, False, data_format)
     values = x.astype(accumulation_dtype(x.dtype))

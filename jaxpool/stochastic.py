@@ -163,6 +163,17 @@ def stochastic_pool(
 
     Returns:
       ``(*batch, *out, C)`` (or channels_first) in ``x``'s float dtype (float32 for integers).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.array([1.0, 3.0]).reshape(1, 1, 2, 1)  # one window of two elements
+      >>> jaxpool.stochastic_pool(x, (1, 2), deterministic=True)[0, 0, 0, 0]  # (1*1 + 3*3) / (1 + 3)
+      Array(2.5, dtype=float32)
+      >>> y = jaxpool.stochastic_pool(x, (1, 2), key=jax.random.key(0))
+      >>> float(y[0, 0, 0, 0]) in (1.0, 3.0)  # training samples an element
+      True
     """
     return _stochastic_pool(x, window_shape, strides, padding, key, deterministic, ceil_mode, data_format)[0]
 
@@ -215,6 +226,17 @@ def mixed_pool(
 
     Returns:
       ``(*batch, *out, C)`` (or channels_first) in ``x``'s float dtype (float32 for integers).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.array([1.0, 3.0]).reshape(1, 1, 2, 1)  # one window of two elements
+      >>> jaxpool.mixed_pool(x, (1, 2), deterministic=True)[0, 0, 0, 0]  # 0.5 * max + 0.5 * avg
+      Array(2.5, dtype=float32)
+      >>> y = jaxpool.mixed_pool(x, (1, 2), key=jax.random.key(0))
+      >>> float(y[0, 0, 0, 0]) in (2.0, 3.0)  # max or average, drawn per channel
+      True
     """
     p = _mix_probability(mix_prob)
     if per not in MIX_SCOPES:

@@ -28,6 +28,17 @@ def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
       one of the values is kept, as in PyTorch; the gradient then reaches only the kept value (the
       derivative of this forward), where PyTorch's reaches every copy. Out-of-range indices raise ``ValueError`` when
       ``indices`` is concrete; under ``jit`` such entries are dropped. Differentiable in ``y``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxpool
+      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)  # (batch, H, W, C), channels_last
+      >>> y, idx = jaxpool.max_pool(x, (2, 2), return_indices=True)
+      >>> jaxpool.max_unpool(y, idx, (4, 4))[0, ..., 0]
+      Array([[ 0.,  0.,  0.,  0.],
+             [ 0.,  5.,  0.,  7.],
+             [ 0.,  0.,  0.,  0.],
+             [ 0., 13.,  0., 15.]], dtype=float32)
     """
     y = as_pool_input(y, "y")
     if not isinstance(output_size, (tuple, list)) or len(output_size) == 0:

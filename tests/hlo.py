@@ -2,7 +2,7 @@
 
 import jax
 
-from jaxpool._compare_hlo import opcode_counts
+from jaxpool.compare.hlo import opcode_counts
 
 
 def compiled_opcodes(fn, *args):

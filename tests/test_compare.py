@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from jaxpool import _compare_report, compare
-from jaxpool._compare_config import Config, random_inputs
-from jaxpool._compare_hlo import opcode_histogram
-from jaxpool._compare_numerics import reference
+from jaxpool import compare
+from jaxpool.compare import IMPLEMENTATIONS, OPS, cli, report
+from jaxpool.compare.config import Config, random_inputs
+from jaxpool.compare.hlo import opcode_histogram
+from jaxpool.compare.numerics import reference
 from tests import reference as ref
 
 SHAPE = (2, 8, 8, 3)
@@ -29,7 +30,7 @@ FIELDS = {
     "ratios",
     "environment",
 }
-HLO_KEYS = {"reduce-window", "select-and-scatter", "scatter", "gather", "fusion", "instructions"}
+HLO_KEYS = {"reduce-window", "select-and-scatter", "scatter", "gather", "sort", "fusion", "collectives", "instructions"}
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,9 @@ ENTRY %main (p: f32[4]) -> (f32[4], f32[4]) {
         "select-and-scatter": 0,
         "scatter": 0,
         "gather": 0,
+        "sort": 0,
         "fusion": 1,
+        "collectives": 0,
         "instructions": 5,
     }
 
@@ -162,7 +165,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="spatial axes"):
         Config("max", (2, 8, 8), (2, 2), (2, 2))
     with pytest.raises(ValueError, match="op must be"):
-        Config("median", SHAPE, (2, 2), (2, 2))
+        Config("bogus", SHAPE, (2, 2), (2, 2))
     assert Config("max", (1, 5, 5, 1), (2, 2), (2, 2), "SAME").pads == ((0, 1), (0, 1))
 
 
@@ -185,20 +188,60 @@ def test_main_writes_valid_json(tmp_path, capsys):
         (["--window", "a,b"], "integers"),
         (["--window", "3,3,3"], "spatial"),
         (["--padding", "-1"], "non-negative"),
-        (["--op", "median"], "median"),
+        (["--op", "bogus"], "bogus"),
+        (["--op", "max,"], "not in"),
         (["--full", "--op", "max"], "--full"),
+        (["--shape", "4,4"], "spatial axis"),
+        (["--rounds", "0"], "at least 1"),
+        (["--rounds", "x"], "integer"),
+        (["--min-sample-ms", "nan"], "finite"),
+        (["--min-sample-ms", "-1"], "finite"),
+        (["--seed", "-1"], "at least 0"),
+        (["--json", "/nonexistent-folder/out.json"], "does not exist"),
+        (["--plot", "/nonexistent-folder/p.png"], "does not exist"),
+        (["--json", "."], "is a folder"),
+        (["--op", "fractional", "--shape", "1,4,4,1", "--window", "4", "--stride", "1"], "output_size"),
     ],
 )
 def test_cli_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         compare.main(argv)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("python -m jaxpool.compare: error: ")  # one line, no traceback
+
+
+def test_cli_validates_before_any_work(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "compare", lambda *a, **k: pytest.fail("ran the comparison"))
+    with pytest.raises(SystemExit):
+        compare.main([*SMALL, "--json", "/nonexistent-folder/out.json"])
+
+
+def test_cli_subprocess_bad_value_one_error_line_exit_2():
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "jaxpool.compare", "--json", "/no/such/dir/x.json"]
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2
+    assert run.stderr.startswith("python -m jaxpool.compare: error: argument --json: folder") and run.stderr.count("\n") == 1
+
+
+def test_op_all_selects_every_op():
+    args = cli._parser().parse_args(["--op", "all", "--shape", "1,8,8,2", "--padding", "0"])
+    assert [c.op for c in cli._configs(args, cli._parser())] == list(OPS)
 
 
 def test_plot_without_matplotlib_exits_2(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(_compare_report, "matplotlib_missing", lambda: "--plot needs matplotlib")
-    assert compare.main([*SMALL, "--plot", str(tmp_path / "p.png")]) == 2
+    monkeypatch.setattr(report, "matplotlib_missing", lambda: "--plot needs matplotlib")
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([*SMALL, "--plot", str(tmp_path / "p.png")])
+    assert exit_info.value.code == 2
     assert "matplotlib" in capsys.readouterr().err
     assert not (tmp_path / "p.png").exists()
 
@@ -208,3 +251,46 @@ def test_plot_writes_a_png(tmp_path, capsys):
     path = tmp_path / "p.png"
     assert compare.main([*SMALL, "--impl", "jaxpool,flax", "--plot", str(path)]) == 0
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+# --- every op: jaxpool and each peer against the float64 reference, or jaxpool against PyTorch ----------------------
+
+# maxblur has neither a NumPy definition here nor a peer: tests/test_more_pools.py checks it.
+EVERY = [Config(op, (2, 6, 7, 3), (3, 2), (2, 2), 1 if OPS[op].padding else 0) for op in OPS if op not in ("unpool", "maxblur")]
+# max_unpool with overlapping windows writes one element twice: PyTorch's gradient counts it twice, jaxpool's once
+# (d out / d x = 1): compared on tiling windows only.
+EVERY.append(Config("unpool", (2, 6, 8, 3), (2, 2), (2, 2), 0))
+
+
+def _outputs(name, config):
+    """``(y, dx)`` of one implementation (float64 NHWC), or None where it lacks the op or cannot run."""
+    impl = IMPLEMENTATIONS[name]
+    if impl.unavailable():
+        return None
+    pool = impl.build(config)
+    if pool is None:
+        return None
+    prepared = impl.prepare(pool, config, *random_inputs(config, seed=2), measure=False)
+    return prepared.y, prepared.dx
+
+
+@pytest.mark.parametrize("config", EVERY, ids=lambda c: c.op)
+def test_every_op_every_peer_matches_the_reference_or_torch(config):
+    x, ct = random_inputs(config, seed=2)
+    expected = reference(config, x.astype(np.float64), ct.astype(np.float64))
+    results = {name: out for name in IMPLEMENTATIONS if (out := _outputs(name, config)) is not None}
+    assert "jaxpool" in results
+    if expected is None:  # no NumPy definition here (fractional, spp, unpool): PyTorch decides
+        if "torch" not in results:
+            pytest.skip("PyTorch is not installed")
+        expected = results["torch"]
+    for name, (y, dx) in results.items():
+        np.testing.assert_allclose(y, expected[0], rtol=2e-5, atol=2e-5, err_msg=f"{name} forward")
+        np.testing.assert_allclose(dx, expected[1], rtol=2e-5, atol=2e-5, err_msg=f"{name} gradient")
+
+
+def test_every_op_has_a_peer_or_a_reference():
+    for name, spec in OPS.items():
+        peers = [spec.xla, spec.flax, spec.reduce_window, spec.torch, spec.window]
+        if name != "maxblur":  # jaxpool-only, without a NumPy definition here
+            assert any(p is not None for p in peers), name

@@ -152,7 +152,8 @@ def test_notebook_runs_on_cpu(tmp_path, monkeypatch):
     out = tmp_path / "nb-run"
     settings = {"JAXPOOL_NB_DATASET": "digits", "JAXPOOL_NB_EPOCHS": "1", "JAXPOOL_NB_BATCH_SIZE": "60"}
     settings |= {"JAXPOOL_NB_WIDTH": "8", "JAXPOOL_NB_OUT": str(out), "JAXPOOL_NB_REPO": ROOT, "JAX_PLATFORMS": "cpu"}
-    # 8 CPU devices stand in for a TPU v2-8's cores: the same data-parallel path, and batch rounding.
+    settings["JAXPOOL_NB_CACHE"] = str(tmp_path / "cache")  # nothing is downloaded: digits, and the checkout
+    # 8 CPU devices stand in for a multi-chip TPU (Kaggle's v5e-8): the same data-parallel path, and batch rounding.
     settings["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
     for key, value in settings.items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
@@ -174,3 +175,59 @@ def test_notebook_runs_on_cpu(tmp_path, monkeypatch):
         for c in nb.cells
         for o in c.get("outputs", [])
     )
+    assert not (tmp_path / "cache").exists()  # inside a checkout nothing is downloaded or installed
+
+
+def _notebook_cifar10_loader() -> dict:
+    """The notebook's CIFAR-10 cell (tagged ``cifar10-loader``), executed: its functions and constants."""
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(os.path.join(EXAMPLES, "colab_tpu.ipynb"), as_version=4)
+    (cell,) = [c for c in nb.cells if "cifar10-loader" in c.metadata.get("tags", [])]
+    namespace = {"os": os, "urllib": __import__("urllib.request")}
+    exec(compile(cell.source, "colab_tpu.ipynb cifar10-loader", "exec"), namespace)
+    return namespace
+
+
+def _fake_cifar10_archive(path) -> tuple[np.ndarray, np.ndarray]:
+    """A tarball laid out as the official python archive (pickled dicts of uint8 rows), 2 images per batch."""
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)  # 5 train batches + test, 2 each
+    labels = rng.integers(0, 10, 12)
+    with tarfile.open(path, "w:gz") as tar:
+        for k, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+            rows = images[2 * k : 2 * k + 2].transpose(0, 3, 1, 2).reshape(2, 3072)  # channel planes, as the archive
+            blob = pickle.dumps({b"data": rows, b"labels": [int(v) for v in labels[2 * k : 2 * k + 2]]})
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return images, labels
+
+
+def test_notebook_cifar10_loader_verifies_and_parses(tmp_path):
+    import hashlib
+
+    loader = _notebook_cifar10_loader()
+    assert loader["CIFAR10_URL"] == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    images, labels = _fake_cifar10_archive(tmp_path / "fake.tar.gz")
+    url = (tmp_path / "fake.tar.gz").as_uri()
+    digest = hashlib.sha256((tmp_path / "fake.tar.gz").read_bytes()).hexdigest()
+    with pytest.raises(RuntimeError, match="SHA-256 is .* not 0{64}"):
+        loader["download_verified"](url, str(tmp_path / "dl" / "a.tar.gz"), "0" * 64)
+    assert not (tmp_path / "dl" / "a.tar.gz").exists() and not (tmp_path / "dl" / "a.tar.gz.part").exists()
+    with pytest.raises(RuntimeError, match="could not download"):
+        loader["download_verified"]((tmp_path / "missing.tar.gz").as_uri(), str(tmp_path / "dl" / "b.tar.gz"), digest)
+    path = loader["download_verified"](url, str(tmp_path / "dl" / "a.tar.gz"), digest)
+    train_x, train_y, test_x, test_y = loader["read_cifar10"](path)
+    assert train_x.shape == (10, 32, 32, 3) and test_x.shape == (2, 32, 32, 3) and train_x.dtype == np.float32
+    np.testing.assert_array_equal(np.concatenate([train_x, test_x]) * 255.0, images.astype(np.float32))
+    np.testing.assert_array_equal(np.concatenate([train_y, test_y]), labels)
+    with pytest.raises(RuntimeError, match="not the CIFAR-10 python archive"):
+        import tarfile
+
+        with tarfile.open(tmp_path / "empty.tar.gz", "w:gz"):
+            pass
+        loader["read_cifar10"](str(tmp_path / "empty.tar.gz"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -11,14 +12,14 @@ import numpy as np
 
 from jaxpool._geometry import WindowGeometry, window_geometry
 
-OPS = ("max", "avg", "min")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """One pooling problem: ``op`` over a channels_last ``(N, *spatial, C)`` input of ``dtype``.
+    """One pooling problem: ``op`` (a name in :data:`jaxpool.compare.ops.OPS`) over a channels_last ``(N, *spatial, C)`` input.
 
+    Adaptive ops take the windowed output size as their output size; global ops ignore the window.
     ``padding`` is ``"VALID"``, ``"SAME"``, an int or one int per spatial axis (symmetric, PyTorch's),
     or one ``(low, high)`` pair per spatial axis; :attr:`pads` resolves it to pairs.
     """
@@ -38,8 +39,10 @@ class Config:
         self._validate()
 
     def _validate(self):
+        from jaxpool.compare.ops import OPS
+
         if self.op not in OPS:
-            raise ValueError(f"op must be one of {OPS}, got {self.op!r}")
+            raise ValueError(f"op must be one of {tuple(OPS)}, got {self.op!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         n = len(self.window)
@@ -50,6 +53,7 @@ class Config:
         if min(self.shape + self.window + self.strides) < 1:
             raise ValueError(f"shape, window and strides must be positive, got {self.shape}, {self.window}, {self.strides}")
         window_geometry(self.shape[1:-1], self.window, self.strides, self.padding)  # validates padding and fit
+        self.out_shape  # noqa: B018 -- the op's own checks (e.g. fractional's output size), eagerly
 
     @property
     def geometry(self) -> WindowGeometry:
@@ -62,10 +66,19 @@ class Config:
         geometry = self.geometry
         return tuple(zip(geometry.pad_lo, geometry.pad_hi))
 
-    @property
+    @functools.cached_property
     def out_shape(self) -> tuple[int, ...]:
-        """The pooled shape ``(N, *out, C)``."""
-        return (self.shape[0], *self.geometry.out_shape, self.shape[-1])
+        """The shape of the op's output (``(N, *out, C)`` for windowed ops), from jaxpool's op."""
+        from jaxpool.compare.ops import output_shape
+
+        return output_shape(self)
+
+    @property
+    def spec(self):
+        """The op's :class:`jaxpool.compare.ops.OpSpec`."""
+        from jaxpool.compare.ops import OPS
+
+        return OPS[self.op]
 
     @property
     def symmetric_padding(self) -> tuple[int, ...] | None:
@@ -84,7 +97,13 @@ class Config:
         else:
             pad = "p" + ",".join(f"{lo}-{hi}" for lo, hi in self.pads)
         strides = "x".join(map(str, self.strides)) if len(set(self.strides)) > 1 else str(self.strides[0])
-        return f"{self.op} {'x'.join(map(str, self.shape))} {'x'.join(map(str, self.window))}/{strides} {pad} {self.dtype}"
+        shape, window = "x".join(map(str, self.shape)), "x".join(map(str, self.window))
+        kind = self.spec.kind
+        if kind == "global":
+            return f"{self.op} {shape} {self.dtype}"
+        if kind == "adaptive":
+            return f"{self.op} {shape} -> {'x'.join(map(str, self.geometry.out_shape))} {self.dtype}"
+        return f"{self.op} {shape} {window}/{strides}{f' {pad}' if self.spec.padding else ''} {self.dtype}"
 
     def to_json(self) -> dict:
         """The configuration for JSON (``padding`` resolved to pairs, ``padding_spec`` as given)."""
@@ -117,9 +136,12 @@ def ladder(full: bool = False) -> list[Config]:
 
 
 def random_inputs(config: Config, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A standard-normal input and cotangent (float32, NHWC), fixed by ``seed``."""
+    """A standard-normal input (``|x| + 0.1`` for ops on non-negative activations) and cotangent, float32, fixed by ``seed``."""
     rng = np.random.default_rng(seed)
-    return rng.standard_normal(config.shape, np.float32), rng.standard_normal(config.out_shape, np.float32)
+    x = rng.standard_normal(config.shape, np.float32)
+    if config.spec.positive:
+        x = np.abs(x) + np.float32(0.1)
+    return x, rng.standard_normal(config.out_shape, np.float32)
 
 
 def probe_input(config: Config) -> tuple[np.ndarray, np.ndarray]:

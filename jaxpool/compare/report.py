@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-HLO_COLUMNS = ("reduce-window", "select-and-scatter", "scatter", "gather", "fusion")
+HLO_COLUMNS = ("reduce-window", "select-and-scatter", "scatter", "gather", "sort", "collectives", "fusion")
 GLIBC_FIX = "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=68719476736"
 
 
@@ -23,8 +23,9 @@ def _bytes(n: int | None) -> str:
     return (f"{value:.3g}" if value < 100 else f"{value:.0f}") + " KMG"[exponent].strip()
 
 
-def _error(e: float) -> str:
-    return "0" if e == 0 else f"{e:.0e}"
+def _error(e: float | None) -> str:
+    """'0', '4e-07', or '–' without a reference."""
+    return "–" if e is None else "0" if e == 0 else f"{e:.0e}"
 
 
 def _hlo(hlo: dict | None) -> str:
@@ -53,18 +54,18 @@ def _compile(c: dict | None) -> str:
     return "–" if c is None else f"{c['fwd']:.2f} {c['fwd_bwd']:.2f}"
 
 
-def _nan(recipients: dict) -> str:
-    """The NaN window's gradient recipient; '*' when its forward output was not NaN."""
-    return recipients["nan"] + ("" if recipients["nan_forward"] else "*")
+def _nan(recipients: dict | None) -> str:
+    """The NaN window's gradient recipient; '*' when its forward output was not NaN; '–' when not probed."""
+    return "–" if recipients is None else recipients["nan"] + ("" if recipients["nan_forward"] else "*")
 
 
 COLUMNS = (  # header, justification, cell(record)
     ("implementation", "left", lambda r: escape(r["implementation"])),
     ("err\nfwd", "right", lambda r: _error(r["errors"]["forward"])),
     ("err\ngrad", "right", lambda r: _error(r["errors"]["gradient"])),
-    ("grad on\ntie", "left", lambda r: r["recipients"]["tie"]),
+    ("grad on\ntie", "left", lambda r: "–" if r["recipients"] is None else r["recipients"]["tie"]),
     ("grad on\nNaN", "left", lambda r: _nan(r["recipients"])),
-    ("HLO fwd+bwd: rw s&s\nscat gath fus (all)", "right", lambda r: _hlo(r["hlo"] and r["hlo"]["fwd_bwd"])),
+    ("HLO fwd+bwd: rw s&s scat\ngath sort coll fus (all)", "right", lambda r: _hlo(r["hlo"] and r["hlo"]["fwd_bwd"])),
     ("compile s\nfwd f+b", "right", lambda r: _compile(r["compile_s"])),
     ("temp\nf+b", "right", lambda r: _bytes(_temp_bytes(r))),
     ("VJP\nresid.", "right", lambda r: _bytes(r["residual_bytes"])),
@@ -96,10 +97,11 @@ def _header(env: dict, rounds: int) -> str:
 def _legend(env: dict) -> list[str]:
     lines = [
         "err: max |implementation - float64 NumPy reference| on N(0,1) input and cotangent rounded to the dtype "
-        "(includes rounding the result to the dtype).",
+        "(includes rounding the result to the dtype; – = no reference for this op).",
         "grad on tie / NaN: who received the gradient in a window of equal values / in one holding a NaN at its centre "
         "(first, last, split; nan, best = the best non-NaN element, #k = flat window position k; * = output not NaN).",
-        "HLO: reduce-window, select-and-scatter, scatter, gather, fusion counts (all instructions) over every computation "
+        "HLO: reduce-window, select-and-scatter, scatter, gather, sort, collective, fusion counts (all instructions) "
+        "over every computation "
         "of the compiled forward+backward.",
         "temp: its memory_analysis() temp bytes; VJP resid.: bytes jax.vjp keeps for the backward pass (K/M/G = 2^10/20/30).",
         "ms: median (IQR) per call; ×: median / the fastest median.",
@@ -151,37 +153,42 @@ def matplotlib_missing() -> str | None:
     return None
 
 
-def _bars(ax, records: list[dict], value, ylabel: str) -> None:
-    """Grouped bars: one group per configuration, one bar per implementation (missing values left out)."""
+def _bars(ax, records: list[dict], value, label: str) -> None:
+    """Horizontal grouped bars: one group per configuration (top to bottom), one bar per implementation (missing left out)."""
     configs = list(dict.fromkeys(r["config"]["name"] for r in records))
     impls = list(dict.fromkeys(r["implementation"] for r in records))
     cells = {(r["config"]["name"], r["implementation"]): value(r) for r in records}
-    width = 0.8 / len(impls)
+    height = 0.8 / len(impls)
     for j, impl in enumerate(impls):
-        points = [(i + (j - (len(impls) - 1) / 2) * width, cells.get((c, impl))) for i, c in enumerate(configs)]
+        points = [(i + (j - (len(impls) - 1) / 2) * height, cells.get((c, impl))) for i, c in enumerate(configs)]
         points = [(p, v) for p, v in points if v is not None]
-        ax.bar([p for p, _ in points], [v for _, v in points], width, label=impl)
-    ax.set_xticks(range(len(configs)), configs, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
+        ax.barh([p for p, _ in points], [v for _, v in points], height, label=impl, color=f"C{j}")
+    ax.set_yticks(range(len(configs)), configs, fontsize=8)
+    ax.set_ylim(len(configs) - 0.5, -0.5)  # first configuration on top
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3, axis="x")
 
 
 def plot(records: list[dict], path: str) -> None:
-    """Bars of forward+backward median time (log scale) and compiled temp memory per implementation."""
+    """Bars of forward+backward median time (log scale) and compiled temp memory per implementation and configuration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     n = len({r["config"]["name"] for r in records})
-    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(max(10.0, 2.4 * n), 5.0))
-    _bars(ax_time, records, lambda r: r["timings"]["fwd_bwd"]["median_ms"], "forward+backward median (ms)")
-    ax_time.set_yscale("log")
-    for set_formatter in (ax_time.yaxis.set_major_formatter, ax_time.yaxis.set_minor_formatter):
-        set_formatter(FormatStrFormatter("%g"))
+    impls = len({r["implementation"] for r in records})
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(13.0, max(4.0, 0.5 + 0.12 * n * max(impls, 3))), sharey=True)
+    _bars(ax_time, records, lambda r: r["timings"]["fwd_bwd"]["median_ms"], "forward+backward median (ms, log scale)")
+    ax_time.set_xscale("log")
+    ax_time.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax_time.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax_time.xaxis.set_minor_formatter(NullFormatter())
     _bars(ax_mem, records, lambda r: _temp_bytes(r) and _temp_bytes(r) / 2**20, "forward+backward temp memory (MiB)")
-    ax_time.legend(fontsize=8)
-    fig.suptitle(f"jaxpool.compare on {records[0]['environment']['backend']}")
+    ax_mem.tick_params(labelleft=False)
+    ax_time.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"jaxpool.compare on {records[0]['environment']['backend']} ({records[0]['environment']['device']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

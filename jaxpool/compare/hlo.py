@@ -17,7 +17,8 @@ import numpy as np
 # Metadata (op_name="...", source file and function names) comes after the operands, so it is never
 # mistaken for an opcode, unlike a substring search over the text.
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*.*?\s([a-z][a-z0-9\-]*)\(", re.MULTILINE)
-REPORTED_OPCODES = ("reduce-window", "select-and-scatter", "scatter", "gather", "fusion")
+REPORTED_OPCODES = ("reduce-window", "select-and-scatter", "scatter", "gather", "sort", "fusion")
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute", "collective-broadcast")
 
 
 def opcode_counts(hlo_text: str) -> collections.Counter:
@@ -26,12 +27,14 @@ def opcode_counts(hlo_text: str) -> collections.Counter:
 
 
 def opcode_histogram(hlo_text: str) -> dict[str, int]:
-    """Counts of :data:`REPORTED_OPCODES` and ``instructions`` (all), over every computation of the module.
+    """Counts of :data:`REPORTED_OPCODES`, ``collectives`` and ``instructions`` (all), over every computation.
 
-    Fused computations are included, so an op XLA wrapped in a fusion is still counted.
+    Fused computations are included, so an op XLA wrapped in a fusion is still counted. ``collectives``
+    sums :data:`COLLECTIVES` with their asynchronous ``-start`` halves (the ``-done`` halves are not counted twice).
     """
     counts = opcode_counts(hlo_text)
-    return {**{op: counts[op] for op in REPORTED_OPCODES}, "instructions": sum(counts.values())}
+    collectives = sum(counts[op] + counts[f"{op}-start"] for op in COLLECTIVES)
+    return {**{op: counts[op] for op in REPORTED_OPCODES}, "collectives": collectives, "instructions": sum(counts.values())}
 
 
 def memory_bytes(compiled) -> dict[str, int | None]:

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from jaxpool._compare_config import Config, Prepared, as_float64
+from jaxpool.compare.config import Config, Prepared, as_float64
 
 
 @functools.cache
@@ -33,18 +33,9 @@ def unavailable_reason() -> str | None:
 
 
 def torch_pool(c: Config):
-    """``torch.nn.functional``'s pooling; None for asymmetric padding or more than 3 spatial axes."""
-    torch, n, padding = load(), len(c.window), c.symmetric_padding
-    if torch is None or padding is None or n > 3:
-        return None
-    functional = torch.nn.functional
-    if c.op == "avg":
-        avg = getattr(functional, f"avg_pool{n}d")
-        return lambda x: avg(x, c.window, c.strides, padding, count_include_pad=True)
-    max_pool = getattr(functional, f"max_pool{n}d")
-    if c.op == "max":
-        return lambda x: max_pool(x, c.window, c.strides, padding)
-    return lambda x: -max_pool(-x, c.window, c.strides, padding)
+    """``torch.nn.functional``'s version of ``c``'s op on NCHW tensors, or None (no PyTorch, or no such op)."""
+    torch, build = load(), c.spec.torch
+    return None if torch is None or build is None else build(torch, c)
 
 
 def _to_torch(a: np.ndarray, dtype: str):
