@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -63,16 +64,16 @@ def _prepare(x, window_shape, strides, padding, ceil_mode, data_format, dilation
 
 
 def avg_pool(
-    x,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Average pooling over N spatial dimensions, PyTorch's semantics.
 
     Layout, ``window_shape``, ``strides`` (``None`` = window), ``padding`` and ``ceil_mode`` are as in
@@ -108,15 +109,15 @@ def avg_pool(
 
 
 def lp_pool(
-    x,
+    x: jax.Array,
     norm_type: float,
-    window_shape,
-    strides=None,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Power-average (LP) pooling: ``(sum over the window of x**p) ** (1/p)``.
 
     Sermanet, Chintala & LeCun 2012, "Convolutional neural networks applied to house numbers digit

@@ -6,6 +6,8 @@ geometry), so it has their layouts, padding and float32 accumulation for 16-bit 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,16 +47,16 @@ def _global_spatial_dims(window_shape, num_spatial_dims):
 
 
 def gem_pool(
-    x,
-    p=3.0,
-    window_shape=None,
-    strides=None,
+    x: jax.Array,
+    p: float | jax.Array = 3.0,
+    window_shape: Sequence[int] | None = None,
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     eps: float = 1e-6,
     num_spatial_dims: int | None = None,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Generalized-mean pooling: ``(mean over the window of max(x, eps) ** p) ** (1 / p)``.
 
     Radenović, Tolias & Chum 2018, "Fine-tuning CNN image retrieval with no human annotation" (GeM).
