@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _taps
-from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
+from jaxpool._geometry import PaddingLike, WindowGeometry, not_a_window, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import JOINT_FOLD_LIMIT, max_pool
 
@@ -129,6 +129,7 @@ def lp_pool(
     elements (PyTorch rescales that partial sum by window size / clipped count). Where the sum is 0
     the gradient is 0, not NaN.
     """
+    not_a_window(norm_type, "norm_type", f"lp_pool(x, 2.0, window_shape={norm_type!r}) (PyTorch's order: norm_type first)")
     if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, np.integer, np.floating)):
         raise TypeError(f"norm_type must be a positive number, got {norm_type!r}")
     if not norm_type > 0:
