@@ -15,7 +15,7 @@ Needs flax (``pip install "jaxpool[flax]"``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -49,18 +49,15 @@ class PoolModule(nn.Module):
 
 
 class RandomPoolModule(PoolModule):
-    """Base of the random modules: :class:`flax.linen.Dropout`'s ``deterministic`` and rng rules."""
+    """Base of the random modules: :class:`flax.linen.Dropout`'s ``deterministic`` and rng rules.
 
-    if TYPE_CHECKING:  # fields of each generated subclass (declared there, after the function's keywords)
-        deterministic: bool | None
-        rng_collection: str
+    The generated ``__call__`` merges ``deterministic`` (attribute or call argument, as ``nn.merge_param``)."""
 
     @nn.nowrap
-    def _sample(self, x: jax.Array, deterministic: bool | None, rng: jax.Array | None):
-        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+    def _sample(self, x: jax.Array, deterministic: bool, rng: jax.Array | None, rng_collection: str):
         attrs = self._attributes()
         if rng is None and self.op.needs_key(deterministic, attrs):
-            rng = self.make_rng(self.rng_collection)
+            rng = self.make_rng(rng_collection)
         return self.op.call((x,), attrs, {}, rng, deterministic)
 
 
@@ -206,7 +203,7 @@ class StochasticPool(RandomPoolModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None) -> jax.Array:
-        return self._sample(x, deterministic, rng)
+        return self._sample(x, nn.merge_param("deterministic", self.deterministic, deterministic), rng, self.rng_collection)
 
 
 class MixedPool(RandomPoolModule):
@@ -239,7 +236,7 @@ class MixedPool(RandomPoolModule):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None) -> jax.Array:
-        return self._sample(x, deterministic, rng)
+        return self._sample(x, nn.merge_param("deterministic", self.deterministic, deterministic), rng, self.rng_collection)
 
 
 class GatedPool(PoolModule):
@@ -337,7 +334,7 @@ class FractionalMaxPool(RandomPoolModule):
         deterministic: bool | None = None,
         rng: jax.Array | None = None,
     ) -> jax.Array | tuple[jax.Array, jax.Array]:
-        return self._sample(x, deterministic, rng)
+        return self._sample(x, nn.merge_param("deterministic", self.deterministic, deterministic), rng, self.rng_collection)
 
 
 class SoftPool(PoolModule):

@@ -178,7 +178,10 @@ def _linen(op: Op) -> list[str]:
     lines += ["", f'{INDENT}op = OPS_BY_NAME["{op.name}"]', "", f"{INDENT}@nn.compact"]
     if op.random:
         args = ["self", "x: jax.Array", "deterministic: bool | None = None", f"rng: {KEY} = None"]
-        lines += _def("__call__", args, _returns(op)) + [f"{INDENT * 2}return self._sample(x, deterministic, rng)"]
+        merged = 'nn.merge_param("deterministic", self.deterministic, deterministic)'
+        lines += _def("__call__", args, _returns(op)) + _call(
+            "return self._sample", ["x", merged, "rng", "self.rng_collection"], "", 2
+        )
     else:
         lines += _def("__call__", ["self"] + _arguments(_inputs(op)), _returns(op)) + _pool_call(op)
     return lines

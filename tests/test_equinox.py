@@ -196,4 +196,3 @@ def test_call_keywords():
         return getattr(E, name)(**attributes, data_format="channels_last")(*inputs, **kw)
 
     check_call_keywords(run)
-
