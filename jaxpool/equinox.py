@@ -23,8 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import equinox as eqx
 import jax
+
+try:
+    import equinox as eqx
+except ModuleNotFoundError as error:  # an optional dependency: say which extra brings it
+    raise ModuleNotFoundError(f'jaxpool.equinox needs equinox: pip install "jaxpool[equinox]" ({error})') from error
 
 from jaxpool._geometry import PaddingLike
 from jaxpool._modules import OPS_BY_NAME, PARAM_DTYPE, Initializer, Op

@@ -17,8 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import flax.linen as nn
 import jax
+
+try:
+    import flax.linen as nn
+except ModuleNotFoundError as error:  # an optional dependency: say which extra brings it
+    raise ModuleNotFoundError(f'jaxpool.linen needs flax: pip install "jaxpool[flax]" ({error})') from error
 
 from jaxpool._geometry import PaddingLike
 from jaxpool._modules import OPS_BY_NAME, PARAM_DTYPE, Initializer, Op

@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import numpy as np
-from flax import nnx
+
+try:
+    from flax import nnx
+except ModuleNotFoundError as error:  # an optional dependency: say which extra brings it
+    raise ModuleNotFoundError(f'jaxpool.nnx needs flax: pip install "jaxpool[flax]" ({error})') from error
 
 from jaxpool._geometry import PaddingLike
 from jaxpool._modules import OPS_BY_NAME, PARAM_DTYPE, Initializer, Op
