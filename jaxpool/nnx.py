@@ -147,6 +147,15 @@ class MaxPool(PoolModule):
     data_format='channels_last', backward='argmax'); called as ``module(x)``.
     """
 
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    dilation: int | Sequence[int] | None
+    ceil_mode: bool
+    return_indices: bool
+    data_format: str
+    backward: str
+
     op = OPS_BY_NAME["MaxPool"]
 
     def __init__(
@@ -188,6 +197,14 @@ class MinPool(PoolModule):
     called as ``module(x)``.
     """
 
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    dilation: int | Sequence[int] | None
+    ceil_mode: bool
+    data_format: str
+    backward: str
+
     op = OPS_BY_NAME["MinPool"]
 
     def __init__(
@@ -226,6 +243,14 @@ class AvgPool(PoolModule):
     (window_shape, strides=None, padding='VALID', ceil_mode=False, count_include_pad=True, divisor_override=None,
     data_format='channels_last'); called as ``module(x)``.
     """
+
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    ceil_mode: bool
+    count_include_pad: bool
+    divisor_override: int | None
+    data_format: str
 
     op = OPS_BY_NAME["AvgPool"]
 
@@ -266,6 +291,13 @@ class LpPool(PoolModule):
     ``module(x)``.
     """
 
+    norm_type: float
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    ceil_mode: bool
+    data_format: str
+
     op = OPS_BY_NAME["LpPool"]
 
     def __init__(
@@ -302,6 +334,11 @@ class MedianPool(PoolModule):
     (window_shape, strides=None, padding='VALID', data_format='channels_last'); called as ``module(x)``.
     """
 
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    data_format: str
+
     op = OPS_BY_NAME["MedianPool"]
 
     def __init__(
@@ -334,6 +371,14 @@ class StochasticPool(RandomPoolModule):
     Randomness as :class:`flax.nnx.Dropout`: unless deterministic, the key comes from the call's ``rngs`` (an ``nnx.Rngs``,
     ``RngStream`` or key) or else from the ``rngs`` given at construction.
     """
+
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    ceil_mode: bool
+    data_format: str
+    deterministic: bool | None
+    rng_collection: str
 
     op = OPS_BY_NAME["StochasticPool"]
 
@@ -387,6 +432,16 @@ class MixedPool(RandomPoolModule):
     Randomness as :class:`flax.nnx.Dropout`: unless deterministic, the key comes from the call's ``rngs`` (an ``nnx.Rngs``,
     ``RngStream`` or key) or else from the ``rngs`` given at construction.
     """
+
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    mix_prob: float
+    per: str
+    ceil_mode: bool
+    data_format: str
+    deterministic: bool | None
+    rng_collection: str
 
     op = OPS_BY_NAME["MixedPool"]
 
@@ -442,6 +497,16 @@ class GatedPool(PoolModule):
     * ``num_features=None``: the input's channel count; required with ``per_channel=True``
     """
 
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    ceil_mode: bool
+    data_format: str
+    per_channel: bool
+    gate_init: Initializer
+    num_features: int | None
+    gate: nnx.Param
+
     op = OPS_BY_NAME["GatedPool"]
 
     def __init__(
@@ -490,6 +555,19 @@ class TreePool(PoolModule):
     * ``gate_init=zeros``: gate initialiser; zeros: every gate starts at sigmoid(0) = 1/2, an even mix
     * ``num_features=None``: the input's channel count; required with ``per_channel=True``
     """
+
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    ceil_mode: bool
+    data_format: str
+    depth: int
+    per_channel: bool
+    leaf_init: Initializer | None
+    gate_init: Initializer
+    num_features: int | None
+    gates: nnx.Param
+    leaves: nnx.Param
 
     op = OPS_BY_NAME["TreePool"]
 
@@ -544,6 +622,17 @@ class FractionalMaxPool(RandomPoolModule):
     ``RngStream`` or key) or else from the ``rngs`` given at construction.
     """
 
+    window_shape: Sequence[int] | None
+    output_size: int | Sequence[int] | None
+    output_ratio: float | Sequence[float] | None
+    samples: jax.Array | None
+    random_regions: bool
+    overlapping: bool
+    return_indices: bool
+    data_format: str
+    deterministic: bool | None
+    rng_collection: str
+
     op = OPS_BY_NAME["FractionalMaxPool"]
 
     def __init__(
@@ -594,6 +683,11 @@ class SoftPool(PoolModule):
     (window_shape, strides=None, padding='VALID', data_format='channels_last'); called as ``module(x)``.
     """
 
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    data_format: str
+
     op = OPS_BY_NAME["SoftPool"]
 
     def __init__(
@@ -622,6 +716,15 @@ class GeMPool(PoolModule):
 
     * ``learn_p=False``: learn the exponent: a scalar param ``p`` initialised to the attribute ``p``
     """
+
+    p: float | jax.Array | nnx.Param
+    window_shape: Sequence[int] | None
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    eps: float
+    num_spatial_dims: int | None
+    data_format: str
+    learn_p: bool
 
     op = OPS_BY_NAME["GeMPool"]
 
@@ -663,6 +766,11 @@ class BlurPool(PoolModule):
     (window_shape=(2, 2), strides=None, filter_size=3, data_format='channels_last'); called as ``module(x)``.
     """
 
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    filter_size: int | Sequence[int]
+    data_format: str
+
     op = OPS_BY_NAME["BlurPool"]
 
     def __init__(
@@ -686,6 +794,12 @@ class MaxBlurPool(PoolModule):
     Module form of :func:`jaxpool.max_blur_pool`: the attributes are its keywords, same names and defaults
     (window_shape=(2, 2), strides=None, padding='VALID', filter_size=3, data_format='channels_last'); called as ``module(x)``.
     """
+
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    filter_size: int | Sequence[int]
+    data_format: str
 
     op = OPS_BY_NAME["MaxBlurPool"]
 
@@ -721,6 +835,11 @@ class GlobalAvgPool(PoolModule):
     (num_spatial_dims=2, keepdims=False, data_format='channels_last', mask=None); called as ``module(x, mask=None)``.
     """
 
+    num_spatial_dims: int
+    keepdims: bool
+    data_format: str
+    mask: jax.Array | None
+
     op = OPS_BY_NAME["GlobalAvgPool"]
 
     def __init__(
@@ -744,6 +863,11 @@ class GlobalMaxPool(PoolModule):
     Module form of :func:`jaxpool.global_max_pool`: the attributes are its keywords, same names and defaults
     (num_spatial_dims=2, keepdims=False, data_format='channels_last', mask=None); called as ``module(x, mask=None)``.
     """
+
+    num_spatial_dims: int
+    keepdims: bool
+    data_format: str
+    mask: jax.Array | None
 
     op = OPS_BY_NAME["GlobalMaxPool"]
 
@@ -769,6 +893,9 @@ class AdaptiveAvgPool(PoolModule):
     (output_size, data_format='channels_last'); called as ``module(x)``.
     """
 
+    output_size: Sequence[int | None]
+    data_format: str
+
     op = OPS_BY_NAME["AdaptiveAvgPool"]
 
     def __init__(self, output_size: Sequence[int | None], *, data_format: str = "channels_last", rngs: nnx.Rngs | None = None):
@@ -784,6 +911,10 @@ class AdaptiveMaxPool(PoolModule):
     Module form of :func:`jaxpool.adaptive_max_pool`: the attributes are its keywords, same names and defaults
     (output_size, return_indices=False, data_format='channels_last'); called as ``module(x)``.
     """
+
+    output_size: Sequence[int | None]
+    return_indices: bool
+    data_format: str
 
     op = OPS_BY_NAME["AdaptiveMaxPool"]
 
@@ -817,6 +948,11 @@ class SpatialPyramidPool(PoolModule):
         features = apply(variables, images)  # apply = jax.jit(model.apply)
     """
 
+    levels: Sequence[int | Sequence[int]]
+    method: str
+    num_spatial_dims: int
+    data_format: str
+
     op = OPS_BY_NAME["SpatialPyramidPool"]
 
     def __init__(
@@ -841,6 +977,9 @@ class MaxUnpool(PoolModule):
     (output_size=None, data_format='channels_last'); called as ``module(y, indices, output_size=None)``.
     """
 
+    output_size: Sequence[int] | None
+    data_format: str
+
     op = OPS_BY_NAME["MaxUnpool"]
 
     def __init__(
@@ -863,6 +1002,14 @@ class AvgMaxPool(PoolModule):
     (window_shape, strides=None, padding='VALID', combine='mean', ceil_mode=False, count_include_pad=True,
     data_format='channels_last'); called as ``module(x)``.
     """
+
+    window_shape: Sequence[int]
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    combine: str
+    ceil_mode: bool
+    count_include_pad: bool
+    data_format: str
 
     op = OPS_BY_NAME["AvgMaxPool"]
 
@@ -902,6 +1049,12 @@ class GlobalAvgMaxPool(PoolModule):
     (combine='mean', num_spatial_dims=2, keepdims=False, mask=None, data_format='channels_last'); called as ``module(x,
     mask=None)``.
     """
+
+    combine: str
+    num_spatial_dims: int
+    keepdims: bool
+    mask: jax.Array | None
+    data_format: str
 
     op = OPS_BY_NAME["GlobalAvgMaxPool"]
 

@@ -192,7 +192,13 @@ def _nnx(op: Op) -> list[str]:
     params = op.parameters(extras)
     call = op.call_signature("*", "deterministic=None", "rngs=None") if op.random else op.call_signature()
     lines = [f"class {op.name}({'RandomPoolModule' if op.random else 'PoolModule'}):"]
-    lines += _docstring(op.docstring(extras, NNX_RANDOMNESS, call)) + ["", f'{INDENT}op = OPS_BY_NAME["{op.name}"]', ""]
+    lines += _docstring(op.docstring(extras, NNX_RANDOMNESS, call)) + [""]
+    # Attribute annotations (set by _setup): what pyright and IDEs show for model.window_shape etc.
+    learned = {p.name for p in op.learned}
+    for p in params:
+        lines.append(f"{INDENT}{p.name}: {_annotation(p)}" + (" | nnx.Param" if p.name in learned else ""))
+    lines += [f"{INDENT}{name}: nnx.Param" for name in sorted(learned - set(op.attribute_names))]
+    lines += ["", f'{INDENT}op = OPS_BY_NAME["{op.name}"]', ""]
     rngs = inspect.Parameter("rngs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="nnx.Rngs | None")
     lines += _init_lines(params, rngs, "_setup") + [""]
     if op.random:

@@ -81,6 +81,8 @@ def nnx_modules() -> None:
     assert isinstance(out, tuple)
     y, idx = out
     assert_type(jpn.MaxUnpool((8, 8))(y, idx), jax.Array)
+    assert_type(pool.window_shape, Sequence[int])
+    assert_type(jpn.GatedPool((2, 2), rngs=nnx.Rngs(0)).gate, nnx.Param)
     dropout_like = jpn.StochasticPool((2, 2), rngs=nnx.Rngs(dropout=0))
     assert_type(dropout_like(x), jax.Array)
     assert_type(dropout_like(x, deterministic=True), jax.Array)
@@ -91,6 +93,8 @@ def equinox_modules() -> None:
     key, x = jax.random.key(0), jnp.ones((3, 8, 8))  # one (C, H, W) example
     model = eqx.nn.Sequential([jpe.GatedPool((2, 2), key=key), jpe.StochasticPool((2, 2)), jpe.GlobalAvgPool()])
     assert_type(jpe.AvgPool((2, 2))(x), jax.Array)
+    assert_type(jpe.AvgPool((2, 2)).window_shape, Sequence[int])
+    assert_type(jpe.GatedPool((2, 2), key=key).gate, jax.Array)
     assert_type(jpe.StochasticPool((2, 2))(x, key=key), jax.Array)
     assert_type(jpe.StochasticPool((2, 2), inference=True)(x), jax.Array)
     batched = jax.vmap(lambda x: model(x, key=key))(jnp.stack([x, x]))
