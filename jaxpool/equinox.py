@@ -34,6 +34,11 @@ from jaxpool._geometry import PaddingLike
 from jaxpool._modules import OPS_BY_NAME, PARAM_DTYPE, Initializer, Op
 
 
+def _hashable(value):
+    """Lists (``window_shape=[2, 2]``, padding pairs) as tuples: static fields are hashed by ``eqx.filter_jit``."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
 class PoolModule(eqx.Module):
     """Base of the generated modules: calls ``op``'s function with the fields as keywords."""
 
@@ -43,7 +48,7 @@ class PoolModule(eqx.Module):
         """Sets the fields from the constructor's arguments; learned parameters from ``key``."""
         learned = self.op.learns(attrs)
         for name, value in attrs.items():
-            setattr(self, name, value)
+            setattr(self, name, _hashable(value))
         for p in self.op.learned:
             if not learned:
                 continue

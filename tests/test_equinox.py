@@ -196,3 +196,12 @@ def test_call_keywords():
         return getattr(E, name)(**attributes, data_format="channels_last")(*inputs, **kw)
 
     check_call_keywords(run)
+
+
+def test_static_fields_are_hashable():
+    """Lists become tuples, so eqx.filter_jit can hash the configuration (as eqx.nn.MaxPool2d's kernel_size)."""
+    model = E.AvgPool([2, 2], strides=[2, 1], padding=[[0, 1], [1, 0]])
+    assert model.window_shape == (2, 2) and model.padding == ((0, 1), (1, 0))
+    x = layout_input("channels_first")[0]
+    want = avg_pool(x, (2, 2), (2, 1), ((0, 1), (1, 0)), data_format="channels_first")
+    np.testing.assert_allclose(eqx.filter_jit(lambda m, x: m(x))(model, x), want, rtol=1e-6)
