@@ -177,10 +177,6 @@ class Op:
         return "\n".join(lines)
 
 
-def needs_key_error(name: str, argument: str) -> ValueError:
-    return ValueError(f"{name} samples unless deterministic: pass {argument} (a jax.random key), or run it deterministically")
-
-
 def _shown(e: Extra) -> str:
     """``name=default`` for the docstring; a function default by its name."""
     return f"{e.name}={getattr(e.default, '__name__', None) or repr(e.default)}"
