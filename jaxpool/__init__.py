@@ -1,6 +1,7 @@
 """jaxpool: every pooling method, for JAX and Flax, with PyTorch's exact semantics.
 
-Flax modules for every op: :mod:`jaxpool.linen` and :mod:`jaxpool.nnx` (submodules, imported on demand).
+Modules for every op, imported on demand: :mod:`jaxpool.linen` and :mod:`jaxpool.nnx` (Flax; ``pip install
+"jaxpool[flax]"``) and :mod:`jaxpool.equinox` (``pip install "jaxpool[equinox]"``). The core needs only jax and numpy.
 
 Layout: ``(*batch, *spatial, C)`` (``data_format="channels_last"``, the default) or
 ``(*batch, C, *spatial)`` (``"channels_first"``). ``strides=None`` means strides equal to the window.
@@ -25,7 +26,7 @@ from jaxpool.soft import soft_pool
 from jaxpool.stochastic import mixed_pool, stochastic_pool
 from jaxpool.unpool import max_unpool
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads it
 
 __all__ = [
     "adaptive_avg_pool",

@@ -55,6 +55,14 @@ def int_tuple(value, n: int, name: str, *, minimum: int = 1, allow_scalar: bool 
     return result
 
 
+def not_a_window(value, name: str, example: str) -> None:
+    """A sequence where a number belongs (``GeMPool((2, 2))``, ``lp_pool(x, (2, 2))``) is a misplaced window."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a number, got {value!r}, which looks like a window: pass it as window_shape=, e.g. {example}"
+        )
+
+
 def window_tuple(window_shape) -> tuple[int, ...]:
     """Validates ``window_shape``: a non-empty sequence of positive ints (its length is N)."""
     if not isinstance(window_shape, Sequence) or isinstance(window_shape, str):

@@ -1,9 +1,12 @@
-"""One description of every jaxpool op as a module, shared by :mod:`jaxpool.linen` and :mod:`jaxpool.nnx`.
+"""One description of every jaxpool op as a module, shared by :mod:`jaxpool.linen`, :mod:`jaxpool.nnx` and
+:mod:`jaxpool.equinox`.
 
 An :class:`Op` names the function, which of its arguments are arrays passed at call time, which are
 learned parameters, whether it draws random numbers, and the module's own extra attributes. The
 module's attributes are the function's remaining keywords, read from its signature (same names, same
-defaults), so a module cannot drift from its function; the modules do no maths of their own.
+defaults, same type annotations), so a module cannot drift from its function; the modules do no maths
+of their own. ``scripts/gen_modules.py`` writes each flavour's classes from this table (explicit classes
+that type checkers and IDEs see); ``tests/test_codegen.py`` fails when the committed ones are stale.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from jaxpool.fractional import fractional_max_pool
 from jaxpool.gated import gated_pool, tree_pool
 from jaxpool.max import max_pool, min_pool
 from jaxpool.median import median_pool
-from jaxpool.power import gem_pool
+from jaxpool.power import checked_exponent, gem_pool
 from jaxpool.soft import soft_pool
 from jaxpool.stochastic import mixed_pool, stochastic_pool
 from jaxpool.unpool import max_unpool
@@ -46,6 +49,7 @@ class Extra:
     name: str
     default: Any
     doc: str
+    annotation: str = "Any"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +113,20 @@ class Op:
     def attribute_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.keywords) + tuple(e.name for e in self.extras)
 
-    def parameters(self, extras: tuple[Extra, ...] = ()) -> list[inspect.Parameter]:
-        """The module's attributes as parameters: the function's keywords (same kinds), then keyword-only extras."""
+    def parameters(self, extras: tuple[Extra, ...] = (), defaults: Mapping[str, Any] | None = None) -> list[inspect.Parameter]:
+        """The module's attributes as parameters: the function's keywords (same kinds), then keyword-only extras.
+
+        ``defaults`` replaces a flavour's defaults (Equinox: ``data_format="channels_first"``)."""
         kw = inspect.Parameter.KEYWORD_ONLY
-        return list(self.keywords) + [inspect.Parameter(e.name, kw, default=e.default) for e in self.extras + extras]
+        params = list(self.keywords) + [
+            inspect.Parameter(e.name, kw, default=e.default, annotation=e.annotation) for e in self.extras + extras
+        ]
+        defaults = defaults or {}
+        return [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in params]
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
 
     def call_signature(self, *trailing: str) -> str:
         """``__call__``'s arguments as text, for the docstring."""
@@ -131,17 +145,8 @@ class Op:
         return x.shape[layout_of(x, len(window_tuple(attrs["window_shape"])), attrs["data_format"]).channel_axis]
 
     def merge_call_keywords(self, attrs: Mapping[str, Any], call_keywords: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = set(call_keywords) - set(self.call_keywords)
-        if unknown:
-            allowed = ", ".join(self.call_keywords) or "none"
-            raise TypeError(f"{self.name}() got unexpected call keywords {sorted(unknown)}; it takes: {allowed}")
+        """The attributes, with the call's keywords (``mask``, ``output_size``) where given (not ``None``)."""
         return {**attrs, **{k: v for k, v in call_keywords.items() if v is not None}}
-
-    def check_inputs(self, inputs) -> None:
-        if len(inputs) != len(self.inputs):
-            raise TypeError(
-                f"{self.name} is called with {len(self.inputs)} array(s) ({', '.join(self.inputs)}), got {len(inputs)}"
-            )
 
     def call(self, inputs, attrs: Mapping[str, Any], learned: Mapping[str, Any], key=None, deterministic=None):
         """Calls the function: attributes as keywords, learned values by argument name, then the rng."""
@@ -151,13 +156,15 @@ class Op:
             kwargs.update(key=key, deterministic=deterministic)
         return self.fn(*inputs, **kwargs)
 
-    def docstring(self, extras: tuple[Extra, ...], randomness: str, call: str) -> str:
+    def docstring(self, extras: tuple[Extra, ...], randomness: str, call: str, defaults: Mapping[str, Any] | None = None) -> str:
         """The module's docstring: summary, function reference, attribute list; nothing of the function's own."""
-        shown = [p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in self.keywords]
+        keywords = self.parameters(defaults=defaults)[: len(self.keywords)]
+        shown = [p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in keywords]
+        same = "same names and defaults" if not defaults else f"same names and defaults except {', '.join(defaults)}"
         lines = [
             self.summary,
             "",
-            f"Module form of :func:`jaxpool.{self.fn.__name__}`: the attributes are its keywords, same names and defaults",
+            f"Module form of :func:`jaxpool.{self.fn.__name__}`: the attributes are its keywords, {same}",
             f"({', '.join(shown)}); called as ``module({call})``.",
         ]
         documented = [e for e in self.extras + extras if e.doc]
@@ -206,8 +213,12 @@ def mean_filter_init(window_size: int, noise: float = 0.1) -> Initializer:
 
 
 _ZEROS = jax.nn.initializers.zeros
-_PER_CHANNEL = Extra("per_channel", False, "one weight per window element and channel; else shared by all channels")
-_GATE_INIT = Extra("gate_init", _ZEROS, "gate initialiser; zeros: every gate starts at sigmoid(0) = 1/2, an even mix")
+_PER_CHANNEL = Extra("per_channel", False, "one weight per window element and channel; else shared by all channels", "bool")
+_GATE_INIT = Extra(
+    "gate_init", _ZEROS, "gate initialiser; zeros: every gate starts at sigmoid(0) = 1/2, an even mix", "Initializer"
+)
+# Where parameters are created at construction (nnx, equinox), per-channel weights need the channel count.
+NUM_FEATURES = Extra("num_features", None, "the input's channel count; required with ``per_channel=True``", "int | None")
 _GATE = Learned("gate", "gate_weights", _weight_shape, lambda a: a["gate_init"])
 _LEAVES = Learned(
     "leaves",
@@ -249,13 +260,16 @@ OPS: tuple[Op, ...] = (
         "Tree pooling: learned pooling filters mixed by learned gates (Lee, Gallagher & Tu 2016).",
         learned=(_LEAVES, _GATES),
         extras=(
-            Extra("depth", 2, "tree depth: ``2**(depth-1)`` leaf filters (param ``leaves``) and one gate fewer (``gates``)"),
+            Extra(
+                "depth", 2, "tree depth: ``2**(depth-1)`` leaf filters (param ``leaves``) and one gate fewer (``gates``)", "int"
+            ),
             _PER_CHANNEL,
             Extra(
                 "leaf_init",
                 None,
                 "leaf initialiser; ``None``: 1/K plus normal noise of std 0.1/K (K = window size), near average "
                 "pooling; the noise breaks the symmetry of identical leaves, which would otherwise stay identical",
+                "Initializer | None",
             ),
             _GATE_INIT,
         ),
@@ -272,9 +286,9 @@ OPS: tuple[Op, ...] = (
         "GeMPool",
         gem_pool,
         "Generalized-mean pooling (Radenović, Tolias & Chum 2018); global unless ``window_shape`` is given.",
-        learned=(Learned("p", "p", lambda a, c: (), lambda a: jax.nn.initializers.constant(a["p"])),),
+        learned=(Learned("p", "p", lambda a, c: (), lambda a: jax.nn.initializers.constant(checked_exponent(a["p"]))),),
         learn_if="learn_p",
-        extras=(Extra("learn_p", False, "learn the exponent: a scalar param ``p`` initialised to the attribute ``p``"),),
+        extras=(Extra("learn_p", False, "learn the exponent: a scalar param ``p`` initialised to the attribute ``p``", "bool"),),
     ),
     Op("BlurPool", blur_pool, "Anti-aliased subsampling (Zhang 2019)."),
     Op("MaxBlurPool", max_blur_pool, "Anti-aliased max pooling: dense max, then BlurPool (Zhang 2019)."),
@@ -299,3 +313,4 @@ OPS: tuple[Op, ...] = (
     Op("AvgMaxPool", avgmax_pool, "Average and max pooling combined (timm's avgmax / catavgmax)."),
     Op("GlobalAvgMaxPool", global_avgmax_pool, "Global average and max pooling combined.", call_keywords=_GLOBAL_MASK),
 )
+OPS_BY_NAME: Mapping[str, Op] = {op.name: op for op in OPS}

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, overload
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -69,7 +71,7 @@ def _bins_along(values: tuple, combine, fills, layout: Layout, i: int, size: int
     return result
 
 
-def adaptive_avg_pool(x, output_size, *, data_format: str = "channels_last"):
+def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_format: str = "channels_last") -> jax.Array:
     """Average over PyTorch's adaptive bins so that the spatial output is ``output_size``.
 
     Args:
@@ -122,7 +124,27 @@ def _uneven_max(x, layout: Layout, in_shape, out_shape, indices: bool):
     return values if indices else (values[0], None)
 
 
-def adaptive_max_pool(x, output_size, *, return_indices: bool = False, data_format: str = "channels_last"):
+@overload
+def adaptive_max_pool(
+    x: jax.Array, output_size: Sequence[int | None], *, return_indices: Literal[False] = False, data_format: str = "channels_last"
+) -> jax.Array: ...
+
+
+@overload
+def adaptive_max_pool(
+    x: jax.Array, output_size: Sequence[int | None], *, return_indices: Literal[True], data_format: str = "channels_last"
+) -> tuple[jax.Array, jax.Array]: ...
+
+
+@overload
+def adaptive_max_pool(
+    x: jax.Array, output_size: Sequence[int | None], *, return_indices: bool = False, data_format: str = "channels_last"
+) -> jax.Array | tuple[jax.Array, jax.Array]: ...
+
+
+def adaptive_max_pool(
+    x: jax.Array, output_size: Sequence[int | None], *, return_indices: bool = False, data_format: str = "channels_last"
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Maximum over PyTorch's adaptive bins (ties to the first, NaN wins), like :func:`adaptive_avg_pool`.
 
     With ``return_indices``, also int32 indices over the input's spatial volume, as
@@ -173,7 +195,14 @@ def _channel_mask(mask, x, layout: Layout):
     return jnp.expand_dims(mask, layout.channel_axis)
 
 
-def global_avg_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, data_format: str = "channels_last", mask=None):
+def global_avg_pool(
+    x: jax.Array,
+    *,
+    num_spatial_dims: int = 2,
+    keepdims: bool = False,
+    data_format: str = "channels_last",
+    mask: jax.Array | None = None,
+) -> jax.Array:
     """Mean over all spatial positions: ``(*batch, *spatial, C) -> (*batch, C)``.
 
     Network in Network's classifier (Lin, Chen & Yan 2013). ``keepdims`` keeps size-1 spatial axes.
@@ -205,7 +234,14 @@ def global_avg_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, dat
     return y.astype(result_dtype(x.dtype))
 
 
-def global_max_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, data_format: str = "channels_last", mask=None):
+def global_max_pool(
+    x: jax.Array,
+    *,
+    num_spatial_dims: int = 2,
+    keepdims: bool = False,
+    data_format: str = "channels_last",
+    mask: jax.Array | None = None,
+) -> jax.Array:
     """Maximum over all spatial positions, with :func:`jaxpool.max_pool`'s tie, NaN and gradient rules.
 
     ``mask`` as in :func:`global_avg_pool` (e.g. VoxelNet's per-voxel max over its points): the
@@ -231,13 +267,13 @@ def global_max_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, dat
 
 
 def spatial_pyramid_pool(
-    x,
-    levels=(1, 2, 4),
+    x: jax.Array,
+    levels: Sequence[int | Sequence[int]] = (1, 2, 4),
     *,
     method: str = "max",
     num_spatial_dims: int = 2,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Spatial pyramid pooling (He, Zhang, Ren & Sun 2014, SPP-net): fixed-length features from any size.
 
     Each level ``l`` pools the input adaptively to ``l`` bins per spatial axis (an int, or a tuple of

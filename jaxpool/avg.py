@@ -9,12 +9,14 @@ differentiates them in forward and reverse mode; the backward pass is shifted ad
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _lowering, _sliding, _taps
-from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
+from jaxpool._geometry import PaddingLike, WindowGeometry, not_a_window, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import max_pool
 
@@ -49,16 +51,16 @@ def _prepare(x, window_shape, strides, padding, ceil_mode, data_format, dilation
 
 
 def avg_pool(
-    x,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Average pooling over N spatial dimensions, PyTorch's semantics.
 
     Layout, ``window_shape``, ``strides`` (``None`` = window), ``padding`` and ``ceil_mode`` are as in
@@ -111,15 +113,15 @@ def avg_pool(
 
 
 def lp_pool(
-    x,
+    x: jax.Array,
     norm_type: float,
-    window_shape,
-    strides=None,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Power-average (LP) pooling: ``(sum over the window of x**p) ** (1/p)``.
 
     Sermanet, Chintala & LeCun 2012, "Convolutional neural networks applied to house numbers digit
@@ -138,6 +140,7 @@ def lp_pool(
       >>> jaxpool.lp_pool(x, 2, (2, 2))[0, ..., 0]  # sqrt(4 * 3**2)
       Array([[6.]], dtype=float32)
     """
+    not_a_window(norm_type, "norm_type", f"lp_pool(x, 2.0, window_shape={norm_type!r}) (PyTorch's order: norm_type first)")
     if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float, np.integer, np.floating)):
         raise TypeError(f"norm_type must be a positive number, got {norm_type!r}")
     if not norm_type > 0:

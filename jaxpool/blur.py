@@ -17,13 +17,15 @@ written out here.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from jaxpool import _taps
-from jaxpool._geometry import WindowGeometry, int_tuple, same_padding, window_geometry, window_tuple
+from jaxpool._geometry import PaddingLike, WindowGeometry, int_tuple, same_padding, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import max_pool
 
@@ -72,7 +74,14 @@ def _blur(x, layout: Layout, strides, filter_size):
     return y.astype(result_dtype(x.dtype))
 
 
-def blur_pool(x, window_shape=(2, 2), strides=None, *, filter_size=3, data_format: str = "channels_last"):
+def blur_pool(
+    x: jax.Array,
+    window_shape: Sequence[int] = (2, 2),
+    strides: int | Sequence[int] | None = None,
+    *,
+    filter_size: int | Sequence[int] = 3,
+    data_format: str = "channels_last",
+) -> jax.Array:
     """BlurPool (Zhang 2019): binomial low-pass filter with reflect padding, then subsampling by ``strides``.
 
     The anti-aliased replacement of a strided pooling or convolution: ``blur_pool(x, (2, 2))``
@@ -105,7 +114,15 @@ def blur_pool(x, window_shape=(2, 2), strides=None, *, filter_size=3, data_forma
     return _blur(x, layout, window if strides is None else strides, filter_size)
 
 
-def max_blur_pool(x, window_shape=(2, 2), strides=None, padding="VALID", *, filter_size=3, data_format: str = "channels_last"):
+def max_blur_pool(
+    x: jax.Array,
+    window_shape: Sequence[int] = (2, 2),
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    *,
+    filter_size: int | Sequence[int] = 3,
+    data_format: str = "channels_last",
+) -> jax.Array:
     """MaxBlurPool (Zhang 2019): dense max pooling, then BlurPool subsampling.
 
     ``max_pool(window, stride s)`` becomes ``max_pool(window, stride 1)`` followed by

@@ -9,6 +9,9 @@ timm's (Wightman, pytorch-image-models, ``timm.layers.adaptive_avgmax_pool``) ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import jax
 import jax.numpy as jnp
 
 from jaxpool._geometry import PaddingLike, window_tuple
@@ -38,16 +41,16 @@ def _combine(avg, mx, combine: str, channel_axis: int, dtype):
 
 
 def avgmax_pool(
-    x,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     combine: str = "mean",
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Average and max pooling over the same windows, combined (timm's avgmax / catavgmax).
 
     Args:
@@ -81,14 +84,14 @@ def avgmax_pool(
 
 
 def global_avgmax_pool(
-    x,
+    x: jax.Array,
     *,
     combine: str = "mean",
     num_spatial_dims: int = 2,
     keepdims: bool = False,
-    mask=None,
+    mask: jax.Array | None = None,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Global average and max pooling, combined as :func:`avgmax_pool` (timm's ``avgmax``/``catavgmax`` head).
 
     Args:

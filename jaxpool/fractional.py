@@ -12,6 +12,8 @@ one scatter-add: the max-id gradient rule, also under ``jvp``, ``vmap`` and ``ji
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -203,20 +205,71 @@ def _gather_flat(x, index, layout: Layout):
     return jnp.take_along_axis(flat_x, flat_index, first, mode=_IN_BOUNDS).reshape(index.shape)
 
 
+@overload
 def fractional_max_pool(
-    x,
-    window_shape=None,
-    output_size=None,
-    output_ratio=None,
+    x: jax.Array,
+    window_shape: Sequence[int] | None = None,
+    output_size: int | Sequence[int] | None = None,
+    output_ratio: float | Sequence[float] | None = None,
     *,
-    key=None,
-    samples=None,
+    key: jax.Array | None = None,
+    samples: jax.Array | None = None,
+    random_regions: bool = False,
+    overlapping: bool = True,
+    deterministic: bool = False,
+    return_indices: Literal[False] = False,
+    data_format: str = "channels_last",
+) -> jax.Array: ...
+
+
+@overload
+def fractional_max_pool(
+    x: jax.Array,
+    window_shape: Sequence[int] | None = None,
+    output_size: int | Sequence[int] | None = None,
+    output_ratio: float | Sequence[float] | None = None,
+    *,
+    key: jax.Array | None = None,
+    samples: jax.Array | None = None,
+    random_regions: bool = False,
+    overlapping: bool = True,
+    deterministic: bool = False,
+    return_indices: Literal[True],
+    data_format: str = "channels_last",
+) -> tuple[jax.Array, jax.Array]: ...
+
+
+@overload
+def fractional_max_pool(
+    x: jax.Array,
+    window_shape: Sequence[int] | None = None,
+    output_size: int | Sequence[int] | None = None,
+    output_ratio: float | Sequence[float] | None = None,
+    *,
+    key: jax.Array | None = None,
+    samples: jax.Array | None = None,
     random_regions: bool = False,
     overlapping: bool = True,
     deterministic: bool = False,
     return_indices: bool = False,
     data_format: str = "channels_last",
-):
+) -> jax.Array | tuple[jax.Array, jax.Array]: ...
+
+
+def fractional_max_pool(
+    x: jax.Array,
+    window_shape: Sequence[int] | None = None,
+    output_size: int | Sequence[int] | None = None,
+    output_ratio: float | Sequence[float] | None = None,
+    *,
+    key: jax.Array | None = None,
+    samples: jax.Array | None = None,
+    random_regions: bool = False,
+    overlapping: bool = True,
+    deterministic: bool = False,
+    return_indices: bool = False,
+    data_format: str = "channels_last",
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Fractional max pooling (Graham 2014, arXiv:1412.6071) over N spatial dimensions.
 
     The output size is ``output_size``, or ``floor(in * output_ratio)`` as PyTorch computes it

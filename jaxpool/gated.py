@@ -15,6 +15,8 @@ computed in float32 and rounded once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -71,15 +73,15 @@ def _gate(logit, first, second):
 
 
 def gated_pool(
-    x,
-    gate_weights,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    gate_weights: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Gated max-average pooling (Lee, Gallagher & Tu 2016): a learned, responsive mix of max and average.
 
     ``y = s * max_pool(x) + (1 - s) * avg_pool(x)`` with ``s = sigmoid(sum_t w_t x_t)`` over each
@@ -148,16 +150,16 @@ def _tree_weights(leaf_weights, gate_weights, geom: WindowGeometry, channels: in
 
 
 def tree_pool(
-    x,
-    leaf_weights,
-    gate_weights,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    leaf_weights: jax.Array,
+    gate_weights: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Tree pooling (Lee, Gallagher & Tu 2016): learned pooling filters fused by a binary tree of gates.
 
     A complete binary tree of depth ``d = log2(n_leaves) + 1`` (the paper uses 2 or 3 levels). Leaf

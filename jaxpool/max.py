@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
+from typing import Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -224,18 +226,63 @@ def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_
     return y, winner, layout, geom
 
 
+@overload
 def max_pool(
-    x,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
-    dilation=None,
+    dilation: int | Sequence[int] | None = None,
+    ceil_mode: bool = False,
+    return_indices: Literal[False] = False,
+    data_format: str = "channels_last",
+    backward: str = "argmax",
+) -> jax.Array: ...
+
+
+@overload
+def max_pool(
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    *,
+    dilation: int | Sequence[int] | None = None,
+    ceil_mode: bool = False,
+    return_indices: Literal[True],
+    data_format: str = "channels_last",
+    backward: str = "argmax",
+) -> tuple[jax.Array, jax.Array]: ...
+
+
+@overload
+def max_pool(
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    *,
+    dilation: int | Sequence[int] | None = None,
     ceil_mode: bool = False,
     return_indices: bool = False,
     data_format: str = "channels_last",
     backward: str = "argmax",
-):
+) -> jax.Array | tuple[jax.Array, jax.Array]: ...
+
+
+def max_pool(
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    *,
+    dilation: int | Sequence[int] | None = None,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+    data_format: str = "channels_last",
+    backward: str = "argmax",
+) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Max pooling over N spatial dimensions (N = ``len(window_shape)``), PyTorch's semantics.
 
     Args:
@@ -283,16 +330,16 @@ def max_pool(
 
 
 def min_pool(
-    x,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
-    dilation=None,
+    dilation: int | Sequence[int] | None = None,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
     backward: str = "argmax",
-):
+) -> jax.Array:
     """Min pooling: :func:`max_pool` with the minimum (ties to the first minimum, NaN wins).
 
     Exact for integers (padding is the dtype's maximum, never negated), unlike ``-max_pool(-x)``.

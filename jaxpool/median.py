@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 
 from jaxpool import _taps
@@ -12,7 +14,14 @@ from jaxpool.avg import _prepare
 from jaxpool.max import _fill_value
 
 
-def median_pool(x, window_shape, strides=None, padding: PaddingLike = "VALID", *, data_format: str = "channels_last"):
+def median_pool(
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    *,
+    data_format: str = "channels_last",
+) -> jax.Array:
     """Windowed median (a median filter when ``strides=1``): robust to outliers and salt-and-pepper noise.
 
     The running median of Tukey 1974 ("Nonlinear (nonsuperposable) methods for smoothing data"), in

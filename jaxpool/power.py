@@ -6,19 +6,22 @@ geometry), so it has their layouts, padding and float32 accumulation for 16-bit 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool._geometry import PaddingLike, window_tuple
+from jaxpool._geometry import PaddingLike, not_a_window, window_tuple
 from jaxpool._layout import accumulation_dtype, as_pool_input, result_dtype
 from jaxpool.adaptive import global_avg_pool, global_max_pool
 from jaxpool.avg import avg_pool
 from jaxpool.max import max_pool
 
 
-def _checked_exponent(p):
+def checked_exponent(p):
     """``p`` must be a real scalar, positive when concrete (a traced, learnable ``p`` cannot be checked)."""
+    not_a_window(p, "p", f"gem_pool(x, window_shape={p!r}) or GeMPool(window_shape={p!r})")
     if isinstance(p, (bool, np.bool_, str)) or not (isinstance(p, (int, float, np.number)) or hasattr(p, "dtype")):
         raise TypeError(f"p must be a positive number or a scalar float array, got {p!r}")
     if not (jnp.issubdtype(jnp.result_type(p), jnp.floating) or jnp.issubdtype(jnp.result_type(p), jnp.integer)):
@@ -45,16 +48,16 @@ def _global_spatial_dims(window_shape, num_spatial_dims):
 
 
 def gem_pool(
-    x,
-    p=3.0,
-    window_shape=None,
-    strides=None,
+    x: jax.Array,
+    p: float | jax.Array = 3.0,
+    window_shape: Sequence[int] | None = None,
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
     eps: float = 1e-6,
     num_spatial_dims: int | None = None,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Generalized-mean pooling: ``(mean over the window of max(x, eps) ** p) ** (1 / p)``.
 
     Radenović, Tolias & Chum 2018, "Fine-tuning CNN image retrieval with no human annotation" (GeM).
@@ -87,7 +90,7 @@ def gem_pool(
       (1, 2, 2, 2)
     """
     x = as_pool_input(x)
-    p = _checked_exponent(p)
+    p = checked_exponent(p)
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
         raise TypeError(f"eps must be a positive number, got {eps!r}")
     if not eps > 0:

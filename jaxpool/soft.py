@@ -14,7 +14,9 @@ maxima carry ``stop_gradient``: the result does not depend on them, so the gradi
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -38,7 +40,14 @@ def _merge_axis(partial, layout: Layout, geom: WindowGeometry, i: int):
     return top, sum(s * t[1] for s, t in zip(scales, taps)), sum(s * t[2] for s, t in zip(scales, taps))
 
 
-def soft_pool(x, window_shape, strides=None, padding: PaddingLike = "VALID", *, data_format: str = "channels_last"):
+def soft_pool(
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
+    padding: PaddingLike = "VALID",
+    *,
+    data_format: str = "channels_last",
+) -> jax.Array:
     """SoftPool: ``sum_i softmax(x_window)_i * x_i = sum(e^x * x) / sum(e^x)`` over each window.
 
     Stergiou, Poppe & Kalliatakis 2021, "Refining activation downsampling with SoftPool". Between

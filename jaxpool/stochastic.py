@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -127,16 +128,16 @@ def _stochastic_pool(x, window_shape, strides, padding, key, deterministic, ceil
 
 
 def stochastic_pool(
-    x,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
-    key=None,
+    key: jax.Array | None = None,
     deterministic: bool = False,
     ceil_mode: bool = False,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Stochastic pooling (Zeiler & Fergus 2013) over N spatial dimensions.
 
     Training (``deterministic=False``) samples one element ``a_k`` per window with probability
@@ -197,18 +198,18 @@ def _choice_shape(per: str, x, y, window_shape, data_format) -> tuple[int, ...]:
 
 
 def mixed_pool(
-    x,
-    window_shape,
-    strides=None,
+    x: jax.Array,
+    window_shape: Sequence[int],
+    strides: int | Sequence[int] | None = None,
     padding: PaddingLike = "VALID",
     *,
-    key=None,
+    key: jax.Array | None = None,
     deterministic: bool = False,
     mix_prob: float = 0.5,
     per: str = "channel",
     ceil_mode: bool = False,
     data_format: str = "channels_last",
-):
+) -> jax.Array:
     """Mixed pooling (Yu, Wang, Chen & Wei 2014): max pooling with probability ``mix_prob``, else average.
 
     Training draws ``lambda ~ Bernoulli(mix_prob)`` and returns ``lambda * max + (1 - lambda) * avg``

@@ -4,6 +4,7 @@ understanding convolutional networks"; PyTorch's ``max_unpool``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ from jaxpool._geometry import int_tuple
 from jaxpool._layout import as_pool_input, layout_of
 
 
-def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
+def max_unpool(y: jax.Array, indices: jax.Array, output_size: Sequence[int], *, data_format: str = "channels_last") -> jax.Array:
     """Writes pooled values back to the positions their indices name; zeros elsewhere.
 
     Args:

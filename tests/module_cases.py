@@ -176,20 +176,25 @@ def bucket(images, buckets=(8, 12)):
     return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "linear")
 
 
-# Module attributes that are not function keywords (flax conventions and learned-parameter settings).
-MODULE_ONLY = {"per_channel", "depth", "leaf_init", "gate_init", "learn_p", "rng_collection", "num_features", "rngs"}
+# Module attributes that are not function keywords (flax/equinox conventions and learned-parameter settings).
+MODULE_ONLY = {"per_channel", "depth", "leaf_init", "gate_init", "learn_p", "rng_collection", "num_features", "rngs", "inference"}
 NOT_ATTRIBUTES = {"x", "y", "indices", "key"}  # call-time arrays and the key the module draws
 
 
-def check_attributes(case, module_class, attributes, deterministic_default):
+def check_attributes(case, module_class, attributes, deterministic_default, defaults=None):
     """``attributes`` (name -> default, ``inspect.Parameter.empty`` when required) are the function's keywords:
-    same names, same defaults, except the module-only ones, MaxUnpool's output_size (may come at call time)
-    and ``deterministic`` (the flavour's Dropout default). The docstring points to the function, not copies it."""
+    same names, same defaults, except the module-only ones, MaxUnpool's output_size (may come at call time),
+    ``deterministic`` (the flavour's Dropout default, or Equinox's ``inference`` flag in its place) and the
+    flavour's ``defaults`` (Equinox: channels_first). The docstring points to the function, not copies it."""
+    defaults = defaults or {}
     for name, p in inspect.signature(case.function).parameters.items():
         if name not in attributes:
-            assert name in NOT_ATTRIBUTES | set(case.learned.values()), name
+            renamed = name == "deterministic" and "inference" in attributes
+            assert renamed or name in NOT_ATTRIBUTES | set(case.learned.values()), name
         elif name == "deterministic":
             assert attributes[name] == deterministic_default
+        elif name in defaults:
+            assert attributes[name] == defaults[name], name
         else:
             assert attributes[name] == (None if (case.module, name) == ("MaxUnpool", "output_size") else p.default), name
     assert set(attributes) - set(inspect.signature(case.function).parameters) <= MODULE_ONLY
@@ -212,9 +217,10 @@ def check_call_keywords(run):
     assert_trees_close(run("MaxUnpool", dict(output_size=(8, 8)), y, indices), want)
     with pytest.raises(TypeError, match="output_size"):
         run("MaxUnpool", {}, y, indices)
-    with pytest.raises(TypeError, match="unexpected call keywords.*mask"):
+    # The generated __call__ is typed: Python itself names the unknown keyword and the missing array.
+    with pytest.raises(TypeError, match="MaxPool.__call__.. got an unexpected keyword argument 'mask'"):
         run("MaxPool", dict(window_shape=(2, 2)), x, mask=mask)
-    with pytest.raises(TypeError, match=r"MaxUnpool is called with 2 array\(s\) \(y, indices\), got 1"):
+    with pytest.raises(TypeError, match="MaxUnpool.__call__.. missing 1 required positional argument: 'indices'"):
         run("MaxUnpool", dict(output_size=(8, 8)), y)
 
 
