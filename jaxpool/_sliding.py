@@ -53,11 +53,11 @@ def doubling(values: tuple, combine, axis: int, k: int, dilation: int, count: in
         if span == k:
             return _slice(top, axis, 0, count)
         return combine(_slice(top, axis, 0, count), _slice(top, axis, (k - span) * dilation, count))
-    result, offset = None, 0
-    for j in reversed(range(len(levels))):  # blocks of k's binary expansion, earliest first
+    top = len(levels) - 1  # k's highest bit: the first block
+    result, offset = _slice(levels[top], axis, 0, count), 2**top
+    for j in reversed(range(top)):  # the other blocks of k's binary expansion, in order
         if k >> j & 1:
-            block = _slice(levels[j], axis, offset * dilation, count)
-            result = block if result is None else combine(result, block)
+            result = combine(result, _slice(levels[j], axis, offset * dilation, count))
             offset += 2**j
     return result
 
@@ -68,10 +68,9 @@ def along_axis(values: tuple, combine, layout: Layout, geom: WindowGeometry, i: 
     axis = layout.spatial_axes[i]
     if k <= _lowering.AXIS_TAPS:
         taps = [_taps.Taps(v, layout, geom, axes=(i,)) for v in values]
-        result = None
-        for t in range(k):
-            tap = tuple(view({i: t}) for view in taps)
-            result = tap if result is None else combine(result, tap)
+        result = tuple(view({i: 0}) for view in taps)
+        for t in range(1, k):
+            result = combine(result, tuple(view({i: t}) for view in taps))
         return result
     windows = doubling(values, combine, axis, k, d, (out - 1) * s + 1, idempotent=idempotent)
     return _strided(windows, axis, out, s)

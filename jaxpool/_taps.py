@@ -127,16 +127,14 @@ def select_fold(candidates: Iterable[tuple], mode: str, index_dtype):
 
     ``inside_mask`` is a static NumPy mask (``None`` = everywhere) of outputs for which the candidate
     is a real input element. The first real element is taken unconditionally, then a candidate
-    replaces the current one when :func:`_better` — PyTorch's CPU rule: the first of tied maxima,
+    replaces the current one when :func:`improves` — PyTorch's CPU rule: the first of tied maxima,
     the last NaN. Invalid candidates are never taken. ``index`` is an int or an array.
     """
-    seen = None
-    best = winner = None
+    candidates = iter(candidates)
+    best, seen, index = next(candidates)
+    winner = jnp.broadcast_to(jnp.asarray(index, index_dtype), best.shape)
     for value, inside, index in candidates:
         index = jnp.asarray(index, index_dtype)
-        if best is None:
-            best, winner, seen = value, jnp.broadcast_to(index, value.shape), inside
-            continue
         take = improves(value, best, mode)
         if seen is not None:
             take = take | ~seen

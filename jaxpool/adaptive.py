@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Literal, cast, overload
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,7 @@ def _bins_along(values: tuple, combine, fills, layout: Layout, i: int, size: int
     axis = layout.spatial_axes[i]
     starts, ends = adaptive_bins(size, out)
     lengths = ends - starts
-    result = None
+    result: tuple = ()
     for length in sorted(set(lengths.tolist())):
         windows = _sliding.doubling(values, combine, axis, length, 1, size - length + 1, idempotent=idempotent)
         if size * (out // math.gcd(size, out)) <= _PICK_LIMIT:
@@ -63,7 +63,7 @@ def _bins_along(values: tuple, combine, fills, layout: Layout, i: int, size: int
             picked = tuple(_sliding.pick(w, axis, size, out) for w in padded)
         else:
             picked = tuple(jnp.take(w, np.minimum(starts, size - length), axis=axis) for w in windows)
-        if result is None:
+        if not result:
             result = picked
         else:
             chosen = layout.along(lengths == length, i)
@@ -104,7 +104,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
     return y.astype(result_dtype(x.dtype))
 
 
-def _uneven_max(x, layout: Layout, in_shape, out_shape, indices: bool):
+def _uneven_max(x, layout: Layout, in_shape, out_shape, indices: bool) -> tuple[jax.Array, jax.Array | None]:
     """Axis-by-axis maxima over uneven bins. Blocks combine in input order, so PyTorch's rule is "the
     later wins if strictly greater or NaN"; with ``indices`` each candidate carries its flat input
     position (a total order, :func:`jaxpool.max.takes_over`)."""
@@ -113,7 +113,8 @@ def _uneven_max(x, layout: Layout, in_shape, out_shape, indices: bool):
         take = takes_over(b[0], b[1], a[0], a[1], "max") if indices else _taps.improves(b[0], a[0], "max")
         return tuple(jnp.where(take, new, old) for new, old in zip(b, a))
 
-    values, fills = (x,), (_fill_value(x.dtype, "max"),)
+    values: tuple = (x,)
+    fills: tuple = (_fill_value(x.dtype, "max"),)
     if indices:
         flat = jnp.zeros((1,) * layout.ndim, jnp.int32)
         for i, n in enumerate(in_shape):
@@ -121,7 +122,8 @@ def _uneven_max(x, layout: Layout, in_shape, out_shape, indices: bool):
         values, fills = values + (jnp.broadcast_to(flat, x.shape),), fills + (np.iinfo(np.int32).max,)
     for i in reversed(range(len(in_shape))):
         values = _bins_along(values, combine, fills, layout, i, in_shape[i], out_shape[i], idempotent=True)
-    return values if indices else (values[0], None)
+    first, *rest = values
+    return first, (rest[0] if rest else None)
 
 
 @overload
@@ -168,7 +170,7 @@ def adaptive_max_pool(
     else:
         y, index = _uneven_max(_upcast16(x), layout, in_shape, out_shape, return_indices)
         y = y.astype(x.dtype)
-    return (y, index) if return_indices else y
+    return (y, cast(jax.Array, index)) if return_indices else y
 
 
 def _global_layout(x, num_spatial_dims, data_format):

@@ -108,8 +108,11 @@ def avg_pool(
         if all((c == c[0]).all() for c in counts):
             scale = np.asarray(1.0 / math.prod(int(c[0]) for c in counts), acc)
         else:
-            scale = math.prod(layout.along(1.0 / c.astype(np.float64), i) for i, c in enumerate(counts)).astype(acc)
-    return (total * scale).astype(result_dtype(x.dtype))
+            scale = np.ones((1,) * layout.ndim)
+            for i, c in enumerate(counts):
+                scale = scale * layout.along(1.0 / c.astype(np.float64), i)
+            scale = scale.astype(acc)
+    return jnp.asarray(total * scale).astype(result_dtype(x.dtype))
 
 
 def lp_pool(
