@@ -15,15 +15,23 @@ detection applies (a SLURM job with several tasks, a multi-host Cloud TPU slice)
 cross-process collectives use gloo (``jax_cpu_collectives_implementation``), set before
 initialisation.
 
-Losing a process: gloo's collectives fail at once in the survivors when a peer's connection drops
-(``kill -9``, a crash, a lost host); the coordination service marks a process dead after
-``--heartbeat-timeout`` seconds without a heartbeat (JAX's ``heartbeat_timeout_seconds``; default
-here 30, JAX's is 100). :func:`run` catches the failure, asks the coordination service which
-processes are still alive (that answer waits for the heartbeat timeout) and exits with code 1 and
-one line naming the lost ones; it leaves with ``os._exit`` so that no shutdown barrier waits for a
-peer that will never come. If the lost process is the coordinator (process 0), the runtime itself
-terminates the survivors with its own message ("the leader task ... died"), as soon as its RPCs
-fail. In every case the last checkpoint is intact: rerun the same command on every host to resume.
+Losing a process (``kill -9``, a crash, a lost host) ends the survivors in one of two ways, both
+within ``--heartbeat-timeout`` seconds plus a few (JAX's ``heartbeat_timeout_seconds``; default
+here 30, JAX's is 100), never a hang:
+
+- if a survivor is inside a collective, gloo fails it at once with a Python exception; :func:`run`
+  catches it, asks the coordination service which processes are alive (the answer comes when the
+  heartbeat timeout has passed) and exits with code 1 and one line, ``error: process 0 of 2 stops:
+  lost process 1 (...)``, leaving with ``os._exit`` so that no shutdown barrier waits for the dead;
+- otherwise (between collectives, in a checkpoint barrier) the coordination service notices the
+  missing heartbeats and the XLA runtime terminates the survivors itself (SIGABRT) with its
+  message "Terminating process because the JAX distributed service detected fatal errors ... The
+  following tasks are unhealthy (stopped sending heartbeats): 1" and a C++ stack trace, which Python
+  cannot intercept (the runtime's ``missed_heartbeat_callback`` is not usable from Python in jaxlib
+  0.10). ``launch_local.py`` sums either up in one line naming the lost process. The same happens
+  when the coordinator (process 0) is lost ("the leader task ... died").
+
+In every case the last checkpoint is intact: rerun the same command on every host to resume.
 """
 
 from __future__ import annotations
