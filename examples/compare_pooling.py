@@ -182,7 +182,8 @@ def main(argv=None) -> dict:
     runs: dict[str, list[dict]] = {}
     for method in dict.fromkeys(args.methods):
         for seed in dict.fromkeys(args.seeds):
-            print(f"== {method}, seed {seed}", flush=True)
+            if jax.process_index() == 0:
+                print(f"== {method}, seed {seed}", flush=True)
             runs.setdefault(method, []).append(run_one(method, seed, data, config, args))
 
     rows = summarize(runs)

@@ -24,12 +24,15 @@ here 30, JAX's is 100), never a hang:
   heartbeat timeout has passed) and exits with code 1 and one line, ``error: process 0 of 2 stops:
   lost process 1 (...)``, leaving with ``os._exit`` so that no shutdown barrier waits for the dead;
 - otherwise (between collectives, in a checkpoint barrier) the coordination service notices the
-  missing heartbeats and the XLA runtime terminates the survivors itself (SIGABRT) with its
-  message "Terminating process because the JAX distributed service detected fatal errors ... The
-  following tasks are unhealthy (stopped sending heartbeats): 1" and a C++ stack trace, which Python
-  cannot intercept (the runtime's ``missed_heartbeat_callback`` is not usable from Python in jaxlib
-  0.10). ``launch_local.py`` sums either up in one line naming the lost process. The same happens
-  when the coordinator (process 0) is lost ("the leader task ... died").
+  missing heartbeats and the XLA runtime terminates the survivors itself (SIGABRT, exit code 134)
+  with a long message ("Terminating process because the JAX distributed service detected fatal
+  errors ... The following tasks are unhealthy (stopped sending heartbeats): 1") and a C++ stack
+  trace, which Python cannot intercept (the runtime's ``missed_heartbeat_callback`` is not usable
+  from Python in jaxlib 0.10). So in a multi-process run :func:`initialize` routes the process's
+  stderr through ``_stderr_filter.py``, a small process that passes everything through until the
+  runtime starts logging the failure and then prints one line instead: ``error: process 0 of 2
+  stops: lost process 1 (the JAX distributed runtime ended this process); rerun ...``. The same
+  happens when the coordinator (process 0) is lost ("lost the coordinator (process 0)").
 
 In every case the last checkpoint is intact: rerun the same command on every host to resume.
 """
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 import threading
 
@@ -104,6 +108,19 @@ def initialize(args) -> None:
         kwargs.update(coordinator_address=args.coordinator_address, num_processes=args.num_processes)
         kwargs["process_id"] = args.process_id
     jax.distributed.initialize(**kwargs)
+    if jax.process_count() > 1:
+        _filter_stderr(jax.process_index(), jax.process_count())
+
+
+def _filter_stderr(rank: int, count: int) -> None:
+    """From now on this process's stderr (fd 2) goes through ``_stderr_filter.py`` (module docstring)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_stderr_filter.py")
+    read, write = os.pipe()
+    subprocess.Popen([sys.executable, script, str(rank), str(count)], stdin=read, close_fds=True)
+    os.close(read)
+    sys.stderr.flush()
+    os.dup2(write, 2)
+    os.close(write)
 
 
 def _live_processes(timeout: float) -> set[int] | None:

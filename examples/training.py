@@ -229,22 +229,25 @@ def evaluate(model, variables, images, labels, *, batch_size: int = 500, mesh: M
 
     ``images`` ``(N, H, W, C)`` and ``labels`` ``(N,)`` are host arrays; batches of ``batch_size``
     (rounded up to a multiple of the device count) are sharded over ``mesh`` (default: all devices).
-    The last batch is padded and masked, so all ``N`` images count and one shape is compiled.
+    The last batch is padded and masked, so all ``N`` images count and one shape is compiled. With
+    several processes each gathers only its own rows of every batch; the sums are global.
     Returns Python floats ``(loss, accuracy)``.
     """
     mesh = data_mesh() if mesh is None else mesh
     batch_size = -(-batch_size // mesh.size) * mesh.size
     n = len(images)
+    mine = local_rows(mesh, batch_size)
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
     loss_sum, correct = 0.0, 0
     for start in range(0, n, batch_size):
-        x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        mask = np.arange(batch_size) < len(x)
-        pad = batch_size - len(x)
+        lo, hi = start + mine.start, start + mine.stop
+        x, y = images[lo:hi], labels[lo:hi]  # short (or empty) only at the end of the data
+        mask = np.arange(hi - lo) < len(x)
+        pad = hi - lo - len(x)
         if pad:
             x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
             y = np.concatenate([y, np.zeros((pad,), y.dtype)])
-        batch_loss, batch_correct = _eval_batch(model, variables, *shard_batch(mesh, x, y, mask))
+        batch_loss, batch_correct = _eval_batch(model, variables, *shard_local(mesh, batch_size, x, y, mask))
         loss_sum += float(batch_loss)
         correct += int(batch_correct)
     return loss_sum / n, correct / n
