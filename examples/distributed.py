@@ -5,7 +5,7 @@ API::
     add_args(parser)              # --coordinator-address HOST:PORT --num-processes N --process-id I --heartbeat-timeout S
     check_args(parser, args)      # one-line error, exit 2, for a bad address, N < 1, I >= N, a partial set
     initialize(args)              # jax.distributed.initialize(...) when asked to (or on a detected cluster)
-    run(main, argv=None)          # calls main(argv); in a multi-process run a lost peer ends it with one line
+    run(main, argv=None)          # calls main(argv); a lost peer or Ctrl-C ends it with one line
 
 The flags are the names of :func:`jax.distributed.initialize`'s arguments. Every process runs the
 same script with the same arguments except ``--process-id`` (``examples/launch_local.py`` does
@@ -150,8 +150,22 @@ def _first_line(error: BaseException) -> str:
 def run(main, argv=None):
     """``main(argv)``; in a multi-process run, a failure that lost a peer becomes one line and exit code 1.
 
-    An error that every process raises alike (nobody lost) propagates as usual.
+    An error that every process raises alike (nobody lost) propagates as usual. Ctrl-C anywhere
+    (also while a failure is being examined) ends with one line and exit code 130;
+    :func:`training.train` says more when it is interrupted in its loop.
     """
+    try:
+        return _run(main, argv)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        sys.stderr.write("interrupted; rerun the same command to resume from the last checkpoint\n")
+        sys.stderr.flush()
+        if jax.distributed.is_initialized() and jax.process_count() > 1:
+            os._exit(130)  # no shutdown barrier: the other processes may be gone already
+        raise SystemExit(130) from None
+
+
+def _run(main, argv):
     try:
         return main(argv)
     except Exception as error:

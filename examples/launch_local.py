@@ -44,6 +44,7 @@ def free_port() -> int:
 def _die_with_parent() -> None:
     """In the child before exec: its own process group, and SIGKILL when the launcher dies (Linux)."""
     os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # not ignored even if the launcher was started with it ignored
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -100,8 +101,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background (SIGINT ignored)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopping the launcher stops its processes the same way
     n = args.num_processes
     address = f"127.0.0.1:{free_port()}"
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -498,6 +498,9 @@ def train(model, data, config: TrainConfig, *, transform=None, extra_metrics=Non
         kept = f"the last checkpoint, epoch {last}, in {config.out_dir} is intact" if last else "no checkpoint was saved"
         if isinstance(stop, KeyboardInterrupt):
             print(f"interrupted in epoch {epoch + 1}: {kept}; rerun the same command to resume", file=sys.stderr)
+            if jax.process_count() > 1:
+                sys.stderr.flush()
+                os._exit(130)  # no shutdown barrier: the other processes may be gone already
             raise SystemExit(130) from None
         raise SystemExit(
             f"error: {stop} (learning rate {float(schedule(epoch * steps_per_epoch)):.3g} at its start); nothing of that "

@@ -1,6 +1,6 @@
 """Multi-process training of examples/nin.py with jax.distributed on localhost (gloo CPU collectives).
 
-One story, three runs on the digits data (batches of 32: 44 steps per epoch):
+One story, four runs on the digits data (batches of 32: 44 steps per epoch):
 
 1. the reference: 1 process x 2 CPU devices, 2 epochs of a 3-epoch schedule;
 2. 2 processes x 1 device started directly (as on two hosts); once epoch 1 is checkpointed,
@@ -10,7 +10,9 @@ One story, three runs on the digits data (batches of 32: 44 steps per epoch):
 3. the same command rerun through ``examples/launch_local.py``: it resumes from epoch 1, both
    processes exit 0, one metrics.json says ``process_count == 2``, and the history equals the
    reference's: the 2 x 1 and 1 x 2 device runs differ only in float reduction order, which for a
-   sum over 2 devices is none.
+   sum over 2 devices is none;
+4. once more to epoch 3, interrupted by SIGINT (Ctrl-C) to the launcher: each process stops with one
+   line, the launcher exits 130, the checkpoint of epoch 2 is still there.
 
 A persistent compilation cache shared by the runs keeps their compilation cost down. Every process
 is started in its own process group and killed in ``finally``.
@@ -84,7 +86,7 @@ def reference(tmp_path_factory, cache):
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_lost_peer_then_resume_with_the_launcher(reference, cache, tmp_path):
+def test_lost_peer_then_resume_and_interrupt_with_the_launcher(reference, cache, tmp_path):
     out = tmp_path / "run"
     address = f"127.0.0.1:{free_port()}"
     procs = []
@@ -128,6 +130,25 @@ def test_lost_peer_then_resume_with_the_launcher(reference, cache, tmp_path):
     for got, want in zip(metrics["history"], reference["history"], strict=True):
         for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "learning_rate"):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=f"epoch {want['epoch']} {key}")
+
+    # Ctrl-C to the launcher while the run continues to epoch 3: forwarded, one line per process, exit 130.
+    command = [sys.executable, str(LAUNCH), "-n", "2", "--", str(NIN), *ARGS, "--epochs", "3", "--out", str(out)]
+    launcher = _popen(command, _env(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        while not any(line.startswith("[0] resuming from") for line in lines):
+            lines.append(launcher.stdout.readline())
+            assert lines[-1], "".join(lines)[-3000:]
+        launcher.send_signal(signal.SIGINT)
+        output, _ = launcher.communicate(timeout=120)
+    finally:
+        _kill([launcher])
+    output = "".join(lines) + output
+    assert launcher.returncode == 130, output[-3000:]
+    assert "launch_local: interrupted; stopping every process" in output and "Traceback" not in output
+    for rank in range(2):
+        assert any(line.startswith(f"[{rank}] interrupted") for line in output.splitlines()), output[-3000:]
+    assert (out / "checkpoints" / "2").is_dir()
 
 
 def test_launcher_stops_the_rest_when_a_process_dies(cache):
