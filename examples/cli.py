@@ -12,8 +12,10 @@ that but prints one line (``prog: error: argument --lr: ... (see --help)``) inst
 block, so a script driven by another program (a launcher, CI) fails with one readable line and no
 Traceback. The ``type=`` factories name the accepted range in their message::
 
-    >>> p = Parser(prog="nin.py"); _ = p.add_argument("--lr", type=real(0, open_low=True))
-    >>> p.parse_args(["--lr", "nan"])   # stderr: nin.py: error: argument --lr: expected a finite number > 0, got 'nan'
+    parser = Parser(prog="nin.py")
+    parser.add_argument("--lr", type=real(0, open_low=True))
+    parser.parse_args(["--lr", "nan"])
+    # stderr: nin.py: error: argument --lr: expected a finite number > 0, got 'nan' (see --help); exit code 2
 """
 
 from __future__ import annotations
