@@ -48,7 +48,9 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cli  # noqa: E402
 import data as datasets  # noqa: E402
+import distributed  # noqa: E402
 import nin  # noqa: E402
 import pooling_choices  # noqa: E402
 import training  # noqa: E402
@@ -185,24 +187,22 @@ def plot_curves(path: str, rows: list[dict]) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, conflict_handler="resolve"
     )
     training.add_common_args(
         parser, epochs=3, batch_size=64, learning_rate=3e-3, label_smoothing=0.1, out_dir="runs/compare_pooling"
     )
     add = parser.add_argument
-    add("--seeds", "--seed", type=int, nargs="+", default=[0, 1], dest="seeds", help="seeds per method (default 0 1)")
+    seeds = cli.integer(0)
+    add("--seeds", "--seed", type=seeds, nargs="+", default=[0, 1], dest="seeds", help="seeds per method (default 0 1)")
     add("--methods", nargs="+", choices=pooling_choices.NAMES, default=list(DEFAULT_METHODS), help="default: all but median")
-    add("--width", type=int, nargs=3, default=[32, 32, 32], help="channels of NiN's 3 blocks (default 32 32 32)")
-    add("--kernel", type=int, nargs=3, default=[5, 5, 3], help="first conv's kernel per block (default 5 5 3)")
-    add("--dropout", type=float, default=0.25, help="dropout after each pooling layer (default 0.25, as nin.py)")
-    add("--shift", type=int, default=2, help="random translation augmentation in pixels (0: none; default 2)")
+    nin.add_network_args(parser, width=[32, 32, 32], kernel=[5, 5, 3], pool=False)
     args = parser.parse_args(argv)
     args.seed = args.seeds[0]  # for training.config_from_args; each run replaces it
     if not args.out:
-        parser.error("--out is required")
-    return args
+        parser.error("argument --out: a directory is required")
+    return training.finish_args(parser, args)
 
 
 def main(argv=None) -> dict:
@@ -218,7 +218,8 @@ def main(argv=None) -> dict:
     runs: dict[str, list[dict]] = {}
     for method in dict.fromkeys(args.methods):
         for seed in dict.fromkeys(args.seeds):
-            print(f"== {method}, seed {seed}", flush=True)
+            if jax.process_index() == 0:
+                print(f"== {method}, seed {seed}", flush=True)
             runs.setdefault(method, []).append(run_one(method, seed, data, config, args))
 
     rows = summarize(runs)
@@ -250,4 +251,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    distributed.run(main)

@@ -6,6 +6,8 @@ API (shared by ``nin.py``, ``spp.py``, ``compare_pooling.py`` and the notebook):
         images: float32 (N, H, W, C) in [0, 1] (channels_last); labels: int32 (N,)
     load(name="mnist5k", *, seed=0) -> Dataset
     NAMES = ("mnist5k", "digits", "cifar10")
+    TRAIN_SIZES = {"mnist5k": 4000, "digits": 1438, "cifar10": 50000}   # checked against load() by the tests
+TRAIN_SIZES = {"mnist5k": 4000, "digits": 1438, "cifar10": 50000}  # training images, known before loading
     random_shift(key, images, max_shift=2) -> images      # jitted; per-image random translation
     stratified_split(labels, test_per_class, seed) -> (train_idx, test_idx)
 
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 NAMES = ("mnist5k", "digits", "cifar10")
+TRAIN_SIZES = {"mnist5k": 4000, "digits": 1438, "cifar10": 50000}  # training images, known before loading
 
 CIFAR10_HELP = (
     "dataset 'cifar10' needs internet access and TensorFlow Datasets: `pip install tensorflow-datasets` "

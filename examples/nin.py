@@ -32,7 +32,9 @@ import flax.linen as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cli  # noqa: E402
 import data as datasets  # noqa: E402
+import distributed  # noqa: E402
 import pooling_choices  # noqa: E402
 import training  # noqa: E402
 
@@ -92,17 +94,26 @@ class NiN(nn.Module):
         return jaxpool.global_avg_pool(x)
 
 
+def add_network_args(parser, width, kernel, pool: bool = True) -> None:
+    """``[--pool] --width --kernel --dropout --shift``: NiN's flags, shared with compare_pooling.py."""
+    add = parser.add_argument
+    if pool:
+        add("--pool", choices=pooling_choices.NAMES, default="max", help="pooling between blocks (default max)")
+    add("--width", type=cli.integer(1), nargs=3, default=width, help="channels of the 3 blocks (default %(default)s)")
+    add("--kernel", type=cli.integer(1), nargs=3, default=kernel, help="first conv's kernel per block (default %(default)s)")
+    rate = cli.real(0, 1, open_high=True)
+    add("--dropout", type=rate, default=0.25, help="dropout after each pooling layer, in [0, 1) (default 0.25)")
+    add("--shift", type=cli.integer(0), default=2, help="random translation augmentation in pixels (0: none; default 2)")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Parses and checks every flag (one line, exit 2 on a bad value), then joins a multi-process run if asked."""
+    parser = cli.Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     training.add_common_args(
         parser, epochs=5, batch_size=128, learning_rate=6e-3, weight_decay=1e-4, warmup_epochs=1.0, label_smoothing=0.1
     )
-    parser.add_argument("--pool", choices=pooling_choices.NAMES, default="max", help="pooling between blocks (default max)")
-    parser.add_argument("--width", type=int, nargs=3, default=[32, 32, 64], help="channels of the 3 blocks (default 32 32 64)")
-    parser.add_argument("--kernel", type=int, nargs=3, default=[5, 3, 3], help="first conv's kernel per block (default 5 3 3)")
-    parser.add_argument("--dropout", type=float, default=0.25, help="dropout after each pooling layer (default 0.25)")
-    parser.add_argument("--shift", type=int, default=2, help="random translation augmentation in pixels (0: none; default 2)")
-    return parser.parse_args(argv)
+    add_network_args(parser, width=[32, 32, 64], kernel=[5, 3, 3])
+    return training.finish_args(parser, parser.parse_args(argv))
 
 
 def main(argv=None) -> dict:
@@ -119,4 +130,4 @@ def _shift(key, images, max_shift):
 
 
 if __name__ == "__main__":
-    main()
+    distributed.run(main)

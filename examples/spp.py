@@ -53,7 +53,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cli  # noqa: E402
 import data as datasets  # noqa: E402
+import distributed  # noqa: E402
 import training  # noqa: E402
 
 import jaxpool.linen as jpl  # noqa: E402
@@ -155,15 +157,21 @@ def plot(path, sizes, spp_acc, baseline_acc, train_sizes, native: int) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Parses and checks every flag (one line, exit 2 on a bad value), then joins a multi-process run if asked."""
+    parser = cli.Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     training.add_common_args(parser, epochs=8, batch_size=64, learning_rate=3e-3, weight_decay=1e-4, warmup_epochs=0.5)
     add = parser.add_argument
-    add("--train-sizes", type=int, nargs="+", default=list(TRAIN_SIZES), help="one drawn per batch (default %(default)s)")
-    add("--sizes", type=int, nargs="+", default=list(EVAL_SIZES), help="test sizes (default %(default)s)")
-    add("--width", type=int, nargs="+", default=[32, 64], help="channels of each conv-pool block (default 32 64)")
-    add("--shift", type=int, default=2, help="random translation in pixels before rescaling (0: none; default 2)")
+    px = cli.integer(1)
+    add("--train-sizes", type=px, nargs="+", default=list(TRAIN_SIZES), help="one drawn per batch (default %(default)s)")
+    add("--sizes", type=px, nargs="+", default=list(EVAL_SIZES), help="test sizes (default %(default)s)")
+    add("--width", type=cli.integer(1), nargs="+", default=[32, 64], help="channels of each conv-pool block (default 32 64)")
+    add("--shift", type=cli.integer(0), default=2, help="random translation in pixels before rescaling (0: none; default 2)")
     add("--no-baseline", action="store_true", help="skip the fixed-size flatten baseline")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    smallest = 2 ** len(args.width)  # each block halves the map
+    if min(args.sizes + args.train_sizes) < smallest:
+        parser.error(f"--sizes and --train-sizes must be >= {smallest} px ({len(args.width)} blocks halve the map)")
+    return training.finish_args(parser, args)
 
 
 def main(argv=None) -> dict:
@@ -173,9 +181,6 @@ def main(argv=None) -> dict:
     native = data.test_images.shape[1]
     sizes = sorted(set(args.sizes))
     train_sizes = tuple(sorted(set(args.train_sizes)))
-    smallest = 2 ** len(args.width)  # each block halves the map
-    if min(sizes + list(train_sizes)) < smallest:
-        raise SystemExit(f"error: --sizes and --train-sizes must be >= {smallest} px ({len(args.width)} blocks halve the map)")
 
     model = SPPNet(data.num_classes, widths=tuple(args.width))
     result = training.train(
@@ -196,11 +201,13 @@ def main(argv=None) -> dict:
         baseline = {"accuracy_by_size": base["accuracy_by_size"], "test_accuracy": base["test_accuracy"], "input_size": native}
         result["baseline"] = baseline
 
+    if jax.process_index() != 0:  # only process 0 prints and writes
+        return result
     print(f"{'size':>5} {'SPP':>7} {'baseline':>8}")
     for s in sizes:
         base_acc = f"{baseline['accuracy_by_size'][str(s)]:>8.4f}" if baseline else f"{'-':>8}"
         print(f"{s:>5} {result['accuracy_by_size'][str(s)]:>7.4f} {base_acc}")
-    if config.out_dir and jax.process_index() == 0:
+    if config.out_dir:
         with open(os.path.join(config.out_dir, "metrics.json"), "w") as f:
             json.dump(result, f, indent=2)
         png = os.path.join(config.out_dir, "accuracy_by_size.png")
@@ -210,4 +217,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    distributed.run(main)

@@ -8,11 +8,14 @@ API (used by ``nin.py``, ``spp.py``, ``compare_pooling.py`` and the notebook)::
     train(model, data, config, *, transform=None, extra_metrics=None) -> dict   # the metrics.json content
     evaluate(model, variables, images, labels, *, batch_size=500, mesh=None) -> (loss, accuracy)
     data_mesh(devices=None) -> Mesh                  # 1-D mesh, axis "data"
+    local_rows(mesh, global_rows) -> slice            # this process's rows of a batch-sharded global batch
     shard_batch(mesh, *arrays) -> tuple[jax.Array]   # global host batch -> batch-sharded jax.Arrays
+    shard_local(mesh, global_rows, *local_arrays)    # this process's rows only -> batch-sharded jax.Arrays
     print_table(history)                             # the per-epoch history as a small table
-    add_common_args(parser, **defaults) / config_from_args(args) -> TrainConfig
+    add_common_args(parser, **defaults) / finish_args(parser, args) / config_from_args(args) -> TrainConfig
         flags: --epochs --batch-size --lr --weight-decay --optimizer --schedule --warmup-epochs
-               --schedule-epochs --label-smoothing --seed --dataset --out --no-progress
+               --schedule-epochs --label-smoothing --seed --dataset --out --no-progress, and
+               distributed.add_args' --coordinator-address --num-processes --process-id --heartbeat-timeout
 
 The example scripts import ``data``, ``training`` and ``pooling_choices`` as top-level modules
 (``sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))``, as ``nin.py`` does), so they run
@@ -43,16 +46,28 @@ is dropped, so every step has one shape; a different remainder is dropped each e
 ``s`` uses the key ``fold_in(fold_in(key(seed), e), s)`` for dropout, random pooling and ``transform``.
 Hence a resumed run equals an uninterrupted one.
 
-Checkpoints: with ``out_dir``, an orbax ``CheckpointManager`` saves ``out_dir/checkpoints/<epoch>``
-after every completed epoch (train state, epoch, history, config; the last 2 are kept), written to a
-temporary directory and renamed when complete. Rerunning the same command with the same ``out_dir``
-restores the latest complete epoch and continues; after ``kill -9`` at most the interrupted epoch is
-lost. A checkpoint of a different model or of a different config (batch size, learning rate, seed
-...) is refused with an error rather than silently mixed in. ``out_dir/metrics.json`` is rewritten
+Checkpoints: with ``out_dir``, :class:`checkpoints.Checkpoints` (orbax) saves
+``out_dir/checkpoints/<epoch>`` after every completed epoch (train state, epoch, history, config and
+a sha256 of the state; the last 2 are kept), written to a temporary directory and renamed when
+complete, then read back and verified before older ones are deleted. Rerunning the same command with
+the same ``out_dir`` restores the newest checkpoint that verifies (hash and finite values; a damaged
+one is moved to ``out_dir/corrupt_checkpoints`` with a one-line warning) and continues; after
+``kill -9`` at most the interrupted epoch is lost. A checkpoint of a different model or of a
+different config (batch size, learning rate, seed ...) is refused with an error rather than silently
+mixed in. ``out_dir/metrics.json`` is rewritten
 (atomically) after every epoch: ``test_accuracy``, ``test_loss``, ``history`` (one entry per epoch:
 ``epoch, train_loss, train_accuracy, test_loss, test_accuracy, learning_rate, seconds``),
 ``epochs_completed``, ``config``, ``model`` (its repr), ``dataset``, ``source``, ``devices``, ``process_count``,
 ``resumed_from_epoch``, ``wall_seconds`` (this invocation) and ``extra_metrics``' keys at the end.
+
+Faults: a non-finite training loss (checked every 10 steps and at the end of each epoch) stops the
+run with a one-line error (``SystemExit``, exit code 1) and saves nothing from that epoch, so the
+last checkpoint is the last good state. We stop rather than skip the step as optax's
+``apply_if_finite`` does: a loss that becomes NaN in these small, deterministic runs means a
+learning rate too high or broken data, and skipping would hide that, silently training on fewer and
+fewer steps (or none); stopping says so at once and the rerun, with a lower ``--lr`` in a new
+``--out``, or fixed data, starts from a good state. Ctrl-C stops with one line (exit code 130) naming
+the last checkpoint, which is intact: saves are synchronous and verified before anything is deleted.
 
 Data parallelism: one code path for 1 CPU, 8 TPU cores or many hosts. :func:`data_mesh` puts all
 ``jax.devices()`` on one mesh axis ``"data"``; every batch is a global ``jax.Array`` sharded along
@@ -64,12 +79,14 @@ a single-device run up to float reduction order. On a Colab TPU (``jax.devices()
 the same script runs unchanged, 8-way data parallel; batch sizes must be divisible by the device
 count. On several hosts (a TPU pod slice, a GPU cluster) call ``jax.distributed.initialize()`` first,
 then run the same script on every host: ``jax.devices()`` then lists every host's devices, every host
-computes the same batch order from the seed, and :func:`shard_batch` gives
-``jax.make_array_from_process_local_data`` only this host's rows of each global batch, so each host
-feeds just its local devices. Only process 0 prints and writes metrics.json; orbax coordinates the
-checkpoint writes of all hosts. (The loader here keeps the small datasets whole on every host; for
-big data, load only the local rows.) To see it on a CPU, run with
-``XLA_FLAGS=--xla_force_host_platform_device_count=4``.
+computes the same batch order from the seed and gathers only its own rows of each global batch
+(:func:`local_rows`), which ``jax.make_array_from_process_local_data`` places on its local devices:
+no host reads or sends another's rows. Evaluation is global the same way (each host feeds its rows
+of every test batch; the sums are all-reduced). Only process 0 prints and writes metrics.json;
+orbax coordinates the checkpoint writes of all hosts. (The small datasets are loaded whole on every
+host, which costs nothing here; for big data, read only the local rows.) To see it on a CPU, run
+with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``, or as several processes with
+``examples/launch_local.py`` (see ``distributed.py``).
 """
 
 from __future__ import annotations
@@ -78,10 +95,16 @@ import argparse
 import dataclasses
 import functools
 import json
+import math
 import os
+import sys
 import time
 import warnings
 
+import checkpoints as ckpt
+import cli
+import data as datasets
+import distributed
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -126,6 +149,13 @@ class TrainConfig:
             raise ValueError(f"schedule_epochs ({self.schedule_epochs}) must be >= epochs ({self.epochs}), or None")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        for field in ("weight_decay", "warmup_epochs"):
+            if not (math.isfinite(getattr(self, field)) and getattr(self, field) >= 0):
+                raise ValueError(f"{field} must be a finite number >= 0, got {getattr(self, field)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     @property
     def horizon(self) -> int:
@@ -142,20 +172,32 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(jax.devices() if devices is None else devices), ("data",))
 
 
+def local_rows(mesh: Mesh, global_rows: int) -> slice:
+    """The rows of a ``global_rows`` batch, sharded ``P("data")`` over ``mesh``, that this process's devices hold.
+
+    One contiguous block (the mesh lists each process's devices together); all rows with one process.
+    """
+    index = NamedSharding(mesh, P("data")).addressable_devices_indices_map((global_rows,))
+    starts = [s[0].indices(global_rows) for s in index.values()]
+    return slice(min(s[0] for s in starts), max(s[1] for s in starts))
+
+
+def shard_local(mesh: Mesh, global_rows: int, *local_arrays) -> tuple[jax.Array, ...]:
+    """This process's rows (:func:`local_rows`) of global batches -> global ``jax.Array`` sharded on axis 0."""
+    sharding = NamedSharding(mesh, P("data"))
+    return tuple(
+        jax.make_array_from_process_local_data(sharding, np.asarray(a), (global_rows, *np.shape(a)[1:])) for a in local_arrays
+    )
+
+
 def shard_batch(mesh: Mesh, *arrays) -> tuple[jax.Array, ...]:
     """Global batches (host arrays, the same on every process) -> global ``jax.Array`` sharded on axis 0.
 
-    Each process passes only its own contiguous block of rows to
-    ``jax.make_array_from_process_local_data``; with one process that is the whole batch.
+    Each process passes only its own rows to ``jax.make_array_from_process_local_data``.
     """
-    sharding = NamedSharding(mesh, P("data"))
-    n, i = jax.process_count(), jax.process_index()
-    out = []
-    for a in arrays:
-        a = np.asarray(a)
-        rows = len(a) // n
-        out.append(jax.make_array_from_process_local_data(sharding, a[i * rows : (i + 1) * rows], a.shape))
-    return tuple(out)
+    n = len(arrays[0])
+    rows = local_rows(mesh, n)
+    return shard_local(mesh, n, *(np.asarray(a)[rows] for a in arrays))
 
 
 def _check_divisible(name: str, size: int, mesh: Mesh) -> None:
@@ -187,22 +229,25 @@ def evaluate(model, variables, images, labels, *, batch_size: int = 500, mesh: M
 
     ``images`` ``(N, H, W, C)`` and ``labels`` ``(N,)`` are host arrays; batches of ``batch_size``
     (rounded up to a multiple of the device count) are sharded over ``mesh`` (default: all devices).
-    The last batch is padded and masked, so all ``N`` images count and one shape is compiled.
+    The last batch is padded and masked, so all ``N`` images count and one shape is compiled. With
+    several processes each gathers only its own rows of every batch; the sums are global.
     Returns Python floats ``(loss, accuracy)``.
     """
     mesh = data_mesh() if mesh is None else mesh
     batch_size = -(-batch_size // mesh.size) * mesh.size
     n = len(images)
+    mine = local_rows(mesh, batch_size)
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
     loss_sum, correct = 0.0, 0
     for start in range(0, n, batch_size):
-        x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        mask = np.arange(batch_size) < len(x)
-        pad = batch_size - len(x)
+        lo, hi = start + mine.start, start + mine.stop
+        x, y = images[lo:hi], labels[lo:hi]  # short (or empty) only at the end of the data
+        mask = np.arange(hi - lo) < len(x)
+        pad = hi - lo - len(x)
         if pad:
             x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
             y = np.concatenate([y, np.zeros((pad,), y.dtype)])
-        batch_loss, batch_correct = _eval_batch(model, variables, *shard_batch(mesh, x, y, mask))
+        batch_loss, batch_correct = _eval_batch(model, variables, *shard_local(mesh, batch_size, x, y, mask))
         loss_sum += float(batch_loss)
         correct += int(batch_correct)
     return loss_sum / n, correct / n
@@ -278,38 +323,6 @@ def _variables(state) -> dict:
 # Checkpoints and metrics
 
 
-class _Checkpoints:
-    """orbax CheckpointManager under ``out_dir/checkpoints``: step = completed epochs."""
-
-    def __init__(self, out_dir: str):
-        import orbax.checkpoint as ocp
-
-        self.ocp = ocp
-        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(os.path.abspath(os.path.join(out_dir, "checkpoints")), options=options)
-
-    def latest(self):
-        return self.manager.latest_step()
-
-    def restore(self, epoch: int, abstract_state):
-        args = self.ocp.args
-        restored = self.manager.restore(
-            epoch, args=args.Composite(state=args.StandardRestore(abstract_state), meta=args.JsonRestore())
-        )
-        return restored["state"], restored["meta"]
-
-    def read_meta(self, epoch: int):
-        return self.manager.restore(epoch, args=self.ocp.args.Composite(meta=self.ocp.args.JsonRestore()))["meta"]
-
-    def save(self, epoch: int, state, meta: dict):
-        args = self.ocp.args
-        self.manager.save(epoch, args=args.Composite(state=args.StandardSave(state), meta=args.JsonSave(meta)))
-
-    def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
 def _write_json(path: str, content: dict) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -359,15 +372,30 @@ def _epoch_order(config: TrainConfig, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([config.seed, epoch]).permutation(n)
 
 
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite (see the module docstring: the run stops)."""
+
+
+def _check_finite(loss_sum, epoch: int, step: int) -> float:
+    value = float(loss_sum)
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"the training loss became {value} in epoch {epoch + 1} by step {step}")
+    return value
+
+
 def _train_epoch(train_step, state, data, config, epoch: int, mesh, transform, bar):
-    """One pass over the training set: ``(state, mean loss, accuracy)`` on the (augmented) batches."""
+    """One pass over the training set: ``(state, mean loss, accuracy)`` on the (augmented) batches.
+
+    Each process gathers only its own rows of every batch. Raises :class:`NonFiniteLoss`.
+    """
     steps = len(data.train_images) // config.batch_size
     order = _epoch_order(config, epoch, len(data.train_images))
+    mine = local_rows(mesh, config.batch_size)
     epoch_key = jax.random.fold_in(jax.random.key(config.seed), epoch)
     loss_sum, correct = jnp.zeros(()), jnp.zeros((), jnp.int32)
     for s in range(steps):
-        idx = order[s * config.batch_size : (s + 1) * config.batch_size]
-        images, labels = shard_batch(mesh, data.train_images[idx], data.train_labels[idx])
+        idx = order[s * config.batch_size : (s + 1) * config.batch_size][mine]
+        images, labels = shard_local(mesh, config.batch_size, data.train_images[idx], data.train_labels[idx])
         key = jax.random.fold_in(epoch_key, s)
         if transform is not None:
             images = transform(jax.random.fold_in(key, 1), images)
@@ -375,8 +403,9 @@ def _train_epoch(train_step, state, data, config, epoch: int, mesh, transform, b
         loss_sum, correct = loss_sum + loss, correct + batch_correct
         bar.update(1)
         if s % 10 == 9:
-            bar.set_postfix(loss=f"{float(loss_sum) / (s + 1):.3f}", acc=f"{int(correct) / ((s + 1) * config.batch_size):.3f}")
-    return state, float(loss_sum) / steps, int(correct) / (steps * config.batch_size)
+            mean = _check_finite(loss_sum, epoch, s + 1) / (s + 1)
+            bar.set_postfix(loss=f"{mean:.3f}", acc=f"{int(correct) / ((s + 1) * config.batch_size):.3f}")
+    return state, _check_finite(loss_sum, epoch, steps) / steps, int(correct) / (steps * config.batch_size)
 
 
 def train(model, data, config: TrainConfig, *, transform=None, extra_metrics=None) -> dict:
@@ -401,12 +430,11 @@ def train(model, data, config: TrainConfig, *, transform=None, extra_metrics=Non
     history, start_epoch, checkpoints = [], 0, None
     if config.out_dir:
         os.makedirs(config.out_dir, exist_ok=True)
-        checkpoints = _Checkpoints(config.out_dir)
-        latest = checkpoints.latest()
-        if latest is not None:
-            _check_resumable(checkpoints.read_meta(latest), config, model_repr, config.out_dir)
-            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), jax.eval_shape(init))
-            state, meta = checkpoints.restore(latest, abstract)
+        checkpoints = ckpt.Checkpoints(config.out_dir)
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), jax.eval_shape(init))
+        restored = checkpoints.restore_latest(abstract, lambda meta: _check_resumable(meta, config, model_repr, config.out_dir))
+        if restored is not None:
+            state, meta = restored
             history, start_epoch = meta["history"], meta["epoch"]
             if lead:
                 print(f"resuming from {config.out_dir}: epoch {start_epoch} of {config.epochs} completed")
@@ -438,6 +466,7 @@ def train(model, data, config: TrainConfig, *, transform=None, extra_metrics=Non
     train_step = _make_train_step(model, tx, config.label_smoothing, mesh)
     total_steps = (config.epochs - start_epoch) * steps_per_epoch
     bar = tqdm(total=total_steps, disable=not (config.progress and lead), unit="step", dynamic_ncols=True)
+    epoch = start_epoch
     try:
         for epoch in range(start_epoch, config.epochs):
             t0 = time.perf_counter()
@@ -463,6 +492,20 @@ def train(model, data, config: TrainConfig, *, transform=None, extra_metrics=Non
                 checkpoints.save(epoch + 1, state, meta)
                 if lead:
                     _write_json(os.path.join(config.out_dir, "metrics.json"), metrics(final=False))
+    except (NonFiniteLoss, KeyboardInterrupt) as stop:
+        bar.close()
+        last = checkpoints and checkpoints.latest_verified
+        kept = f"the last checkpoint, epoch {last}, in {config.out_dir} is intact" if last else "no checkpoint was saved"
+        if isinstance(stop, KeyboardInterrupt):
+            print(f"interrupted in epoch {epoch + 1}: {kept}; rerun the same command to resume", file=sys.stderr)
+            if jax.process_count() > 1:
+                sys.stderr.flush()
+                os._exit(130)  # no shutdown barrier: the other processes may be gone already
+            raise SystemExit(130) from None
+        raise SystemExit(
+            f"error: {stop} (learning rate {float(schedule(epoch * steps_per_epoch)):.3g} at its start); nothing of that "
+            f"epoch was saved and {kept}; lower --lr (in a new --out) or check the data"
+        ) from None
     finally:
         bar.close()
         if checkpoints is not None:
@@ -482,28 +525,55 @@ def train(model, data, config: TrainConfig, *, transform=None, extra_metrics=Non
 
 
 def add_common_args(parser: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
-    """Adds the shared flags; ``defaults`` (TrainConfig field names, plus ``dataset``) override the defaults."""
+    """Adds the shared flags, each with its range checked by argparse (see ``cli.py``), and the
+    multi-process flags of ``distributed.py``; ``defaults`` (TrainConfig field names, plus ``dataset``)
+    override the defaults. Call :func:`finish_args` on the parsed arguments."""
     d = {**dataclasses.asdict(TrainConfig()), "dataset": "mnist5k", **defaults}
     add = parser.add_argument
-    add("--epochs", type=int, default=d["epochs"], help="epochs to train (default %(default)s)")
-    add("--batch-size", type=int, default=d["batch_size"], help="global batch size (default %(default)s)")
-    add("--lr", type=float, default=d["learning_rate"], help="peak learning rate (default %(default)s)")
-    add("--weight-decay", type=float, default=d["weight_decay"], help="decoupled weight decay (default %(default)s)")
+    add("--epochs", type=cli.integer(1), default=d["epochs"], help="epochs to train (default %(default)s)")
+    add("--batch-size", type=cli.integer(1), default=d["batch_size"], help="global batch size (default %(default)s)")
+    add("--lr", type=cli.real(0, open_low=True), default=d["learning_rate"], help="peak learning rate (default %(default)s)")
+    add("--weight-decay", type=cli.real(0), default=d["weight_decay"], help="decoupled weight decay (default %(default)s)")
     add("--optimizer", choices=OPTIMIZERS, default=d["optimizer"], help="default %(default)s")
     add("--schedule", choices=SCHEDULES, default=d["schedule"], help="learning-rate schedule (default %(default)s)")
-    add("--warmup-epochs", type=float, default=d["warmup_epochs"], help="linear warmup (default %(default)s)")
+    add("--warmup-epochs", type=cli.real(0), default=d["warmup_epochs"], help="linear warmup (default %(default)s)")
     add(
         "--schedule-epochs",
-        type=int,
+        type=cli.integer(1),
         default=d["schedule_epochs"],
         help="epochs the schedule spans (default: --epochs); larger to train in several parts",
     )
-    add("--label-smoothing", type=float, default=d["label_smoothing"], help="default %(default)s")
-    add("--seed", type=int, default=d["seed"], help="init, data order and randomness (default %(default)s)")
-    add("--dataset", default=d["dataset"], help="mnist5k (offline), digits (offline), cifar10 (online); default %(default)s")
+    smoothing = cli.real(0, 1, open_high=True)
+    add("--label-smoothing", type=smoothing, default=d["label_smoothing"], help="in [0, 1) (default %(default)s)")
+    add("--seed", type=cli.integer(0), default=d["seed"], help="init, data order and randomness (default %(default)s)")
+    add(
+        "--dataset",
+        choices=datasets.NAMES,
+        default=d["dataset"],
+        help="mnist5k (offline), digits (offline), cifar10 (online); default %(default)s",
+    )
     add("--out", default=d["out_dir"], help="directory for metrics.json and checkpoints; rerun to resume")
     add("--no-progress", action="store_true", help="no progress bar")
+    distributed.add_args(parser)
     return parser
+
+
+def finish_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Checks the shared flags together (one line and exit 2 on a bad combination), then joins the
+    multi-process run if one is asked for (:func:`distributed.initialize`) and checks the batch size
+    against the devices. Everything before any data is loaded or any model is built."""
+    if args.schedule_epochs is not None and args.schedule_epochs < args.epochs:
+        parser.error(f"argument --schedule-epochs: {args.schedule_epochs} must be >= --epochs ({args.epochs})")
+    train_size = datasets.TRAIN_SIZES[args.dataset]
+    if args.batch_size > train_size:
+        parser.error(f"argument --batch-size: {args.batch_size} exceeds the {train_size} training images of {args.dataset}")
+    cli.check_out_dir(parser, args.out)
+    distributed.check_args(parser, args)
+    distributed.initialize(args)
+    devices = jax.device_count()
+    if args.batch_size % devices:
+        parser.error(f"argument --batch-size: {args.batch_size} must be a multiple of the {devices} devices")
+    return args
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -523,5 +593,5 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             out_dir=args.out,
             progress=not args.no_progress,
         )
-    except ValueError as e:
+    except ValueError as e:  # finish_args and the flags' types check the same ranges first
         raise SystemExit(f"error: {e}") from None

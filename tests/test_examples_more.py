@@ -87,9 +87,10 @@ def test_spp_script_smoke(tmp_path):
     assert (out / "baseline" / "metrics.json").exists()
 
 
-def test_spp_script_refuses_too_small_sizes(tmp_path):
-    with pytest.raises(SystemExit, match="must be >= 4 px"):
+def test_spp_script_refuses_too_small_sizes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         spp.main(["--dataset", "digits", "--sizes", "2", "8", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "must be >= 4 px" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
