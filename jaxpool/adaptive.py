@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool import _sliding, _taps
+from jaxpool import _sliding, _symbolic, _taps
 from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.avg import avg_pool
@@ -37,6 +37,8 @@ def _resolve(x, output_size, data_format):
     x = as_pool_input(x)
     layout = layout_of(x, len(output_size), data_format)
     in_shape = layout.spatial_shape(x.shape)
+    if _symbolic.is_symbolic(in_shape):
+        raise _symbolic.unsupported("adaptive pooling (also spatial_pyramid_pool)", "its bins depend on them")
     out_shape = adaptive_output_shape(in_shape, output_size)
     even = all(n % o == 0 for n, o in zip(in_shape, out_shape))
     window = tuple(n // o for n, o in zip(in_shape, out_shape)) if even else None
@@ -262,7 +264,10 @@ def global_max_pool(
     mask = _channel_mask(mask, x, layout)
     masked = x if mask is None else jnp.where(mask, x, jnp.asarray(_fill_value(x.dtype, "max"), x.dtype))
     window = layout.spatial_shape(x.shape)
-    y = _extremum_pool(masked, window, None, "VALID", None, False, data_format, "argmax", "max")[0]
+    if _symbolic.is_symbolic(window):  # jnp.max's derivative: tied maxima share the gradient
+        y = jnp.max(masked, axis=layout.spatial_axes, keepdims=True)
+    else:
+        y = _extremum_pool(masked, window, None, "VALID", None, False, data_format, "argmax", "max")[0]
     if mask is not None:
         y = jnp.where(jnp.any(mask, axis=layout.spatial_axes, keepdims=True), y, jnp.zeros((), y.dtype))
     return y if keepdims else jnp.squeeze(y, axis=layout.spatial_axes)

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool import _lowering, _sliding, _taps
-from jaxpool._geometry import PaddingLike, WindowGeometry, not_a_window, window_geometry, window_tuple
+from jaxpool import _lowering, _sliding, _symbolic, _taps
+from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, not_a_window, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import max_pool
 
@@ -93,12 +93,19 @@ def avg_pool(
              [1., 1., 1.],
              [1., 1., 1.]], dtype=float32)
     """
-    x, layout, geom = _prepare(x, window_shape, strides, padding, ceil_mode, data_format)
     if divisor_override is not None:
         if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)):
             raise TypeError(f"divisor_override must be a positive int or None, got {divisor_override!r}")
         if divisor_override <= 0:
             raise ValueError(f"divisor_override must be a positive int, got {divisor_override}")
+    x = as_pool_input(x)
+    window = window_tuple(window_shape)
+    layout = layout_of(x, len(window), data_format)
+    check_bool(count_include_pad, "count_include_pad")
+    if _symbolic.is_symbolic(layout.spatial_shape(x.shape)):
+        acc, out = accumulation_dtype(x.dtype), result_dtype(x.dtype)
+        return _symbolic.average(x, layout, window, strides, padding, ceil_mode, count_include_pad, divisor_override, acc, out)
+    geom = window_geometry(layout.spatial_shape(x.shape), window, strides, padding, None, ceil_mode)
     acc = accumulation_dtype(x.dtype)
     total = window_sum(x.astype(acc), layout, geom)
     if divisor_override is not None:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _lowering, _sliding, _taps
+from jaxpool import _lowering, _sliding, _symbolic, _taps
 from jaxpool._fusion import materialize
 from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
@@ -215,9 +215,18 @@ def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_
     x = as_pool_input(x)
     window = window_tuple(window_shape)
     layout = layout_of(x, len(window), data_format)
-    geom = window_geometry(layout.spatial_shape(x.shape), window, strides, padding, dilation, ceil_mode)
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    if _symbolic.is_symbolic(layout.spatial_shape(x.shape)):
+        if indices:
+            raise _symbolic.unsupported("max_pool(return_indices=True)")
+        computation = lax.max if mode == "max" else lax.min
+        init = _fill_value(x.dtype, mode)
+        y = _symbolic.window_reduce(
+            x, layout, window, strides, padding, dilation, ceil_mode, op=f"{mode}_pool", init=init, computation=computation
+        )
+        return y, None, layout, None
+    geom = window_geometry(layout.spatial_shape(x.shape), window, strides, padding, dilation, ceil_mode)
     if backward == "xla":
         y = _xla_pool(x, layout, geom, mode)
         winner = extremum(lax.stop_gradient(x), layout, geom, mode)[1] if indices else None
