@@ -135,7 +135,10 @@ SECOND_ORDER = [
 ]
 
 
-@pytest.mark.parametrize("name", SECOND_ORDER)
+HESSIAN_ALSO = ["mixed_pool", "fractional_max_pool", "median_pool", "max_blur_pool", "max_unpool", "tree_pool", "global_max_pool"]
+
+
+@pytest.mark.parametrize("name", SECOND_ORDER + HESSIAN_ALSO)
 def test_jacfwd_jacrev_hessian(name):
     op = OPS[name]
     x = _tie_free((1, 8, 8, 1))
