@@ -18,6 +18,7 @@ import numpy as np
 from jaxpool import _taps
 from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
+from jaxpool._validate import check_bool, check_choice, check_num_spatial_dims
 from jaxpool.avg import avg_pool
 from jaxpool.max import _extremum_pool, _fill_value, flat_indices
 
@@ -30,7 +31,7 @@ def _resolve(x, output_size, data_format):
     if len(output_size) == 0:
         raise ValueError("output_size must name at least one spatial dimension, got ()")
     x = as_pool_input(x)
-    layout = layout_of(x, len(output_size), data_format)
+    layout = layout_of(x, len(output_size), data_format, "output_size")
     in_shape = layout.spatial_shape(x.shape)
     out_shape = adaptive_output_shape(in_shape, output_size)
     even = all(n % o == 0 for n, o in zip(in_shape, out_shape))
@@ -100,6 +101,7 @@ def adaptive_max_pool(x, output_size, *, return_indices: bool = False, data_form
     :func:`jaxpool.max_pool`. Evenly dividing sizes use max_pool's scatter-free backward rule; uneven
     bins are gathered, so their gradient is a scatter-add.
     """
+    check_bool(return_indices, "return_indices")
     x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
     if window is not None:
         y, offset, layout, geom = _extremum_pool(x, window, None, "VALID", None, False, data_format, "argmax", "max")
@@ -109,11 +111,19 @@ def adaptive_max_pool(x, output_size, *, return_indices: bool = False, data_form
     return (y, index) if return_indices else y
 
 
-def _global_layout(x, num_spatial_dims, data_format):
-    if isinstance(num_spatial_dims, bool) or not isinstance(num_spatial_dims, (int, np.integer)) or num_spatial_dims < 1:
-        raise ValueError(f"num_spatial_dims must be a positive int, got {num_spatial_dims!r}")
+def _global_layout(x, num_spatial_dims, data_format, keepdims=False):
+    """Checks the global ops' arguments; an empty spatial axis is refused (PyTorch's adaptive max pools
+    refuse it too; a mean over nothing would be a silent NaN)."""
+    n = check_num_spatial_dims(num_spatial_dims)
+    check_bool(keepdims, "keepdims")
     x = as_pool_input(x)
-    return x, layout_of(x, int(num_spatial_dims), data_format)
+    layout = layout_of(x, n, data_format, "num_spatial_dims")
+    if 0 in layout.spatial_shape(x.shape):
+        raise ValueError(
+            f"x has an empty spatial axis (shape {x.shape}, spatial {layout.spatial_shape(x.shape)} with "
+            f"num_spatial_dims={n}, {data_format}); global pooling needs at least one position"
+        )
+    return x, layout
 
 
 def _channel_mask(mask, x, layout: Layout):
@@ -143,7 +153,7 @@ def global_avg_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, dat
     variable-length inputs (padded sequences, point sets): the mean of the real positions only; a row
     with none gives 0 (never NaN), and masked values — even NaN — never reach the result or gradient.
     """
-    x, layout = _global_layout(x, num_spatial_dims, data_format)
+    x, layout = _global_layout(x, num_spatial_dims, data_format, keepdims)
     acc = accumulation_dtype(x.dtype)
     mask = _channel_mask(mask, x, layout)
     if mask is None:
@@ -161,7 +171,7 @@ def global_max_pool(x, *, num_spatial_dims: int = 2, keepdims: bool = False, dat
     ``mask`` as in :func:`global_avg_pool` (e.g. VoxelNet's per-voxel max over its points): the
     maximum of the real positions; a row with none gives 0, never ``-inf``, and a zero gradient.
     """
-    x, layout = _global_layout(x, num_spatial_dims, data_format)
+    x, layout = _global_layout(x, num_spatial_dims, data_format, keepdims)
     mask = _channel_mask(mask, x, layout)
     masked = x if mask is None else jnp.where(mask, x, jnp.asarray(_fill_value(x.dtype, "max"), x.dtype))
     window = layout.spatial_shape(x.shape)
@@ -193,8 +203,7 @@ def spatial_pyramid_pool(
       ``(*batch, C * sum(prod(level)))``. channels_last flattens each level bin-major/channel-minor,
       channels_first channel-major.
     """
-    if method not in ("max", "avg"):
-        raise ValueError(f"method must be 'max' or 'avg', got {method!r}")
+    check_choice(method, ("max", "avg"), "method")
     if not isinstance(levels, Sequence) or isinstance(levels, str) or len(levels) == 0:
         raise ValueError(f"levels must be a non-empty sequence of bin counts, e.g. (1, 2, 4); got {levels!r}")
     x, layout = _global_layout(x, num_spatial_dims, data_format)
@@ -204,5 +213,6 @@ def spatial_pyramid_pool(
     for level in levels:
         size = int_tuple(level, n, "levels")
         pooled = pool(x, size, data_format=data_format)
-        features.append(pooled.reshape(pooled.shape[: layout.n_batch] + (-1,)))
+        batch = pooled.shape[: layout.n_batch]
+        features.append(pooled.reshape(batch + (math.prod(pooled.shape[layout.n_batch :]),)))  # no -1: batch may be 0
     return jnp.concatenate(features, axis=-1)

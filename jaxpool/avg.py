@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _taps
-from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
+from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import JOINT_FOLD_LIMIT, max_pool
 
@@ -88,6 +88,7 @@ def avg_pool(
       ``(*batch, *out, C)`` (or channels_first) in ``x``'s float dtype (float32 for integers);
       float16/bfloat16 are accumulated in float32.
     """
+    check_bool(count_include_pad, "count_include_pad")
     x, layout, geom = _prepare(x, window_shape, strides, padding, ceil_mode, data_format)
     if divisor_override is not None:
         if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)):
@@ -138,6 +139,6 @@ def lp_pool(
     acc = accumulation_dtype(x.dtype)
     total = window_sum(jnp.power(x.astype(acc), norm_type), layout, geom)
     magnitude = jnp.abs(total)
-    nonzero = magnitude > 0
+    nonzero = magnitude != 0  # NaN included: a NaN window stays NaN, as PyTorch's
     root = jnp.power(jnp.where(nonzero, magnitude, jnp.ones((), acc)), 1.0 / norm_type)
     return jnp.where(nonzero, jnp.sign(total) * root, 0).astype(result_dtype(x.dtype))

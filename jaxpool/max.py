@@ -24,7 +24,7 @@ from jax import lax
 
 from jaxpool import _taps
 from jaxpool._fusion import materialize
-from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
+from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of
 
 BACKWARDS = ("argmax", "xla")
@@ -186,6 +186,7 @@ def max_pool(
       ``y`` of shape ``(*batch, *out, C)`` (or channels_first), and with ``return_indices`` the
       int32 indices of the same shape.
     """
+    check_bool(return_indices, "return_indices")
     y, offset, layout, geom = _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, "max")
     return (y, flat_indices(offset, layout, geom)) if return_indices else y
 

@@ -93,7 +93,8 @@ def _expectation(a, layout: Layout, geom: WindowGeometry):
 def _expectation_fwd(a, layout, geom):
     total = window_sum(a, layout, geom)
     inverse = jnp.where(total == 0, 0, 1 / jnp.where(total == 0, 1, total))
-    y = window_sum(a * a, layout, geom) * inverse
+    # An infinite sum (an inf element, or overflow) gives inf, as the training-time sample does, not inf * 0.
+    y = jnp.where(jnp.isposinf(total), total, window_sum(a * a, layout, geom) * inverse)
     return y, (a, inverse, y)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxpool._geometry import int_tuple
 from jaxpool._layout import as_pool_input, layout_of
+from jaxpool._validate import check_addressable
 
 
 def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
@@ -33,15 +34,16 @@ def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
     if not isinstance(output_size, (tuple, list)) or len(output_size) == 0:
         raise TypeError(f"output_size must be a tuple of spatial sizes, e.g. (28, 28); got {output_size!r}")
     out_shape = int_tuple(output_size, len(output_size), "output_size")
-    layout = layout_of(y, len(out_shape), data_format)
+    layout = layout_of(y, len(out_shape), data_format, "output_size")
+    check_addressable(layout.with_spatial(y.shape, out_shape), "output_size", output_size)
+    concrete = None if isinstance(indices, jax.core.Tracer) else np.asarray(indices)  # under jit jnp.asarray traces it
     indices = jnp.asarray(indices)
     if not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"indices must have an integer dtype, got {indices.dtype}")
     if indices.shape != y.shape:
         raise ValueError(f"indices must have y's shape {y.shape}, got {indices.shape}")
     volume = math.prod(out_shape)
-    if not isinstance(indices, jax.core.Tracer):
-        concrete = np.asarray(indices)
+    if concrete is not None:
         if concrete.size and (concrete.min() < 0 or concrete.max() >= volume):
             raise ValueError(
                 f"indices must lie in [0, {volume}) for output_size {out_shape}; got range "
@@ -52,8 +54,9 @@ def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
         y, indices = (jnp.moveaxis(a, -1, layout.n_batch) for a in (y, indices))
     lead = y.shape[: layout.n_batch + 1]
     rows = math.prod(lead)
-    values = y.reshape(rows, -1)
-    flat = indices.reshape(rows, -1)
+    pooled = math.prod(y.shape[layout.n_batch + 1 :])
+    values = y.reshape(rows, pooled)  # no -1: rows may be 0 (empty batch or channels)
+    flat = indices.reshape(rows, pooled)
     # One scatter per row, vmapped: the row axis stays a batch axis of the scatter, so a batch-sharded
     # input is unpooled shard by shard, with no collective.
     scatter_row = lambda v, i: jnp.zeros((volume,), v.dtype).at[i].set(v, mode="drop")  # noqa: E731
