@@ -19,12 +19,12 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxpool import _taps
 from jaxpool._fusion import materialize
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
+from jaxpool._validate import check_choice, real_number
 from jaxpool.avg import _prepare, avg_pool, window_sum
 from jaxpool.max import _route_to_offsets, max_pool
 
@@ -175,14 +175,6 @@ def stochastic_pool(
     return _stochastic_pool(x, window_shape, strides, padding, key, deterministic, ceil_mode, data_format)[0]
 
 
-def _mix_probability(mix_prob) -> float:
-    if isinstance(mix_prob, (bool, np.bool_)) or not isinstance(mix_prob, (int, float, np.integer, np.floating)):
-        raise TypeError(f"mix_prob must be a number in [0, 1], got {mix_prob!r}")
-    if not 0 <= mix_prob <= 1:
-        raise ValueError(f"mix_prob must be in [0, 1] (the probability of max pooling), got {mix_prob}")
-    return float(mix_prob)
-
-
 def _choice_shape(per: str, x, y, window_shape, data_format) -> tuple[int, ...]:
     """Shape of the max/avg choices: one per call, per (batch..., channel), or per output."""
     if per == "layer":
@@ -224,9 +216,8 @@ def mixed_pool(
     Returns:
       ``(*batch, *out, C)`` (or channels_first) in ``x``'s float dtype (float32 for integers).
     """
-    p = _mix_probability(mix_prob)
-    if per not in MIX_SCOPES:
-        raise ValueError(f"per must be one of {MIX_SCOPES}, got {per!r}")
+    p = float(real_number(mix_prob, "mix_prob (the probability of max pooling)", low=0, high=1))
+    check_choice(per, MIX_SCOPES, "per")
     _check_mode(key, deterministic)
     x = as_pool_input(x)
     avg = avg_pool(x, window_shape, strides, padding, ceil_mode=ceil_mode, data_format=data_format)

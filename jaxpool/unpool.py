@@ -28,7 +28,8 @@ def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
       ``(*batch, *output_size, C)`` (or channels_first). Where indices repeat (overlapping windows)
       one of the values is kept, as in PyTorch; the gradient then reaches only the kept value (the
       derivative of this forward), where PyTorch's reaches every copy. Out-of-range indices raise ``ValueError`` when
-      ``indices`` is concrete; under ``jit`` such entries are dropped. Differentiable in ``y``.
+      ``indices`` is concrete (a constant too, under ``jit``); traced ones out of range are dropped.
+      Empty batch or channel axes give an empty result. Differentiable in ``y``.
     """
     y = as_pool_input(y, "y")
     if not isinstance(output_size, (tuple, list)) or len(output_size) == 0:
@@ -59,7 +60,8 @@ def max_unpool(y, indices, output_size, *, data_format: str = "channels_last"):
     flat = indices.reshape(rows, pooled)
     # One scatter per row, vmapped: the row axis stays a batch axis of the scatter, so a batch-sharded
     # input is unpooled shard by shard, with no collective.
-    scatter_row = lambda v, i: jnp.zeros((volume,), v.dtype).at[i].set(v, mode="drop")  # noqa: E731
+    # Negative indices are out of range too: no NumPy-style wrap-around (-1 would write the last element).
+    scatter_row = lambda v, i: jnp.zeros((volume,), v.dtype).at[i].set(v, mode="drop", wrap_negative_indices=False)  # noqa: E731
     out = jax.vmap(scatter_row)(values, flat)
     out = out.reshape(lead + out_shape)
     return out if layout.channels_first else jnp.moveaxis(out, layout.n_batch, -1)

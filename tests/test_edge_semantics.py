@@ -344,3 +344,11 @@ def test_blur_spreads_nan_to_the_windows_that_see_it():
     x[0, 3, 0] = NAN
     y = np.asarray(jaxpool.blur_pool(x, (1,), filter_size=3)).ravel()  # stride 1, taps i-1, i, i+1
     np.testing.assert_array_equal(np.isnan(y), [False, False, True, True, True, False, False, False])
+
+
+def test_traced_out_of_range_unpool_indices_are_dropped_not_wrapped():
+    """Under jit indices cannot be checked; out-of-range ones, negative included, write nothing."""
+    y = jnp.asarray([[[1.0, 2.0, 3.0]]])
+    unpool = jax.jit(lambda i: jaxpool.max_unpool(y, i, (4,), data_format="channels_first"))
+    out = unpool(jnp.asarray([[[-1, 4, 1]]], jnp.int32))
+    np.testing.assert_array_equal(np.asarray(out), [[[0.0, 3.0, 0.0, 0.0]]])
