@@ -202,10 +202,11 @@ def window_geometry(
     for axis, (size, e, s, (lo, hi)) in enumerate(zip(in_shape, extent, strides, pairs)):
         length = output_length(size, e, s, lo, hi, bool(ceil_mode))
         if length < 1:
+            dilated = f" (dilated extent {extent})" if extent != window else ""
             raise ValueError(
-                f"window_shape {window} (dilated extent {extent}) is larger than the padded input "
+                f"window_shape {window}{dilated} is larger than the padded input "
                 f"{tuple(a + p + q for a, (p, q) in zip(in_shape, pairs))} along spatial axis {axis}; "
-                "use a smaller window or dilation, more padding, or ceil_mode=True"
+                "use a smaller window_shape" + (" or dilation" if dilated else "") + ", padding='SAME', or a larger input"
             )
         out.append(length)
     check_addressable(out, "padding", padding)
