@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import jaxpool
 from tests import reference as ref
@@ -170,6 +172,33 @@ def test_wholly_padded_windows_match_torch(spatial, k, s, p, d, ceil):
     np.testing.assert_allclose(np.asarray(grad), t.grad.numpy(), rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(grad_of_wholly), 0)  # their cotangents reach nothing
     np.testing.assert_array_equal(np.asarray(y_min), -expected.detach().numpy())
+
+
+@given(
+    n=st.integers(1, 2),
+    data=st.data(),
+)
+def test_any_padding_torch_accepts_gives_torch_values(n, data):
+    """Random windows with padding up to half the window and dilation, wholly padded windows included: the
+    values of max_pool (and min_pool of -x) are PyTorch's."""
+    torch = _torch()
+    k = tuple(data.draw(st.integers(1, 4)) for _ in range(n))
+    d = tuple(data.draw(st.integers(1, 4)) for _ in range(n))
+    p = tuple(data.draw(st.integers(0, ki // 2)) for ki in k)
+    s = tuple(data.draw(st.integers(1, 3)) for _ in range(n))
+    ceil = data.draw(st.booleans())
+    spatial = tuple(data.draw(st.integers(1, 6)) for _ in range(n))
+    x = np.random.default_rng(0).standard_normal((1, 2, *spatial)).astype(np.float32)
+    try:
+        expected = getattr(torch.nn.functional, f"max_pool{n}d")(torch.tensor(x), k, s, p, d, ceil_mode=ceil).numpy()
+    except RuntimeError:  # no window fits: both refuse
+        with pytest.raises(ValueError, match="window_shape"):
+            jaxpool.max_pool(x, k, s, p, dilation=d, ceil_mode=ceil, data_format="channels_first")
+        return
+    kw = dict(strides=s, padding=p, dilation=d, ceil_mode=ceil, data_format="channels_first")
+    y, y_min = jax.jit(lambda v: (jaxpool.max_pool(v, k, **kw), jaxpool.min_pool(-v, k, **kw)))(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(y), expected)
+    np.testing.assert_array_equal(np.asarray(y_min), -expected)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int8])
