@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxpool._validate import as_int, check_addressable, check_bool, int_tuple, is_sequence, real_number, window_tuple
+from jaxpool._validate import MAX_ELEMENTS, as_int, check_bool, int_tuple, is_sequence, real_number, window_tuple
 
 # check_bool, int_tuple and window_tuple are re-exported: the ops import them from here.
 __all__ = ["WindowGeometry", "check_bool", "int_tuple", "window_geometry", "window_tuple"]
@@ -209,8 +209,16 @@ def window_geometry(
                 "use a smaller window_shape" + (" or dilation" if dilated else "") + ", padding='SAME', or a larger input"
             )
         out.append(length)
-    check_addressable(out, "padding", padding)
-    return WindowGeometry(in_shape, window, strides, dilation, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), tuple(out))
+    geometry = WindowGeometry(
+        in_shape, window, strides, dilation, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), tuple(out)
+    )
+    if math.prod(geometry.padded_shape) > MAX_ELEMENTS:  # e.g. "SAME" with a huge dilation
+        raise ValueError(
+            f"window_shape {window} with dilation {dilation} and padding {padding!r} pads the input to spatial shape "
+            f"{geometry.padded_shape}, more elements than an array can address (2**60); use a smaller window_shape "
+            "or dilation, or padding='VALID'"
+        )
+    return geometry
 
 
 def adaptive_bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +238,6 @@ def adaptive_output_shape(in_shape: Sequence[int], output_size, name: str = "out
         resolved = (as_int(output_size, name),) * n
     if any(v < 1 for v in resolved):
         raise ValueError(f"{name} entries must be >= 1, got {resolved!r}")
-    check_addressable(resolved, name, output_size)
     return resolved
 
 

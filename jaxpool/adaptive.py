@@ -18,7 +18,7 @@ import numpy as np
 from jaxpool import _taps
 from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
-from jaxpool._validate import check_bool, check_choice, check_num_spatial_dims
+from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
 from jaxpool.avg import avg_pool
 from jaxpool.max import _extremum_pool, _fill_value, flat_indices
 
@@ -34,6 +34,7 @@ def _resolve(x, output_size, data_format):
     layout = layout_of(x, len(output_size), data_format, "output_size")
     in_shape = layout.spatial_shape(x.shape)
     out_shape = adaptive_output_shape(in_shape, output_size)
+    check_addressable(layout.with_spatial(x.shape, out_shape), "output_size", output_size)
     even = all(n % o == 0 for n, o in zip(in_shape, out_shape))
     window = tuple(n // o for n, o in zip(in_shape, out_shape)) if even else None
     return x, layout, in_shape, out_shape, window

@@ -276,6 +276,8 @@ NAMED = [
     ("samples 7", lambda: _fractional_samples(7.0), ValueError, "samples"),
     ("samples negative", lambda: _fractional_samples(-0.5), ValueError, "samples"),
     ("huge adaptive output", lambda: jaxpool.adaptive_avg_pool(X, (2**40, 2**40)), ValueError, "output_size"),
+    ("huge output with channels", lambda: jaxpool.adaptive_max_pool(X, (2**29, 2**29)), ValueError, "output_size"),
+    ("SAME with a huge dilation", lambda: jaxpool.max_pool(X, (2, 2), 1, "SAME", dilation=2**40), ValueError, "dilation"),
     ("global max, empty axis", lambda: jaxpool.global_max_pool(np.ones((2, 0, 4, 3))), ValueError, "empty spatial axis"),
     ("global avg, empty axis", lambda: jaxpool.global_avg_pool(np.ones((2, 4, 0, 3))), ValueError, "empty spatial axis"),
     ("adaptive, output_size longer than x", lambda: jaxpool.adaptive_avg_pool(PAIRS_2D, (2, 2, 2)), ValueError, "output_size"),
