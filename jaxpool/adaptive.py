@@ -213,6 +213,7 @@ def spatial_pyramid_pool(
     features = []
     for level in levels:
         size = int_tuple(level, n, "levels")
+        check_addressable(layout.with_spatial(x.shape, size), "levels", levels)
         pooled = pool(x, size, data_format=data_format)
         batch = pooled.shape[: layout.n_batch]
         features.append(pooled.reshape(batch + (math.prod(pooled.shape[layout.n_batch :]),)))  # no -1: batch may be 0
