@@ -8,51 +8,29 @@ PyTorch's CPU kernels (ATen ``Pool.h``):
 * ``ceil_mode`` rounds up instead, but the last window must start inside the input or the left
   padding, else it is dropped;
 * ``"SAME"`` padding is TensorFlow's/Flax's: ``out = ceil(in / s)``, the deficit split low-first;
+* explicit padding (ints or pairs) is at most half the undilated window, ``pad <= k // 2`` (PyTorch's
+  check); a dilated window may then lie wholly in padding, as in PyTorch (max pooling gives ``-inf``);
 * adaptive bins ``[floor(i*in/out), ceil((i+1)*in/out))``; fractional pooling's ``out = int(in * ratio)``
   and PyTorch's ``out + k - 1 <= in`` (the random region placement itself is traced, in ``fractional.py``).
 
-All checks run on static shapes, so errors surface at trace time, eagerly and under ``jit``.
+All checks run on static shapes, so errors surface at trace time, eagerly and under ``jit``; the
+argument types and ranges themselves are checked by :mod:`jaxpool._validate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-import operator
 from collections.abc import Sequence
 
 import numpy as np
 
+from jaxpool._validate import MAX_ELEMENTS, as_int, check_bool, int_tuple, is_sequence, real_number, window_tuple
+
+# check_bool, int_tuple and window_tuple are re-exported: the ops import them from here.
+__all__ = ["WindowGeometry", "check_bool", "int_tuple", "window_geometry", "window_tuple"]
+
 PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
-
-
-def _as_int(value, name: str) -> int:
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must contain integers, got {value!r} ({type(value).__name__})") from None
-
-
-def check_bool(value, name: str) -> None:
-    """A flag argument must be a Python or NumPy bool (not a traced array, not 0/1)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-
-
-def int_tuple(value, n: int, name: str, *, minimum: int = 1, allow_scalar: bool = True) -> tuple[int, ...]:
-    """Normalises an int or a length-``n`` sequence of ints to a tuple, checking ``>= minimum``."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != n:
-            raise ValueError(f"{name} must have one entry per spatial dimension ({n}), got {tuple(value)!r}")
-        result = tuple(_as_int(v, name) for v in value)
-    elif allow_scalar and not isinstance(value, str):
-        result = (_as_int(value, name),) * n
-    else:
-        raise TypeError(f"{name} must be a sequence of {n} ints, got {value!r}")
-    if any(v < minimum for v in result):
-        raise ValueError(f"{name} entries must be >= {minimum}, got {result!r}")
-    return result
 
 
 def not_a_window(value, name: str, example: str) -> None:
@@ -63,36 +41,39 @@ def not_a_window(value, name: str, example: str) -> None:
         )
 
 
-def window_tuple(window_shape) -> tuple[int, ...]:
-    """Validates ``window_shape``: a non-empty sequence of positive ints (its length is N)."""
-    if not isinstance(window_shape, Sequence) or isinstance(window_shape, str):
-        raise TypeError(f"window_shape must be a tuple of ints, one per spatial dimension, e.g. (2, 2); got {window_shape!r}")
-    if len(window_shape) == 0:
-        raise ValueError("window_shape must name at least one spatial dimension, got ()")
-    return int_tuple(window_shape, len(window_shape), "window_shape")
-
-
 def _padding_pairs(padding: PaddingLike, n: int) -> tuple[tuple[int, int], ...] | str:
     if isinstance(padding, str):
         word = padding.upper()
         if word not in ("VALID", "SAME"):
             raise ValueError(f"padding must be 'VALID', 'SAME', ints or (low, high) pairs; got {padding!r}")
         return word
-    if not isinstance(padding, Sequence):
-        return ((_as_int(padding, "padding"),) * 2,) * n
-    if len(padding) != n:
+    if not is_sequence(padding):
+        pairs = ((as_int(padding, "padding"),) * 2,) * n
+    elif len(padding) != n:
         raise ValueError(f"padding must have one entry per spatial dimension ({n}), got {padding!r}")
-    pairs = []
-    for entry in padding:
-        if isinstance(entry, Sequence):
-            if len(entry) != 2:
-                raise ValueError(f"padding pairs must be (low, high), got {entry!r} in {padding!r}")
-            pairs.append((_as_int(entry[0], "padding"), _as_int(entry[1], "padding")))
-        else:
-            pairs.append((_as_int(entry, "padding"),) * 2)
+    else:
+        pairs = []
+        for entry in padding:
+            if is_sequence(entry):
+                if len(entry) != 2:
+                    raise ValueError(f"padding pairs must be (low, high), got {entry!r} in {padding!r}")
+                pairs.append((as_int(entry[0], "padding"), as_int(entry[1], "padding")))
+            else:
+                pairs.append((as_int(entry, "padding"),) * 2)
     if any(v < 0 for pair in pairs for v in pair):
         raise ValueError(f"padding must be non-negative, got {padding!r}")
     return tuple(pairs)
+
+
+def _check_half_window(padding, pairs, window) -> None:
+    """PyTorch's rule for explicit padding: at most half the (undilated) window on each side."""
+    for axis, ((lo, hi), k) in enumerate(zip(pairs, window)):
+        if max(lo, hi) > k // 2:
+            raise ValueError(
+                f"padding should be at most half of kernel size (PyTorch's rule: padding <= window_shape // 2), got "
+                f"padding {padding!r} for window_shape {window} on spatial axis {axis}; use padding <= {k // 2} there, "
+                "or padding='SAME'"
+            )
 
 
 def same_padding(size: int, extent: int, stride: int) -> tuple[int, int]:
@@ -211,6 +192,12 @@ def window_geometry(
     """
     window = window_tuple(window_shape)
     n = len(window)
+    if not all(isinstance(v, (int, np.integer)) for v in in_shape):
+        raise ValueError(
+            f"spatial sizes {tuple(in_shape)} are symbolic: this op needs concrete spatial sizes (its window positions "
+            "depend on them); export it with concrete spatial sizes — symbolic batch sizes work — or use "
+            "max_pool/avg_pool, which accept symbolic spatial sizes"
+        )
     in_shape = tuple(int(v) for v in in_shape)
     strides = window if strides is None else int_tuple(strides, n, "strides")
     dilation = (1,) * n if dilation is None else int_tuple(dilation, n, "dilation")
@@ -221,29 +208,30 @@ def window_geometry(
         pairs = ((0, 0),) * n
     elif pairs == "SAME":
         pairs = tuple(same_padding(size, e, s) for size, e, s in zip(in_shape, extent, strides))
+    else:
+        _check_half_window(padding, pairs, window)
     if any(size == 0 for size in in_shape):
-        raise ValueError(f"input has an empty spatial dimension: spatial shape {in_shape}")
+        raise ValueError(f"x has an empty spatial axis (spatial shape {in_shape}); pooling needs at least one position per axis")
     out = []
     for axis, (size, e, s, (lo, hi)) in enumerate(zip(in_shape, extent, strides, pairs)):
         length = output_length(size, e, s, lo, hi, bool(ceil_mode))
         if length < 1:
+            dilated = f" (dilated extent {extent})" if extent != window else ""
             raise ValueError(
-                f"window_shape {window} (dilated extent {extent}) is larger than the padded input "
+                f"window_shape {window}{dilated} is larger than the padded input "
                 f"{tuple(a + p + q for a, (p, q) in zip(in_shape, pairs))} along spatial axis {axis}; "
-                "use a smaller window or dilation, more padding, or ceil_mode=True"
+                "use a smaller window_shape" + (" or dilation" if dilated else "") + ", padding='SAME', or a larger input"
             )
         out.append(length)
     geometry = WindowGeometry(
         in_shape, window, strides, dilation, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), tuple(out)
     )
-    for axis in range(n):
-        empty = ~geometry.tap_inside(axis).any(axis=1)
-        if empty.any():
-            raise ValueError(
-                f"padding {pairs[axis]} on spatial axis {axis} leaves window {int(np.argmax(empty))} entirely in "
-                f"padding (input size {in_shape[axis]}, window {window[axis]}, stride {strides[axis]}, dilation "
-                f"{dilation[axis]}); padding should be at most half the window, as PyTorch requires"
-            )
+    if math.prod(geometry.padded_shape) > MAX_ELEMENTS:  # e.g. "SAME" with a huge dilation
+        raise ValueError(
+            f"window_shape {window} with dilation {dilation} and padding {padding!r} pads the input to spatial shape "
+            f"{geometry.padded_shape}, more elements than an array can address (2**60); use a smaller window_shape "
+            "or dilation, or padding='VALID'"
+        )
     return geometry
 
 
@@ -256,18 +244,15 @@ def adaptive_bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
 def adaptive_output_shape(in_shape: Sequence[int], output_size, name: str = "output_size") -> tuple[int, ...]:
     """Normalises an adaptive ``output_size`` (int, or N ints/None where None keeps the input size)."""
     n = len(in_shape)
-    if isinstance(output_size, Sequence) and not isinstance(output_size, str):
+    if is_sequence(output_size):
         if len(output_size) != n:
             raise ValueError(f"{name} must have one entry per spatial dimension ({n}), got {tuple(output_size)!r}")
-        resolved = tuple(size if v is None else _as_int(v, name) for v, size in zip(output_size, in_shape))
+        resolved = tuple(size if v is None else as_int(v, name) for v, size in zip(output_size, in_shape))
     else:
-        resolved = (_as_int(output_size, name),) * n
+        resolved = (as_int(output_size, name),) * n
     if any(v < 1 for v in resolved):
         raise ValueError(f"{name} entries must be >= 1, got {resolved!r}")
     return resolved
-
-def _is_sequence(value) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str)
 
 
 def fractional_rank(window_shape, output_size, output_ratio) -> int:
@@ -280,7 +265,7 @@ def fractional_rank(window_shape, output_size, output_ratio) -> int:
     if window_shape is not None:
         return len(window_tuple(window_shape))
     name, value = ("output_size", output_size) if output_ratio is None else ("output_ratio", output_ratio)
-    if not _is_sequence(value) or len(value) == 0:
+    if not is_sequence(value) or len(value) == 0:
         raise TypeError(f"{name} must be a tuple with one entry per spatial dimension when window_shape is None, got {value!r}")
     return len(value)
 
@@ -288,17 +273,14 @@ def fractional_rank(window_shape, output_size, output_ratio) -> int:
 def _fractional_ratio_output(in_shape, output_ratio) -> tuple[int, ...]:
     """PyTorch's ``int(in * ratio)`` (truncation, in Python floats) for ratios in ``(0, 1]``."""
     n = len(in_shape)
-    if _is_sequence(output_ratio):
+    if is_sequence(output_ratio):
         if len(output_ratio) != n:
             raise ValueError(f"output_ratio must have one entry per spatial dimension ({n}), got {tuple(output_ratio)!r}")
         ratios = tuple(output_ratio)
     else:
         ratios = (output_ratio,) * n
     for r in ratios:
-        if isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Real):
-            raise TypeError(f"output_ratio must contain numbers in (0, 1], got {output_ratio!r}")
-        if not 0 < r <= 1:
-            raise ValueError(f"output_ratio entries must be in (0, 1] (output size = floor(input size * ratio)), got {r!r}")
+        real_number(r, "output_ratio entries (output size = floor(input size * ratio))", low=0, high=1, low_open=True)
     out = tuple(int(size * float(r)) for size, r in zip(in_shape, ratios))
     for axis, (size, r, o) in enumerate(zip(in_shape, ratios, out)):
         if o < 1:
@@ -324,7 +306,7 @@ def fractional_output_shape(in_shape, window, output_size, output_ratio) -> tupl
                 raise ValueError(f"window_shape {window} is larger than the input {in_shape} on spatial axis {axis}")
             if o + k - 1 > size:
                 raise ValueError(
-                    f"window_shape {window} with output size {out} does not fit the input {in_shape} on spatial axis "
-                    f"{axis}: PyTorch requires output + window - 1 <= input; use a smaller window or output_size"
+                    f"window_shape {window} with output_size {out} does not fit the input {in_shape} on spatial axis "
+                    f"{axis}: PyTorch requires output_size + window_shape - 1 <= input; use a smaller window or output_size"
                 )
     return out

@@ -12,6 +12,8 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpool._validate import check_choice
+
 DATA_FORMATS = ("channels_last", "channels_first")
 
 
@@ -60,14 +62,17 @@ class Layout:
         return vector.reshape(shape)
 
 
-def layout_of(x, n_spatial: int, data_format: str) -> Layout:
-    """Checks ``data_format`` and that ``x`` has channel + ``n_spatial`` spatial axes."""
-    if data_format not in DATA_FORMATS:
-        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+def layout_of(x, n_spatial: int, data_format: str, rank_from: str = "window_shape") -> Layout:
+    """Checks ``data_format`` and that ``x`` has channel + ``n_spatial`` spatial axes.
+
+    ``rank_from`` names the argument whose length gave ``n_spatial``, for the error message.
+    """
+    check_choice(data_format, DATA_FORMATS, "data_format")
     if x.ndim < n_spatial + 1:
         raise ValueError(
-            f"x has shape {x.shape} but needs {n_spatial} spatial axes and a channel axis "
-            f"(at least {n_spatial + 1} dimensions, {data_format}); add a channel axis with x[..., None]"
+            f"{rank_from} asks for {n_spatial} spatial axes, but x has shape {x.shape}: it needs the spatial axes and a "
+            f"channel axis (at least {n_spatial + 1} dimensions, {data_format}); give {rank_from} one entry per spatial "
+            "axis, or add a channel axis with x[..., None]"
         )
     return Layout(x.ndim, n_spatial, data_format == "channels_first")
 

@@ -23,6 +23,7 @@ import numpy as np
 from jaxpool import _sliding, _symbolic, _taps
 from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
+from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
 from jaxpool.avg import avg_pool
 from jaxpool.max import _extremum_pool, _fill_value, _upcast16, flat_indices, takes_over
 
@@ -35,11 +36,12 @@ def _resolve(x, output_size, data_format):
     if len(output_size) == 0:
         raise ValueError("output_size must name at least one spatial dimension, got ()")
     x = as_pool_input(x)
-    layout = layout_of(x, len(output_size), data_format)
+    layout = layout_of(x, len(output_size), data_format, "output_size")
     in_shape = layout.spatial_shape(x.shape)
     if _symbolic.is_symbolic(in_shape):
         raise _symbolic.unsupported("adaptive pooling (also spatial_pyramid_pool)", "its bins depend on them")
     out_shape = adaptive_output_shape(in_shape, output_size)
+    check_addressable(layout.with_spatial(x.shape, out_shape), "output_size", output_size)
     even = all(n % o == 0 for n, o in zip(in_shape, out_shape))
     window = tuple(n // o for n, o in zip(in_shape, out_shape)) if even else None
     return x, layout, in_shape, out_shape, window
@@ -164,6 +166,7 @@ def adaptive_max_pool(
       >>> jaxpool.adaptive_max_pool(x, (3, 3)).shape  # overlapping bins, as PyTorch
       (1, 3, 3, 1)
     """
+    check_bool(return_indices, "return_indices")
     x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
     if window is not None:
         pooled = _extremum_pool(x, window, None, "VALID", None, False, data_format, "argmax", "max", return_indices)
@@ -175,11 +178,19 @@ def adaptive_max_pool(
     return (y, cast(jax.Array, index)) if return_indices else y
 
 
-def _global_layout(x, num_spatial_dims, data_format):
-    if isinstance(num_spatial_dims, bool) or not isinstance(num_spatial_dims, (int, np.integer)) or num_spatial_dims < 1:
-        raise ValueError(f"num_spatial_dims must be a positive int, got {num_spatial_dims!r}")
+def _global_layout(x, num_spatial_dims, data_format, keepdims=False):
+    """Checks the global ops' arguments; an empty spatial axis is refused (PyTorch's adaptive max pools
+    refuse it too; a mean over nothing would be a silent NaN)."""
+    n = check_num_spatial_dims(num_spatial_dims)
+    check_bool(keepdims, "keepdims")
     x = as_pool_input(x)
-    return x, layout_of(x, int(num_spatial_dims), data_format)
+    layout = layout_of(x, int(n or 0), data_format, "num_spatial_dims")
+    if 0 in layout.spatial_shape(x.shape):
+        raise ValueError(
+            f"x has an empty spatial axis (shape {x.shape}, spatial {layout.spatial_shape(x.shape)} with "
+            f"num_spatial_dims={n}, {data_format}); global pooling needs at least one position"
+        )
+    return x, layout
 
 
 def _channel_mask(mask, x, layout: Layout):
@@ -226,7 +237,7 @@ def global_avg_pool(
       >>> jaxpool.global_avg_pool(x, mask=mask)
       Array([[3.5]], dtype=float32)
     """
-    x, layout = _global_layout(x, num_spatial_dims, data_format)
+    x, layout = _global_layout(x, num_spatial_dims, data_format, keepdims)
     acc = accumulation_dtype(x.dtype)
     mask = _channel_mask(mask, x, layout)
     if mask is None:
@@ -260,7 +271,7 @@ def global_max_pool(
       >>> jaxpool.global_max_pool(x, keepdims=True).shape
       (1, 1, 1, 1)
     """
-    x, layout = _global_layout(x, num_spatial_dims, data_format)
+    x, layout = _global_layout(x, num_spatial_dims, data_format, keepdims)
     mask = _channel_mask(mask, x, layout)
     masked = x if mask is None else jnp.where(mask, x, jnp.asarray(_fill_value(x.dtype, "max"), x.dtype))
     window = layout.spatial_shape(x.shape)
@@ -302,8 +313,7 @@ def spatial_pyramid_pool(
       >>> jaxpool.spatial_pyramid_pool(x, (1, 2, 4)).shape  # 3 * (1 + 4 + 16) features for any H, W
       (2, 63)
     """
-    if method not in ("max", "avg"):
-        raise ValueError(f"method must be 'max' or 'avg', got {method!r}")
+    check_choice(method, ("max", "avg"), "method")
     if not isinstance(levels, Sequence) or isinstance(levels, str) or len(levels) == 0:
         raise ValueError(f"levels must be a non-empty sequence of bin counts, e.g. (1, 2, 4); got {levels!r}")
     x, layout = _global_layout(x, num_spatial_dims, data_format)
@@ -312,6 +322,8 @@ def spatial_pyramid_pool(
     features = []
     for level in levels:
         size = int_tuple(level, n, "levels")
+        check_addressable(layout.with_spatial(x.shape, size), "levels", levels)
         pooled = pool(x, size, data_format=data_format)
-        features.append(pooled.reshape(pooled.shape[: layout.n_batch] + (-1,)))
+        batch = pooled.shape[: layout.n_batch]
+        features.append(pooled.reshape(batch + (math.prod(pooled.shape[layout.n_batch :]),)))  # no -1: batch may be 0
     return jnp.concatenate(features, axis=-1)

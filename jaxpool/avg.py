@@ -161,6 +161,6 @@ def lp_pool(
     acc = accumulation_dtype(x.dtype)
     total = window_sum(jnp.power(x.astype(acc), norm_type), layout, geom)
     magnitude = jnp.abs(total)
-    nonzero = magnitude > 0
+    nonzero = magnitude != 0  # NaN included: a NaN window stays NaN, as PyTorch's
     root = jnp.power(jnp.where(nonzero, magnitude, jnp.ones((), acc)), 1.0 / norm_type)
     return jnp.where(nonzero, jnp.sign(total) * root, 0).astype(result_dtype(x.dtype))

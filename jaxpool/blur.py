@@ -66,7 +66,10 @@ def _blur(x, layout: Layout, strides, filter_size):
     # The paper pads (f - 1) // 2 low and f // 2 high: "SAME" at stride 1, then subsamples.
     pads = tuple(same_padding(n, f, 1) for n, f in zip(spatial, sizes))
     if any(max(pair) >= n for n, pair in zip(spatial, pads)):
-        raise ValueError(f"filter_size {sizes} needs reflect padding {pads}, which needs spatial sizes above it; got {spatial}")
+        raise ValueError(
+            f"filter_size {sizes} needs reflect padding {pads}, which needs spatial sizes above it; got {spatial}: "
+            "use a smaller filter_size or a larger input"
+        )
     geom = window_geometry(spatial, sizes, strides, pads)
     y = x.astype(accumulation_dtype(x.dtype))
     for i in range(geom.ndim):

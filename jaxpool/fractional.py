@@ -24,6 +24,7 @@ from jaxpool import _taps
 from jaxpool._fusion import materialize
 from jaxpool._geometry import check_bool, fractional_output_shape, fractional_rank, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
+from jaxpool._validate import check_unit_samples
 
 # Every gather position is clamped into the input, so the gathers need no bounds handling.
 _IN_BOUNDS = "promise_in_bounds"
@@ -33,10 +34,11 @@ def _resolve(x, window_shape, output_size, output_ratio, data_format):
     n = fractional_rank(window_shape, output_size, output_ratio)
     window = None if window_shape is None else window_tuple(window_shape)
     x = as_pool_input(x)
-    layout = layout_of(x, n, data_format)
+    rank_from = "window_shape" if window_shape is not None else "output_size" if output_ratio is None else "output_ratio"
+    layout = layout_of(x, n, data_format, rank_from)
     in_shape = layout.spatial_shape(x.shape)
     if any(size == 0 for size in in_shape):
-        raise ValueError(f"input has an empty spatial dimension: spatial shape {in_shape}")
+        raise ValueError(f"x has an empty spatial axis (spatial shape {in_shape}); pooling needs at least one position per axis")
     return x, layout, in_shape, fractional_output_shape(in_shape, window, output_size, output_ratio), window
 
 
@@ -58,6 +60,7 @@ def _uniforms(key, samples, deterministic, random_regions, plane, n):
             raise ValueError("samples and deterministic=True conflict: deterministic uses u = 0.5 for every plane")
         if random_regions:
             raise ValueError("samples drive the pseudo-random regions only; random_regions=True draws its increments from key")
+        check_unit_samples(samples)  # before jnp.asarray, which makes a constant a tracer under jit
         samples = jnp.asarray(samples)
         if not jnp.issubdtype(samples.dtype, jnp.floating):
             raise TypeError(f"samples must be floats in [0, 1), got dtype {samples.dtype}")
@@ -200,8 +203,9 @@ def _argmax_index(x, layout: Layout, regions):
 def _gather_flat(x, index, layout: Layout):
     """``x`` at flat spatial ``index`` per plane; its transpose is a scatter-add (the max-id gradient)."""
     first, n = layout.spatial_axes[0], layout.n_spatial
-    flat_x = x.reshape(x.shape[:first] + (-1,) + x.shape[first + n :])
-    flat_index = index.reshape(index.shape[:first] + (-1,) + index.shape[first + n :])
+    # Explicit volumes, not -1: a plane count of 0 (empty batch or channels) leaves -1 undetermined.
+    flat_x = x.reshape(x.shape[:first] + (math.prod(x.shape[first : first + n]),) + x.shape[first + n :])
+    flat_index = index.reshape(index.shape[:first] + (math.prod(index.shape[first : first + n]),) + index.shape[first + n :])
     return jnp.take_along_axis(flat_x, flat_index, first, mode=_IN_BOUNDS).reshape(index.shape)
 
 

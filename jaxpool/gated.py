@@ -67,9 +67,10 @@ def _window_dots(x, filters, per_channel: bool, layout: Layout, geom: WindowGeom
 
 def _gate(logit, first, second):
     """``s * first + (1 - s) * second`` with ``s = sigmoid(logit)``: exactly ``first`` (``second``) when
-    ``s`` saturates to 1 (0)."""
+    ``s`` saturates to 1 (0). Two equal infinities mix to that infinity (``0 * inf`` would give NaN)."""
     s = jax.nn.sigmoid(logit)
-    return s * first + (1 - s) * second
+    mixed = s * first + (1 - s) * second
+    return jnp.where(jnp.isinf(first) & (first == second), first, mixed)
 
 
 def gated_pool(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ from jax import lax
 
 from jaxpool import _lowering, _sliding, _symbolic, _taps
 from jaxpool._fusion import materialize
-from jaxpool._geometry import PaddingLike, WindowGeometry, window_geometry, window_tuple
+from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
 
 BACKWARDS = ("argmax", "xla")
@@ -211,7 +211,7 @@ def flat_indices(winner, layout: Layout, geom: WindowGeometry):
     return flat
 
 
-def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, mode, indices=False):
+def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, mode, indices=False) -> Any:
     x = as_pool_input(x)
     window = window_tuple(window_shape)
     layout = layout_of(x, len(window), data_format)
@@ -332,6 +332,7 @@ def max_pool(
       >>> jaxpool.max_pool(x.reshape(1, 1, 4, 4), (2, 2), data_format="channels_first").shape
       (1, 1, 2, 2)
     """
+    check_bool(return_indices, "return_indices")
     y, offset, layout, geom = _extremum_pool(
         x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, "max", return_indices
     )

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxpool._geometry import PaddingLike, not_a_window, window_tuple
 from jaxpool._layout import accumulation_dtype, as_pool_input, result_dtype
+from jaxpool._validate import check_num_spatial_dims, real_number
 from jaxpool.adaptive import global_avg_pool, global_max_pool
 from jaxpool.avg import avg_pool
 from jaxpool.max import max_pool
@@ -35,10 +36,7 @@ def checked_exponent(p):
 
 def _global_spatial_dims(window_shape, num_spatial_dims):
     """N: ``len(window_shape)``, or ``num_spatial_dims`` (default 2) for global pooling; they must agree."""
-    if num_spatial_dims is not None and (
-        isinstance(num_spatial_dims, bool) or not isinstance(num_spatial_dims, (int, np.integer)) or num_spatial_dims < 1
-    ):
-        raise ValueError(f"num_spatial_dims must be a positive int or None, got {num_spatial_dims!r}")
+    num_spatial_dims = check_num_spatial_dims(num_spatial_dims, allow_none=True)
     if window_shape is None:
         return 2 if num_spatial_dims is None else int(num_spatial_dims)
     n = len(window_tuple(window_shape))
@@ -91,10 +89,7 @@ def gem_pool(
     """
     x = as_pool_input(x)
     p = checked_exponent(p)
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.number)):
-        raise TypeError(f"eps must be a positive number, got {eps!r}")
-    if not eps > 0:
-        raise ValueError(f"eps must be positive, got {eps}")
+    real_number(eps, "eps", low=0, low_open=True, high_open=True)
     n = _global_spatial_dims(window_shape, num_spatial_dims)
     acc = accumulation_dtype(x.dtype)
     clamped = jnp.maximum(x.astype(acc), jnp.asarray(eps, acc))

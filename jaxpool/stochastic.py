@@ -26,6 +26,7 @@ from jaxpool import _taps
 from jaxpool._fusion import computed_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
+from jaxpool._validate import check_choice, real_number
 from jaxpool.avg import _prepare, avg_pool, window_sum
 from jaxpool.max import max_pool, route_offsets
 
@@ -84,7 +85,8 @@ def _sampled_pool_jvp(layout, geom, primals, tangents):
 def _expectation(a, layout: Layout, geom: WindowGeometry):
     """``sum(a_i**2) / sum(a_i)`` over each window of non-negative ``a``; 0 where the sum is 0."""
     total = window_sum(a, layout, geom)
-    return window_sum(a * a, layout, geom) * _inverse(total)
+    # An infinite sum (an inf element, or overflow) gives inf, as the training-time sample does, not inf * 0.
+    return jnp.where(jnp.isposinf(total), total, window_sum(a * a, layout, geom) * _inverse(total))
 
 
 def _inverse(total):
@@ -98,9 +100,11 @@ def _expectation_jvp(layout, geom, primals, tangents):
     computed once (XLA:CPU otherwise recomputes the division chain for every tap: 52-69 -> 18 ms
     fwd+bwd on (32, 56, 56, 64), 3x3/2 p1)."""
     (a,), (ta,) = primals, tangents
-    inverse = computed_once(_inverse(window_sum(a, layout, geom)))
-    y = window_sum(a * a, layout, geom) * inverse
-    scaled = computed_once(y * inverse)
+    total = window_sum(a, layout, geom)
+    inverse = computed_once(_inverse(total))
+    infinite = jnp.isposinf(total)
+    y = jnp.where(infinite, total, window_sum(a * a, layout, geom) * inverse)
+    scaled = computed_once(jnp.where(infinite, 0, y * inverse))
     ty = window_sum(2 * a * ta, layout, geom) * inverse - window_sum(ta, layout, geom) * scaled
     return y, ty
 
@@ -179,14 +183,6 @@ def stochastic_pool(
     return _stochastic_pool(x, window_shape, strides, padding, key, deterministic, ceil_mode, data_format)[0]
 
 
-def _mix_probability(mix_prob) -> float:
-    if isinstance(mix_prob, (bool, np.bool_)) or not isinstance(mix_prob, (int, float, np.integer, np.floating)):
-        raise TypeError(f"mix_prob must be a number in [0, 1], got {mix_prob!r}")
-    if not 0 <= mix_prob <= 1:
-        raise ValueError(f"mix_prob must be in [0, 1] (the probability of max pooling), got {mix_prob}")
-    return float(mix_prob)
-
-
 def _choice_shape(per: str, x, y, window_shape, data_format) -> tuple[int, ...]:
     """Shape of the max/avg choices: one per call, per (batch..., channel), or per output."""
     if per == "layer":
@@ -239,9 +235,8 @@ def mixed_pool(
       >>> float(y[0, 0, 0, 0]) in (2.0, 3.0)  # max or average, drawn per channel
       True
     """
-    p = _mix_probability(mix_prob)
-    if per not in MIX_SCOPES:
-        raise ValueError(f"per must be one of {MIX_SCOPES}, got {per!r}")
+    p = float(real_number(mix_prob, "mix_prob (the probability of max pooling)", low=0, high=1))
+    check_choice(per, MIX_SCOPES, "per")
     _check_mode(key, deterministic)
     x = as_pool_input(x)
     avg = avg_pool(x, window_shape, strides, padding, ceil_mode=ceil_mode, data_format=data_format)

@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxpool._geometry import int_tuple
 from jaxpool._layout import as_pool_input, layout_of
+from jaxpool._validate import check_addressable
 
 
 def max_unpool(y: jax.Array, indices: jax.Array, output_size: Sequence[int], *, data_format: str = "channels_last") -> jax.Array:
@@ -28,8 +29,8 @@ def max_unpool(y: jax.Array, indices: jax.Array, output_size: Sequence[int], *, 
       ``(*batch, *output_size, C)`` (or channels_first). Where indices repeat (overlapping windows)
       one of the values is kept, as in PyTorch; the gradient then reaches only the kept value (the
       derivative of this forward), where PyTorch's reaches every copy. Out-of-range indices raise ``ValueError`` when
-      ``indices`` is concrete; under ``jit`` such entries are dropped. Differentiable in ``y``.
-
+      ``indices`` is concrete (a constant too, under ``jit``); traced ones out of range are dropped.
+      Empty batch or channel axes give an empty result. Differentiable in ``y``.
     Examples:
       >>> import jax.numpy as jnp
       >>> import jaxpool
@@ -45,15 +46,16 @@ def max_unpool(y: jax.Array, indices: jax.Array, output_size: Sequence[int], *, 
     if not isinstance(output_size, (tuple, list)) or len(output_size) == 0:
         raise TypeError(f"output_size must be a tuple of spatial sizes, e.g. (28, 28); got {output_size!r}")
     out_shape = int_tuple(output_size, len(output_size), "output_size")
-    layout = layout_of(y, len(out_shape), data_format)
+    layout = layout_of(y, len(out_shape), data_format, "output_size")
+    check_addressable(layout.with_spatial(y.shape, out_shape), "output_size", output_size)
+    concrete = None if isinstance(indices, jax.core.Tracer) else np.asarray(indices)  # under jit jnp.asarray traces it
     indices = jnp.asarray(indices)
     if not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"indices must have an integer dtype, got {indices.dtype}")
     if indices.shape != y.shape:
         raise ValueError(f"indices must have y's shape {y.shape}, got {indices.shape}")
     volume = math.prod(out_shape)
-    if not isinstance(indices, jax.core.Tracer):
-        concrete = np.asarray(indices)
+    if concrete is not None:
         if concrete.size and (concrete.min() < 0 or concrete.max() >= volume):
             raise ValueError(
                 f"indices must lie in [0, {volume}) for output_size {out_shape}; got range "
@@ -64,11 +66,13 @@ def max_unpool(y: jax.Array, indices: jax.Array, output_size: Sequence[int], *, 
         y, indices = (jnp.moveaxis(a, -1, layout.n_batch) for a in (y, indices))
     lead = y.shape[: layout.n_batch + 1]
     rows = math.prod(lead)
-    values = y.reshape(rows, -1)
-    flat = indices.reshape(rows, -1)
+    pooled = math.prod(y.shape[layout.n_batch + 1 :])
+    values = y.reshape(rows, pooled)  # no -1: rows may be 0 (empty batch or channels)
+    flat = indices.reshape(rows, pooled)
     # One scatter per row, vmapped: the row axis stays a batch axis of the scatter, so a batch-sharded
     # input is unpooled shard by shard, with no collective.
-    scatter_row = lambda v, i: jnp.zeros((volume,), v.dtype).at[i].set(v, mode="drop")  # noqa: E731
+    # Negative indices are out of range too: no NumPy-style wrap-around (-1 would write the last element).
+    scatter_row = lambda v, i: jnp.zeros((volume,), v.dtype).at[i].set(v, mode="drop", wrap_negative_indices=False)  # noqa: E731
     out = jax.vmap(scatter_row)(values, flat)
     out = out.reshape(lead + out_shape)
     return out if layout.channels_first else jnp.moveaxis(out, layout.n_batch, -1)

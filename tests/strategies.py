@@ -8,7 +8,7 @@ from tests import reference as ref
 
 
 def every_window_touches_input(spatial, window, strides, pairs, dilation, ceil_mode):
-    """True when no window lies entirely in padding (jaxpool rejects such geometry)."""
+    """True when no window lies entirely in padding (such windows, and their indices, are tested in test_edge_semantics)."""
     for n, k, s, (lo, hi), d in zip(spatial, window, strides, pairs, dilation):
         out = ref.output_size(n, k, s, lo, hi, d, ceil_mode)
         if out < 1:
@@ -35,10 +35,10 @@ def pool_geometry(draw, max_dims=3, dilation=True, same=True):
     elif style == "VALID":
         pairs, padding = ((0, 0),) * n, "VALID"
     elif style == "ints":
-        padding = tuple(draw(st.integers(0, e // 2)) for e in extent)
+        padding = tuple(draw(st.integers(0, k // 2)) for k in window)  # PyTorch: at most half the window
         pairs = tuple((p, p) for p in padding)
     else:
-        pairs = tuple((draw(st.integers(0, e // 2)), draw(st.integers(0, e // 2))) for e in extent)
+        pairs = tuple((draw(st.integers(0, k // 2)), draw(st.integers(0, k // 2))) for k in window)
         padding = pairs
     ceil_mode = draw(st.booleans())
     assume(every_window_touches_input(spatial, window, strides, pairs, dil, ceil_mode))

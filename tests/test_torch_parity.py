@@ -58,8 +58,8 @@ class Window(NamedTuple):
 
 
 def sample_window(rng, spatial, *, dilation=True, padding=True, ceil=True):
-    """A random window that torch accepts (padding at most half the window) and jaxpool too (no window
-    entirely in padding, which torch allows with dilation)."""
+    """A random window that torch accepts (padding at most half the window) with no window entirely in
+    padding (torch allows those with dilation; they are tested in test_edge_semantics)."""
     n = len(spatial)
     while True:
         k = tuple(int(v) for v in rng.integers(1, 5 if n < 3 else 4, n))  # 3-D: small windows compile fast
