@@ -197,18 +197,23 @@ def _xla_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
 
 
 def flat_indices(winner, layout: Layout, geom: WindowGeometry):
-    """int32 indices over the unpadded spatial volume (PyTorch's) from :func:`extremum`'s winner."""
+    """int32 indices over the unpadded spatial volume (PyTorch's) from :func:`extremum`'s winner;
+    -1 for a window with no input element (all padding: it has no argmax, and max_unpool drops it)."""
     where, kind = winner
     if kind == "position":
-        return where
-    offset = where.astype(jnp.int32)
-    flat = jnp.zeros((), jnp.int32)
+        flat = where
+    else:
+        offset = where.astype(jnp.int32)
+        flat = jnp.zeros((), jnp.int32)
+        for i in range(geom.ndim):
+            inner = math.prod(geom.window[i + 1 :])
+            t = (offset // inner) % geom.window[i]
+            start = layout.along(np.arange(geom.out_shape[i], dtype=np.int32) * geom.strides[i] - geom.pad_lo[i], i)
+            flat = flat * geom.in_shape[i] + start + t * geom.dilation[i]
+    empty = np.zeros((1,) * layout.ndim, bool)
     for i in range(geom.ndim):
-        inner = math.prod(geom.window[i + 1 :])
-        t = (offset // inner) % geom.window[i]
-        start = layout.along(np.arange(geom.out_shape[i], dtype=np.int32) * geom.strides[i] - geom.pad_lo[i], i)
-        flat = flat * geom.in_shape[i] + start + t * geom.dilation[i]
-    return flat
+        empty = empty | layout.along(~geom.tap_inside(i).any(axis=1), i)
+    return jnp.where(empty, -1, flat) if empty.any() else flat
 
 
 def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, mode, indices=False) -> Any:

@@ -219,11 +219,9 @@ def test_same_padding_with_dilation_may_leave_windows_wholly_in_padding():
     np.testing.assert_array_equal(np.asarray(y), [[[-np.inf]]])
 
 
-@pytest.mark.xfail(strict=True, reason="LEAD: max.py's flat_indices gives the first tap's position, not -1")
-def test_LEAD_wholly_padded_window_index_is_minus_one():
-    """A window with no input element has no argmax: index -1 (the reference's convention). Today the index
-    is the first tap's position, e.g. 1 (a real element) for the second row of the (2, 2) case; PyTorch
-    reports a position past the window, an out-of-range or unrelated element that max_unpool cannot use."""
+def test_wholly_padded_window_index_is_minus_one():
+    """A window with no input element has no argmax: index -1 (the reference's convention; PyTorch
+    reports a position past the window, an out-of-range or unrelated element that max_unpool cannot use)."""
     for spatial, k, s, p, d, ceil in WHOLLY_PADDED:
         x = np.random.default_rng(0).standard_normal((1, 1, *spatial)).astype(np.float32)
         _, expected = ref.max_pool(x, k, s, tuple((q, q) for q in p), d, ceil)
