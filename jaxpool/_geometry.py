@@ -8,8 +8,9 @@ PyTorch's CPU kernels (ATen ``Pool.h``):
 * ``ceil_mode`` rounds up instead, but the last window must start inside the input or the left
   padding, else it is dropped;
 * ``"SAME"`` padding is TensorFlow's/Flax's: ``out = ceil(in / s)``, the deficit split low-first;
-* explicit padding (ints or pairs) is at most half the undilated window, ``pad <= k // 2`` (PyTorch's
-  check); a dilated window may then lie wholly in padding, as in PyTorch (max pooling gives ``-inf``);
+* padding as ints (PyTorch's form) is at most half the undilated window, ``pad <= k // 2`` (PyTorch's
+  check); a dilated window may then lie wholly in padding, as in PyTorch (max pooling gives ``-inf``).
+  ``(low, high)`` pairs (Flax's form) may be larger, as in Flax, but no window may lie wholly in them;
 * adaptive bins ``[floor(i*in/out), ceil((i+1)*in/out))``; fractional pooling's ``out = int(in * ratio)``
   and PyTorch's ``out + k - 1 <= in`` (the random region placement itself is traced, in ``fractional.py``).
 
@@ -63,6 +64,11 @@ def _padding_pairs(padding: PaddingLike, n: int) -> tuple[tuple[int, int], ...] 
     if any(v < 0 for pair in pairs for v in pair):
         raise ValueError(f"padding must be non-negative, got {padding!r}")
     return tuple(pairs)
+
+
+def _has_pairs(padding) -> bool:
+    """Whether ``padding`` is in Flax's ``(low, high)`` form (PyTorch's half-window rule is for ints)."""
+    return is_sequence(padding) and any(is_sequence(entry) for entry in padding)
 
 
 def _check_half_window(padding, pairs, window) -> None:
@@ -208,7 +214,7 @@ def window_geometry(
         pairs = ((0, 0),) * n
     elif pairs == "SAME":
         pairs = tuple(same_padding(size, e, s) for size, e, s in zip(in_shape, extent, strides))
-    else:
+    elif not _has_pairs(padding):
         _check_half_window(padding, pairs, window)
     if any(size == 0 for size in in_shape):
         raise ValueError(f"x has an empty spatial axis (spatial shape {in_shape}); pooling needs at least one position per axis")
@@ -226,6 +232,14 @@ def window_geometry(
     geometry = WindowGeometry(
         in_shape, window, strides, dilation, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), tuple(out)
     )
+    if _has_pairs(padding):  # Flax's form: any padding, as long as every window holds an input element
+        for axis in range(n):
+            empty = ~geometry.tap_inside(axis).any(axis=1)
+            if empty.any():
+                raise ValueError(
+                    f"padding {padding!r} leaves window {int(np.argmax(empty))} on spatial axis {axis} entirely in padding "
+                    f"(input size {in_shape[axis]}, window_shape {window}); use less padding there"
+                )
     if math.prod(geometry.padded_shape) > MAX_ELEMENTS:  # e.g. "SAME" with a huge dilation
         raise ValueError(
             f"window_shape {window} with dilation {dilation} and padding {padding!r} pads the input to spatial shape "

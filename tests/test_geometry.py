@@ -116,3 +116,20 @@ def test_out_of_range_unpool_indices_raise_when_concrete():
 def test_no_silent_empty_output(op):
     with pytest.raises(ValueError):
         op(jnp.zeros((1, 0, 4, 1)), (1, 1))
+
+
+def test_flax_pairs_may_exceed_half_the_window_but_not_leave_a_window_empty():
+    """(low, high) pairs follow Flax (any padding) except that each window must hold an input element;
+    ints follow PyTorch (at most half the window)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxpool
+
+    x = jnp.arange(6.0).reshape(1, 6, 1)
+    y = jaxpool.max_pool(x, (3,), 1, ((2, 2),))  # 2 > 3 // 2: Flax accepts it
+    np.testing.assert_array_equal(np.asarray(y).ravel(), [0, 1, 2, 3, 4, 5, 5, 5])
+    with pytest.raises(ValueError, match="half of kernel"):
+        jaxpool.max_pool(x, (3,), 1, 2)  # the same amount as an int: PyTorch refuses it
+    with pytest.raises(ValueError, match="entirely in padding"):
+        jax.jit(lambda v: jaxpool.avg_pool(v, (2,), 1, ((3, 0),)))(x)
