@@ -7,15 +7,13 @@ that prints one JSON summary, keyed by "op data_format", which the tests below a
 
 import functools
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 import jaxpool
+from tests.devices import four_device_summary
 
 COLLECTIVES = ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter")
 SHAPES = {"channels_last": (8, 12, 12, 6), "channels_first": (8, 6, 12, 12)}
@@ -83,16 +81,7 @@ def main():
 
 @pytest.fixture(scope="module")
 def summary():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(
-        os.environ,
-        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-    )
-    proc = subprocess.run([sys.executable, __file__], check=False, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.splitlines()[-1])
+    return four_device_summary(__file__, timeout=600)
 
 
 @pytest.mark.parametrize("fmt", SHAPES)

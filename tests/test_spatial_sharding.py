@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import jaxpool
+from tests.devices import four_device_summary
 
 SHAPE = (4, 16, 16, 4)  # channels_last: (batch, H, W, C)
 KEY = jax.random.key(0)
@@ -135,16 +136,7 @@ def main():
 
 @pytest.fixture(scope="module")
 def summary():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(
-        os.environ,
-        XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
-        JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-    )
-    proc = subprocess.run([sys.executable, __file__], check=False, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.splitlines()[-1])
+    return four_device_summary(__file__, timeout=1200)
 
 
 @pytest.mark.parametrize("sharding", SHARDINGS)
