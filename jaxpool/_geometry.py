@@ -255,6 +255,22 @@ def adaptive_bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return (i * size) // out, -((-(i + 1) * size) // out)
 
 
+def adaptive_as_pool(in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """``(window, strides)`` when PyTorch's adaptive bins are an ordinary pool on every axis — every bin
+    of one length, starting every ``stride`` (``in % out == 0``, but also e.g. 50 -> 7: windows of 8
+    every 7, or 512 -> 7: 74 every 73) — else ``None``."""
+    window, strides = [], []
+    for n, o in zip(in_shape, out_shape):
+        starts, ends = adaptive_bins(n, o)
+        lengths = ends - starts
+        stride = int(starts[1] - starts[0]) if o > 1 else int(lengths[0])
+        if (lengths != lengths[0]).any() or (starts != np.arange(o) * stride).any() or stride < 1:
+            return None
+        window.append(int(lengths[0]))
+        strides.append(stride)
+    return tuple(window), tuple(strides)
+
+
 def adaptive_output_shape(in_shape: Sequence[int], output_size, name: str = "output_size") -> tuple[int, ...]:
     """Normalises an adaptive ``output_size`` (int, or N ints/None where None keeps the input size)."""
     n = len(in_shape)

@@ -2,8 +2,9 @@
 
 Adaptive bins are PyTorch's: bin ``i`` of ``out`` over ``n`` inputs spans
 ``[floor(i*n/out), ceil((i+1)*n/out))`` — bins may overlap, and ``out > n`` repeats inputs. When
-every axis divides evenly the bins are a plain tiling pool (:func:`jaxpool.max_pool` /
-:func:`jaxpool.avg_pool`: one reshape and one reduction). Otherwise, axis by axis: a bin has one of
+the bins are an ordinary pool on every axis (:func:`jaxpool._geometry.adaptive_as_pool`: evenly
+dividing sizes, a tiling pool, but also 50 -> 7, windows of 8 every 7) they go to
+:func:`jaxpool.max_pool` / :func:`jaxpool.avg_pool` and their lowerings. Otherwise, axis by axis: a bin has one of
 at most two lengths; every stride-1 window of each length is reduced by doubling
 (:func:`jaxpool._sliding.doubling`, ``log2`` of the bin length passes), each bin's start is picked
 by a broadcast-reshape-slice (:func:`jaxpool._sliding.pick`) and a static mask chooses the length.
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _sliding, _symbolic, _taps
-from jaxpool._geometry import adaptive_bins, adaptive_output_shape, int_tuple
+from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, int_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
 from jaxpool.avg import avg_pool
@@ -42,9 +43,7 @@ def _resolve(x, output_size, data_format):
         raise _symbolic.unsupported("adaptive pooling (also spatial_pyramid_pool)", "its bins depend on them")
     out_shape = adaptive_output_shape(in_shape, output_size)
     check_addressable(layout.with_spatial(x.shape, out_shape), "output_size", output_size)
-    even = all(n % o == 0 for n, o in zip(in_shape, out_shape))
-    window = tuple(n // o for n, o in zip(in_shape, out_shape)) if even else None
-    return x, layout, in_shape, out_shape, window
+    return x, layout, in_shape, out_shape, adaptive_as_pool(in_shape, out_shape)
 
 
 # Above this many repeated elements per row, :func:`jaxpool._sliding.pick` would cost more than a
@@ -98,7 +97,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
     """
     x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
     if window is not None:
-        return avg_pool(x, window, data_format=data_format)
+        return avg_pool(x, *window, data_format=data_format)
     acc = accumulation_dtype(x.dtype)
     y = x.astype(acc)
     for i in reversed(range(layout.n_spatial)):
@@ -169,7 +168,7 @@ def adaptive_max_pool(
     check_bool(return_indices, "return_indices")
     x, layout, in_shape, out_shape, window = _resolve(x, output_size, data_format)
     if window is not None:
-        pooled = _extremum_pool(x, window, None, "VALID", None, False, data_format, "argmax", "max", return_indices)
+        pooled = _extremum_pool(x, *window, "VALID", None, False, data_format, "argmax", "max", return_indices)
         y, winner, layout, geom = pooled
         index = flat_indices(winner, layout, geom) if return_indices else None
     else:
