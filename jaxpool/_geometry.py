@@ -48,8 +48,10 @@ def _padding_pairs(padding: PaddingLike, n: int) -> tuple[tuple[int, int], ...] 
         if word not in ("VALID", "SAME"):
             raise ValueError(f"padding must be 'VALID', 'SAME', ints or (low, high) pairs; got {padding!r}")
         return word
+    pairs: list[tuple[int, int]]
     if not is_sequence(padding):
-        pairs = ((as_int(padding, "padding"),) * 2,) * n
+        value = as_int(padding, "padding")
+        pairs = [(value, value)] * n
     elif len(padding) != n:
         raise ValueError(f"padding must have one entry per spatial dimension ({n}), got {padding!r}")
     else:
@@ -60,7 +62,8 @@ def _padding_pairs(padding: PaddingLike, n: int) -> tuple[tuple[int, int], ...] 
                     raise ValueError(f"padding pairs must be (low, high), got {entry!r} in {padding!r}")
                 pairs.append((as_int(entry[0], "padding"), as_int(entry[1], "padding")))
             else:
-                pairs.append((as_int(entry, "padding"),) * 2)
+                value = as_int(entry, "padding")
+                pairs.append((value, value))
     if any(v < 0 for pair in pairs for v in pair):
         raise ValueError(f"padding must be non-negative, got {padding!r}")
     return tuple(pairs)
@@ -212,7 +215,7 @@ def window_geometry(
     pairs = _padding_pairs(padding, n)
     if pairs == "VALID":
         pairs = ((0, 0),) * n
-    elif pairs == "SAME":
+    elif isinstance(pairs, str):  # "SAME"
         pairs = tuple(same_padding(size, e, s) for size, e, s in zip(in_shape, extent, strides))
     elif not _has_pairs(padding):
         _check_half_window(padding, pairs, window)

@@ -18,6 +18,7 @@ import math
 import numbers
 import operator
 from collections.abc import Sequence
+from typing import Any, TypeGuard
 
 import numpy as np
 from jax.core import Tracer
@@ -28,7 +29,7 @@ INT64_MAX = 2**63 - 1
 MAX_ELEMENTS = INT64_MAX // 8
 
 
-def is_sequence(value) -> bool:
+def is_sequence(value) -> TypeGuard[Sequence[Any]]:
     """A tuple/list of per-axis entries (a string is not one)."""
     return isinstance(value, Sequence) and not isinstance(value, str)
 

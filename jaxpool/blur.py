@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -49,12 +50,13 @@ def _reflect_pad(x, layout: Layout, geom: WindowGeometry, i: int):
     return jnp.concatenate(parts, axis=axis) if len(parts) > 1 else x
 
 
-def _blur_axis(x, layout: Layout, geom: WindowGeometry, i: int):
+def _blur_axis(x, layout: Layout, geom: WindowGeometry, i: int) -> jax.Array:
     """Reflect-pads spatial axis ``i`` and sums its binomially weighted taps: phase-view taps, so
     JAX's own derivative (forward and reverse) is scatter-free shifted adds."""
     weights = binomial_filter(geom.window[i]).astype(x.dtype)
     taps = _taps.Taps(_reflect_pad(x, layout, geom, i), layout, geom, axes=(i,))
-    return sum(weights[t] * taps({i: t}) for t in range(geom.window[i]))
+    # cast: window[i] >= 1 terms, so sum() never returns its start value, the int 0.
+    return cast(jax.Array, sum(weights[t] * taps({i: t}) for t in range(geom.window[i])))
 
 
 def _blur(x, layout: Layout, strides, filter_size):

@@ -10,6 +10,7 @@ timm's (Wightman, pytorch-image-models, ``timm.layers.adaptive_avgmax_pool``) ``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -112,7 +113,7 @@ def global_avgmax_pool(
       Array([[2.5]], dtype=float32)
     """
     x, src = _pool_input(x, combine)
-    kw = dict(num_spatial_dims=num_spatial_dims, keepdims=keepdims, mask=mask, data_format=data_format)
+    kw: dict[str, Any] = dict(num_spatial_dims=num_spatial_dims, keepdims=keepdims, mask=mask, data_format=data_format)
     avg = global_avg_pool(src, **kw)
     mx = global_max_pool(src, **kw)
     channel_axis = -1 - int(num_spatial_dims) if keepdims and data_format == "channels_first" else -1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Literal, cast, overload
 
 import jax
 import jax.numpy as jnp
@@ -152,14 +152,14 @@ def _regions(x, window_shape, output_size, output_ratio, key, samples, random_re
     offsets = np.cumsum((0,) + out_shape)
     regions = []
     for j, (size, out) in enumerate(zip(in_shape, out_shape)):
-        if window is not None:
+        if window is not None and u is not None:  # u is None only with random_regions, refused above with a window
             starts = _torch_starts(u[..., j], size, out, window[j])
             regions.append((starts, jnp.full_like(starts, window[j]), window[j]))
             continue
         if u is not None:
             bounds = _pseudo_random_bounds(u[..., j], size, out)
         else:
-            bounds = _random_bounds(ranks[..., offsets[j] : offsets[j + 1]], size, out)
+            bounds = _random_bounds(cast(jax.Array, ranks)[..., offsets[j] : offsets[j + 1]], size, out)  # drawn when u is None
         starts, ends = bounds[..., :-1], bounds[..., 1:]
         if overlapping:
             ends = jnp.minimum(ends + 1, size)
@@ -178,7 +178,7 @@ def _along(a, layout: Layout, j: int):
     return a.reshape(shape)
 
 
-def _argmax_index(x, layout: Layout, regions):
+def _argmax_index(x, layout: Layout, regions) -> jax.Array:
     """Flat int32 index (over the spatial volume) of each region's maximum: the first in row-major
     order, or the last NaN — PyTorch's rule, kept by folding the innermost axis first."""
     in_shape = layout.spatial_shape(x.shape)
@@ -197,7 +197,7 @@ def _argmax_index(x, layout: Layout, regions):
             carried = 0 if index is None else jnp.take_along_axis(index, pos, axis, mode=_IN_BOUNDS)
             candidates.append((jnp.take_along_axis(x, pos, axis, mode=_IN_BOUNDS), None, pos * stride + carried))
         x, index = _taps.select_fold(candidates, "max", jnp.int32)
-    return index
+    return cast(jax.Array, index)  # cast: n_spatial >= 1, so the loop set it
 
 
 def _gather_flat(x, index, layout: Layout):

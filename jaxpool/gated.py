@@ -16,6 +16,7 @@ computed in float32 and rounded once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +53,7 @@ def _filter_columns(filters, per_channel: bool, layout: Layout, geom: WindowGeom
     return filters.reshape(shape)
 
 
-def _window_dots(x, filters, per_channel: bool, layout: Layout, geom: WindowGeometry):
+def _window_dots(x, filters, per_channel: bool, layout: Layout, geom: WindowGeometry) -> tuple[jax.Array, ...]:
     """``sum_t filters[f, t] * x_t`` for each filter ``f``: F output-shaped dot products with every window.
 
     ``filters``: ``(F, *window)`` or, ``per_channel``, ``(F, *window, C)``. Padding taps are zeros.
@@ -62,7 +63,8 @@ def _window_dots(x, filters, per_channel: bool, layout: Layout, geom: WindowGeom
     columns = _filter_columns(filters, per_channel, layout, geom)
     taps = _taps.Taps(_taps.pad_input(x, layout, geom, 0), layout, geom)
     values = [taps(offs) for _, offs in _taps.window_taps(geom)]
-    return tuple(sum(columns[f, t] * v for t, v in enumerate(values)) for f in range(filters.shape[0]))
+    # cast: a window has >= 1 taps, so sum() never returns its start value, the int 0.
+    return tuple(cast(jax.Array, sum(columns[f, t] * v for t, v in enumerate(values))) for f in range(filters.shape[0]))
 
 
 def _gate(logit, first, second):

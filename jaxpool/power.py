@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from jaxpool._geometry import PaddingLike, not_a_window, window_tuple
 from jaxpool._layout import accumulation_dtype, as_pool_input, result_dtype
@@ -29,7 +30,7 @@ def checked_exponent(p):
         raise TypeError(f"p must have a real (float or integer) dtype, got {jnp.result_type(p)}")
     if jnp.ndim(p) != 0:
         raise ValueError(f"p must be a scalar, got shape {jnp.shape(p)}")
-    if not isinstance(p, jax.core.Tracer) and not float(p) > 0:
+    if not isinstance(p, Tracer) and not float(p) > 0:
         raise ValueError(f"p must be positive, got {p}")
     return p
 
@@ -88,12 +89,12 @@ def gem_pool(
       (1, 2, 2, 2)
     """
     x = as_pool_input(x)
-    p = checked_exponent(p)
+    checked_exponent(p)
     real_number(eps, "eps", low=0, low_open=True, high_open=True)
     n = _global_spatial_dims(window_shape, num_spatial_dims)
     acc = accumulation_dtype(x.dtype)
     clamped = jnp.maximum(x.astype(acc), jnp.asarray(eps, acc))
-    if not isinstance(p, jax.core.Tracer) and float(p) == np.inf:
+    if not isinstance(p, Tracer) and float(p) == np.inf:
         if window_shape is None:
             return global_max_pool(clamped, num_spatial_dims=n, data_format=data_format).astype(result_dtype(x.dtype))
         return max_pool(clamped, window_shape, strides, padding, data_format=data_format).astype(result_dtype(x.dtype))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ from jaxpool._layout import Layout, accumulation_dtype, result_dtype
 from jaxpool.avg import _prepare
 
 
-def _merge_axis(partial, layout: Layout, geom: WindowGeometry, i: int):
+def _merge_axis(partial, layout: Layout, geom: WindowGeometry, i: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Merges partial windows ``(top, weight, weighted)`` along spatial axis ``i`` into windows.
 
     Padding is ``(-inf, 0, 0)``: it contributes no weight. Every window holds a real element (the
@@ -37,7 +38,10 @@ def _merge_axis(partial, layout: Layout, geom: WindowGeometry, i: int):
     taps = [[_taps.tap(a, layout, geom, {i: t}) for a in padded] for t in range(geom.window[i])]
     top = lax.stop_gradient(functools.reduce(jnp.maximum, [t[0] for t in taps]))
     scales = [jnp.exp(t[0] - top) for t in taps]
-    return top, sum(s * t[1] for s, t in zip(scales, taps)), sum(s * t[2] for s, t in zip(scales, taps))
+    # cast: window[i] >= 1 terms, so sum() never returns its start value, the int 0.
+    weight = cast(jax.Array, sum(s * t[1] for s, t in zip(scales, taps)))
+    weighted = cast(jax.Array, sum(s * t[2] for s, t in zip(scales, taps)))
+    return top, weight, weighted
 
 
 def soft_pool(

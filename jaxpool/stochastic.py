@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -244,5 +245,6 @@ def mixed_pool(
     if deterministic:
         acc = accumulation_dtype(avg.dtype)
         return (p * mx.astype(acc) + (1 - p) * avg.astype(acc)).astype(avg.dtype)
-    choose_max = jax.random.bernoulli(key, p, _choice_shape(per, x, avg, window_shape, data_format))
+    # cast: _check_mode refused key=None unless deterministic.
+    choose_max = jax.random.bernoulli(cast(jax.Array, key), p, _choice_shape(per, x, avg, window_shape, data_format))
     return jnp.where(choose_max, mx, avg)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from jaxpool._geometry import int_tuple
 from jaxpool._layout import as_pool_input, layout_of
@@ -48,7 +49,7 @@ def max_unpool(y: jax.Array, indices: jax.Array, output_size: Sequence[int], *, 
     out_shape = int_tuple(output_size, len(output_size), "output_size")
     layout = layout_of(y, len(out_shape), data_format, "output_size")
     check_addressable(layout.with_spatial(y.shape, out_shape), "output_size", output_size)
-    concrete = None if isinstance(indices, jax.core.Tracer) else np.asarray(indices)  # under jit jnp.asarray traces it
+    concrete = None if isinstance(indices, Tracer) else np.asarray(indices)  # under jit jnp.asarray traces it
     indices = jnp.asarray(indices)
     if not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"indices must have an integer dtype, got {indices.dtype}")

@@ -74,7 +74,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 import flax
 import jax
@@ -194,7 +194,7 @@ def _compare_config(config: Config, names: list[str], rounds: int, min_sample_s:
         log(f"not applicable to {config.name}: {', '.join(lacking)}")
     if not runs:
         return []
-    thunks = {(name, m): prepared.thunks[m] for name, (prepared, _) in runs.items() for m in MODES}
+    thunks: dict[Hashable, Callable] = {(name, m): prepared.thunks[m] for name, (prepared, _) in runs.items() for m in MODES}
     timings = time_interleaved(thunks, rounds, min_sample_s, seed)
     ratios = {m: ratios_to_fastest({name: timings[name, m]["median_ms"] for name in runs}) for m in MODES}
     return [_record(config, name, run, expected, timings, ratios) for name, run in runs.items()]

@@ -72,7 +72,9 @@ def reference(config: Config, x: np.ndarray, ct: np.ndarray) -> tuple[np.ndarray
     out = config.out_shape
     dw = np.where(valid, dw, 0.0) * ct.reshape(y.shape)[..., None]
     dxp = np.zeros_like(xp)
-    np.add.at(dxp, selector, np.moveaxis(dw.reshape(*dw.shape[:-1], *window_shape), 1 + n, -1))
+    updates = np.moveaxis(dw.reshape(*dw.shape[:-1], *window_shape), 1 + n, -1)
+    # NumPy's stubs type ufunc.at's indices as an int array; a tuple of slices and index arrays is valid indexing there.
+    np.add.at(dxp, selector, updates)  # pyright: ignore[reportArgumentType]
     inside = tuple(slice(lo, lo + size) for (lo, _), size in zip(pads, x.shape))
     return y.reshape(out), dxp[inside]
 

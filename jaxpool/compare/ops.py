@@ -123,15 +123,15 @@ def _torch_windowed(name: str, negate: bool = False):
 
 
 def _torch_lp(torch, c: Config):
-    fn = _torch_nd(torch, "lp_pool", c)
-    if fn is None or any(c.symmetric_padding):
+    fn, pads = _torch_nd(torch, "lp_pool", c), c.symmetric_padding
+    if fn is None or pads is None or any(pads):
         return None  # PyTorch's lp_pool has no padding
     return lambda x: fn(x, windows.LP_P, c.window, c.strides)
 
 
 def _torch_avgmax(torch, c: Config):
     avg, mx = _torch_nd(torch, "avg_pool", c), _torch_nd(torch, "max_pool", c)
-    if avg is None:
+    if avg is None or mx is None:
         return None
     return lambda x: (avg(x, c.window, c.strides, c.symmetric_padding) + mx(x, c.window, c.strides, c.symmetric_padding)) / 2
 
@@ -148,7 +148,7 @@ def _torch_adaptive(name: str, size=None):
 
 def _torch_global_avgmax(torch, c: Config):
     avg, mx = _torch_adaptive("adaptive_avg_pool", "global")(torch, c), _torch_adaptive("adaptive_max_pool", "global")(torch, c)
-    return None if avg is None else lambda x: (avg(x) + mx(x)) / 2
+    return None if avg is None or mx is None else lambda x: (avg(x) + mx(x)) / 2
 
 
 def _torch_fractional(torch, c: Config):
@@ -170,7 +170,7 @@ def _torch_spp(torch, c: Config):
 
 def _torch_unpool(torch, c: Config):
     pool, unpool = _torch_nd(torch, "max_pool", c), _torch_nd(torch, "max_unpool", c)
-    if pool is None:
+    if pool is None or unpool is None:
         return None
     return lambda x: unpool(*pool(x, c.window, c.strides, return_indices=True), c.window, c.strides, output_size=_spatial(c))
 
@@ -213,6 +213,8 @@ def _windowed(fn, *args, **kw) -> Builder:
 def _learned(fn) -> Builder:
     def build(c: Config):
         w = weights(c)
+        if w is None:
+            raise ValueError(f"op {c.op!r} has no fixed weights; _learned is for gated and tree")
         parts = (w[0],) if c.op == "gated" else (w[:2], w[2:])
         return lambda x: fn(x, *(jnp.asarray(p, x.dtype) for p in parts), c.window, c.strides, c.pads)
 
@@ -335,4 +337,7 @@ OPS: dict[str, OpSpec] = {
 def output_shape(c: Config) -> tuple[int, ...]:
     """The shape of jaxpool's output for ``c`` (abstract evaluation: nothing is computed)."""
     x = jax.ShapeDtypeStruct(c.shape, jnp.dtype(c.dtype))
-    return tuple(jax.eval_shape(OPS[c.op].jaxpool(c), x).shape)
+    pool = OPS[c.op].jaxpool(c)
+    if pool is None:
+        raise ValueError(f"jaxpool has no {c.op} for {c.name}")
+    return tuple(jax.eval_shape(pool, x).shape)

@@ -26,18 +26,18 @@ def _forward_backward(pool: Pool) -> Callable:
 
 def prepare(pool: Pool, config: Config, x: np.ndarray, ct: np.ndarray, *, measure: bool = True) -> Prepared:
     """Compiles forward+backward (and with ``measure`` the forward), runs it once, gathers the stats."""
-    x, ct = jnp.asarray(x, config.dtype), jnp.asarray(ct, config.dtype)
-    fwd_bwd = compile_with_stats(_forward_backward(pool), x, ct)
-    y, dx = fwd_bwd.call(x, ct)
+    xs, cts = jnp.asarray(x, config.dtype), jnp.asarray(ct, config.dtype)
+    fwd_bwd = compile_with_stats(_forward_backward(pool), xs, cts)
+    y, dx = fwd_bwd.call(xs, cts)
     if not measure:
         return Prepared(as_float64(y), as_float64(dx))
-    fwd = compile_with_stats(pool, x)
+    fwd = compile_with_stats(pool, xs)
     modes = {"fwd": fwd, "fwd_bwd": fwd_bwd}
     stats = {
         "hlo": {m: c.hlo for m, c in modes.items()},
         "compile_s": {m: c.compile_s for m, c in modes.items()},
         "memory": {m: c.memory for m, c in modes.items()},
-        "residual_bytes": residual_bytes(pool, x),
+        "residual_bytes": residual_bytes(pool, xs),
     }
-    thunks = {"fwd": lambda: jax.block_until_ready(fwd.call(x)), "fwd_bwd": lambda: jax.block_until_ready(fwd_bwd.call(x, ct))}
+    thunks = {"fwd": lambda: jax.block_until_ready(fwd.call(xs)), "fwd_bwd": lambda: jax.block_until_ready(fwd_bwd.call(xs, cts))}
     return Prepared(as_float64(y), as_float64(dx), thunks, stats)

@@ -41,6 +41,8 @@ def torch_pool(c: Config):
 def _to_torch(a: np.ndarray, dtype: str):
     """NHWC NumPy -> NCHW tensor of ``dtype`` in channels_last memory format (2-d and 3-d)."""
     torch = load()
+    if torch is None:
+        raise RuntimeError(unavailable_reason())
     perm = (0, a.ndim - 1, *range(1, a.ndim - 1))
     t = torch.from_numpy(np.ascontiguousarray(a)).permute(*perm).to(getattr(torch, dtype))
     fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(a.ndim, torch.contiguous_format)
@@ -56,14 +58,14 @@ def _to_numpy(t) -> np.ndarray:
 def prepare(pool, config: Config, x: np.ndarray, ct: np.ndarray, *, measure: bool = True) -> Prepared:
     """Runs forward+backward once with autograd; the thunks time the same calls. No compile-side stats."""
     del measure  # nothing extra to measure: torch has no compiled program to inspect here
-    x, ct = _to_torch(x, config.dtype), _to_torch(ct, config.dtype)
-    xg = x.clone().requires_grad_(True)
+    xt, ctt = _to_torch(x, config.dtype), _to_torch(ct, config.dtype)
+    xg = xt.clone().requires_grad_(True)
 
     def fwd_bwd():
         xg.grad = None
         y = pool(xg)
-        y.backward(ct)
+        y.backward(ctt)
         return y, xg.grad
 
     y, dx = fwd_bwd()
-    return Prepared(_to_numpy(y), _to_numpy(dx), {"fwd": lambda: pool(x), "fwd_bwd": fwd_bwd})
+    return Prepared(_to_numpy(y), _to_numpy(dx), {"fwd": lambda: pool(xt), "fwd_bwd": fwd_bwd})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -59,7 +60,7 @@ def _nan(recipients: dict | None) -> str:
     return "–" if recipients is None else recipients["nan"] + ("" if recipients["nan_forward"] else "*")
 
 
-COLUMNS = (  # header, justification, cell(record)
+COLUMNS: tuple[tuple[str, JustifyMethod, Callable[[dict], str]], ...] = (  # header, justification, cell(record)
     ("implementation", "left", lambda r: escape(r["implementation"])),
     ("err\nfwd", "right", lambda r: _error(r["errors"]["forward"])),
     ("err\ngrad", "right", lambda r: _error(r["errors"]["gradient"])),
@@ -185,7 +186,7 @@ def plot(records: list[dict], path: str) -> None:
     ax_time.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax_time.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax_time.xaxis.set_minor_formatter(NullFormatter())
-    _bars(ax_mem, records, lambda r: _temp_bytes(r) and _temp_bytes(r) / 2**20, "forward+backward temp memory (MiB)")
+    _bars(ax_mem, records, lambda r: (b := _temp_bytes(r)) and b / 2**20, "forward+backward temp memory (MiB)")
     ax_mem.tick_params(labelleft=False)
     ax_time.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"jaxpool.compare on {records[0]['environment']['backend']} ({records[0]['environment']['device']})")
