@@ -10,8 +10,8 @@ size independent of the window size — a 512x512 global max compiles as fast as
     window its own axes and **one** reduction (max and its first argmax in one variadic reduce;
     sums in one reduce). The backward pass is one broadcast and select. O(1) HLO ops.
 ``"taps"``
-    small windows (at most :data:`JOINT_TAPS` elements): one fused elementwise fold over the
-    window's taps (strided slices), the fastest form on every backend for small windows; max/min
+    small windows (max/min: at most :data:`JOINT_TAPS` elements; sums: :data:`JOINT_SUM_TAPS`): one
+    fused elementwise fold over the window's taps (strided slices), the fastest form on every backend for small windows; max/min
     keep one byte per output (the winner's offset) for the backward pass.
 ``"separable"``
     larger windows: one axis at a time; along each axis a fold over at most :data:`AXIS_TAPS` taps,
@@ -23,18 +23,20 @@ Uneven adaptive bins (at most two bin lengths per axis) reuse the separable mach
 and pick each bin's start with a broadcast, reshape and strided slice (:func:`jaxpool._sliding.pick`):
 no gather and no scatter in either direction.
 
-Measured (2-core CPU, fwd+bwd under jit; see benchmarks/RESULTS.md): the taps fold beats the
-reshape-reduce for small tiling windows (2x2/2: the fold is one fused loop, the variadic reduce is
-not vectorised by XLA:CPU), so ``"tiling"`` is only chosen above :data:`JOINT_TAPS` elements or when
-the window is the whole axis.
+Sums always take the reshape-reduce for tiling windows. Max/min keep the tap fold for small tiling
+windows (2x2/2: one fused loop that also yields the 1-byte offset) and take ``"tiling"`` above
+:data:`JOINT_TAPS` elements or when a window spans a whole axis (global pooling). Timings are in
+benchmarks/RESULTS_breadth.md.
 """
 
 from __future__ import annotations
 
 from jaxpool._geometry import WindowGeometry
 
-# Windows with at most this many elements fold all their taps in one fused loop.
+# Windows with at most this many elements fold all their taps in one fused loop (max/min: one
+# byte per output for the backward pass; sums are separable, so larger ones go axis by axis).
 JOINT_TAPS = 64
+JOINT_SUM_TAPS = 16
 # Along one axis, windows longer than this use the doubling scheme instead of a fold over taps.
 AXIS_TAPS = 8
 
@@ -50,11 +52,13 @@ def is_clean_tiling(geom: WindowGeometry) -> bool:
     )
 
 
-def choose(geom: WindowGeometry) -> str:
-    """``"tiling"``, ``"taps"`` or ``"separable"`` for this geometry (see the module docstring)."""
-    whole_axis = any(o == 1 and k > 1 for o, k in zip(geom.out_shape, geom.window))
-    if is_clean_tiling(geom) and (geom.window_size > JOINT_TAPS or whole_axis):
-        return "tiling"
-    if geom.window_size <= JOINT_TAPS:
+def choose(geom: WindowGeometry, reduction: str = "extremum") -> str:
+    """``"tiling"``, ``"taps"`` or ``"separable"`` for this geometry and ``reduction`` (``"extremum"``
+    or ``"sum"``; see the module docstring)."""
+    if is_clean_tiling(geom):
+        whole_axis = any(o == 1 and k > 1 for o, k in zip(geom.out_shape, geom.window))
+        if reduction == "sum" or geom.window_size > JOINT_TAPS or whole_axis:
+            return "tiling"
+    if geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS):
         return "taps"
     return "separable"

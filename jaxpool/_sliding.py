@@ -11,6 +11,8 @@ JAX differentiates it in both modes and its transpose has no scatter.
   a window is the combination of the blocks of ``k``'s binary expansion (disjoint, so sums are
   exact pairwise sums; max needs no care about overlap). ``ceil(log2 k)`` passes at stride 1, then
   one strided slice.
+* :func:`blocked`: strided windows from blocks of ``s`` elements, each reduced once by :func:`tree`
+  (pairwise halving); linear work for any window and stride.
 * :func:`pick`: ``a[floor(i * n / o)]`` for ``i < o`` along one axis — the start of every adaptive
   bin — as a broadcast, reshape and strided slice, not a gather.
 """
@@ -62,8 +64,56 @@ def doubling(values: tuple, combine, axis: int, k: int, dilation: int, count: in
     return result
 
 
-def along_axis(values: tuple, combine, layout: Layout, geom: WindowGeometry, i: int, *, idempotent: bool = False) -> tuple:
-    """Windows of ``geom`` along spatial axis ``i`` of ``values`` (padded along ``i``; other axes as they are)."""
+def tree(values: tuple, combine, fills: tuple, axis: int) -> tuple:
+    """Reduces ``axis`` (dropping it) by combining neighbours pairwise, earlier first: ``log2`` passes,
+    linear work, and the pairwise sum's accuracy. The axis is padded to a power of two with ``fills``."""
+    size = values[0].shape[axis]
+    width = 1 << max(size - 1, 0).bit_length()
+    values = tuple(_taps.pad_axis(v, axis, width - size, f) for v, f in zip(values, fills))
+    while width > 1:
+        width //= 2
+        paired = tuple(_split_axis(v, axis, width, 2) for v in values)
+        earlier, later = (tuple(lax.index_in_dim(v, j, axis + 1, keepdims=False) for v in paired) for j in (0, 1))
+        values = combine(earlier, later)
+    return tuple(jnp.squeeze(v, axis) for v in values)
+
+
+def _split_axis(v, axis: int, outer: int, inner: int):
+    """``v`` with ``axis`` reshaped to ``(outer, inner)`` (row-major)."""
+    shape = list(v.shape)
+    shape[axis : axis + 1] = [outer, inner]
+    return v.reshape(shape)
+
+
+def blocked(values: tuple, combine, fills: tuple, axis: int, k: int, s: int, out: int, *, idempotent: bool = False) -> tuple:
+    """Windows ``[o s, o s + k)``, ``o < out``, for strides ``s > 1``: the axis is cut into blocks of
+    ``s``; a window is ``k // s`` whole blocks (each reduced once by :func:`tree`, then combined by
+    :func:`doubling` over blocks) and the first ``k % s`` elements of the next block. Linear work
+    whatever ``k`` and ``s`` — no stride-1 pass over windows that are never used."""
+    whole, rest = divmod(k, s)
+    blocks = out + whole
+    length = values[0].shape[axis]
+    if length < blocks * s:
+        values = tuple(_taps.pad_axis(v, axis, blocks * s - length, f) for v, f in zip(values, fills))
+    cut = tuple(_split_axis(lax.slice_in_dim(v, 0, blocks * s, axis=axis), axis, blocks, s) for v in values)
+    parts = []  # earlier first: the whole blocks, then the next block's head
+    if whole:
+        reduced = tree(cut, combine, fills, axis + 1)
+        parts.append(doubling(reduced, combine, axis, whole, 1, out, idempotent=idempotent))
+    if rest:
+        heads = tree(tuple(lax.slice_in_dim(v, 0, rest, axis=axis + 1) for v in cut), combine, fills, axis + 1)
+        parts.append(_slice(heads, axis, whole, out))
+    result = parts[0]
+    for part in parts[1:]:
+        result = combine(result, part)
+    return result
+
+
+def along_axis(
+    values: tuple, combine, layout: Layout, geom: WindowGeometry, i: int, *, fills: tuple, idempotent: bool = False
+) -> tuple:
+    """Windows of ``geom`` along spatial axis ``i`` of ``values`` (padded along ``i``; other axes as they
+    are); ``fills`` are the reduction's identities, for any extra padding."""
     k, d, s, out = geom.window[i], geom.dilation[i], geom.strides[i], geom.out_shape[i]
     axis = layout.spatial_axes[i]
     if k <= _lowering.AXIS_TAPS:
@@ -72,6 +122,8 @@ def along_axis(values: tuple, combine, layout: Layout, geom: WindowGeometry, i: 
         for t in range(1, k):
             result = combine(result, tuple(view({i: t}) for view in taps))
         return result
+    if s > 1 and d == 1 and out > 1:
+        return blocked(values, combine, fills, axis, k, s, out, idempotent=idempotent)
     windows = doubling(values, combine, axis, k, d, (out - 1) * s + 1, idempotent=idempotent)
     return _strided(windows, axis, out, s)
 

@@ -122,7 +122,9 @@ def check_unit_samples(samples, name: str = "samples") -> None:
 
 
 def check_addressable(shape: Sequence[int], name: str, value) -> None:
-    """The array shape that argument ``name`` (``value``) leads to must be addressable (byte size in int64)."""
+    """The array shape that argument ``name`` (``value``) leads to must be addressable (byte size in int64).
+    Symbolic sizes (``jax.export``) are left out: only the concrete ones can be checked."""
+    shape = [d for d in shape if isinstance(d, (int, np.integer))]
     if math.prod(shape) > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in shape):
         raise ValueError(
             f"{name}={value!r} leads to an array of shape {tuple(shape)}, more elements than an array can address "

@@ -26,7 +26,7 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
     :func:`jaxpool._lowering.choose`. Plain JAX ops (reshapes, slices, adds): JAX differentiates it
     in both modes, and the transpose is phase-interleaved shifted adds — no ``reduce_window``
     transpose, no scatter."""
-    kind = _lowering.choose(geom)
+    kind = _lowering.choose(geom, "sum")
     if kind == "tiling":
         tiled, window_axes = _sliding.tile_shape(layout, geom, x.shape)
         return jnp.sum(x.reshape(tiled), axis=window_axes)
@@ -34,7 +34,7 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
         taps = _taps.Taps(_taps.pad_input(x, layout, geom, 0), layout, geom)
         return sum(taps(offs) for _, offs in _taps.window_taps(geom))
     for i in reversed(range(geom.ndim)):
-        (x,) = _sliding.along_axis((_taps.pad_input(x, layout, geom, 0, axes=(i,)),), _add, layout, geom, i)
+        (x,) = _sliding.along_axis((_taps.pad_input(x, layout, geom, 0, axes=(i,)),), _add, layout, geom, i, fills=(0,))
     return x
 
 

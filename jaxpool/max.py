@@ -130,11 +130,13 @@ def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, posi
             take = take | ((b[0] == a[0]) & (a[1] == np.iinfo(np.int32).max))
         return tuple(jnp.where(take, new, old) for new, old in zip(b, a))
 
-    values = (_taps.pad_input(x, layout, geom, _fill_value(x.dtype, mode)),)
+    fills: tuple = (_fill_value(x.dtype, mode),)
+    values: tuple = (_taps.pad_input(x, layout, geom, fills[0]),)
     if positions:
+        fills += (np.iinfo(np.int32).max,)
         values += (_positions(layout, geom),)
     for i in reversed(range(geom.ndim)):
-        values = _sliding.along_axis(values, combine, layout, geom, i, idempotent=True)
+        values = _sliding.along_axis(values, combine, layout, geom, i, fills=fills, idempotent=True)
     return values if positions else (values[0], None)
 
 
@@ -212,7 +214,7 @@ def flat_indices(winner, layout: Layout, geom: WindowGeometry):
             flat = flat * geom.in_shape[i] + start + t * geom.dilation[i]
     empty = np.zeros((1,) * layout.ndim, bool)
     for i in range(geom.ndim):
-        empty = empty | layout.along(~geom.tap_inside(i).any(axis=1), i)
+        empty = empty | layout.along(np.asarray(~geom.tap_inside(i).any(axis=1)), i)
     return jnp.where(empty, -1, flat) if empty.any() else flat
 
 

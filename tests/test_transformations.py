@@ -38,7 +38,7 @@ OPS = {
     "max_pool 3x3/2 p1": lambda x: jaxpool.max_pool(x, (3, 3), 2, 1),
     "max_pool tiling 8x8 (global)": lambda x: jaxpool.max_pool(x, (8, 8)),
     "max_pool 7x7/1 (separable)": lambda x: jaxpool.max_pool(x, (7, 7), 1, 3),
-    "max_pool 3x3 dilation 2": lambda x: jaxpool.max_pool(x, (3, 3), 1, 2, dilation=2),
+    "max_pool 3x3 dilation 2": lambda x: jaxpool.max_pool(x, (3, 3), 1, 1, dilation=2),
     "max_pool 1-D 9/1 (separable)": lambda x: jaxpool.max_pool(x.reshape(x.shape[0], 64, -1), (9,), 1, 4),
     "max_pool 3-D 2x2x2": lambda x: jaxpool.max_pool(x.reshape(x.shape[0], 4, 4, 4, -1), (2, 2, 2), 1),
     "max_pool indices": lambda x: jaxpool.max_pool(x, (2, 2), return_indices=True)[0],
