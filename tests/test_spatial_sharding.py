@@ -42,6 +42,7 @@ OPS = {  # name -> (jaxpool op, flax.linen equivalent or None)
     "max_pool 2x2/2": (lambda x: jaxpool.max_pool(x, (2, 2)), _fl("max_pool", (2, 2), (2, 2))),
     "max_pool 16x16 (whole map)": (lambda x: jaxpool.max_pool(x, (16, 16)), _fl("max_pool", (16, 16), (16, 16))),
     "max_pool 9x9/1 (separable)": (lambda x: jaxpool.max_pool(x, (9, 9), 1, 4), _fl("max_pool", (9, 9), (1, 1), 4)),
+    "max_pool 12x12/3 (blocked)": (lambda x: jaxpool.max_pool(x, (12, 12), 3, 6, return_indices=True), None),
     "max_pool indices": (lambda x: jaxpool.max_pool(x, (3, 3), 2, 1, return_indices=True), None),
     "min_pool": (lambda x: jaxpool.min_pool(x, (3, 3), 1, "SAME"), None),
     "avg_pool 3x3/2 p1": (lambda x: jaxpool.avg_pool(x, (3, 3), 2, 1), _fl("avg_pool", (3, 3), (2, 2), 1)),
