@@ -35,7 +35,7 @@ def tap(xp, layout: Layout, geom: WindowGeometry, offsets: dict[int, int]):
     Forward-only helper (its transpose is an interior pad, which XLA materialises): code that is
     differentiated uses :class:`Taps`. An axis with one output is sliced with stride 1 — XLA's SPMD
     partitioner mis-slices a strided slice whose stride exceeds its extent on a sharded axis
-    (``tests/test_sharding.py::test_xla_strided_slice_partitioning``).
+    (``tests/test_spatial_sharding.py::test_xla_strided_slice_partitioning``).
     """
     start, limit, stride = [0] * layout.ndim, list(xp.shape), [1] * layout.ndim
     for i, t in offsets.items():

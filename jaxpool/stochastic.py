@@ -2,9 +2,9 @@
 
 Stochastic pooling (Zeiler & Fergus 2013, "Stochastic pooling for regularization of deep convolutional
 neural networks") samples one element per window with probability proportional to its activation;
-its backward rule (a ``jax.custom_vjp``) routes each cotangent to the sampled element through the
-same scatter-free, phase-interleaved transpose as max pooling, saving only the sampled element's
-offset inside its window. Mixed pooling (Yu, Wang, Chen & Wei 2014, "Mixed pooling for convolutional
+its derivative (a ``jax.custom_jvp``, the same linear tangent map as max pooling's) routes each
+tangent and, transposed, each cotangent to the sampled element without scatter, saving only the
+sampled element's offset inside its window; forward and reverse mode both work. Mixed pooling (Yu, Wang, Chen & Wei 2014, "Mixed pooling for convolutional
 neural networks") picks max or average pooling at random; it is built on :func:`jaxpool.max_pool`
 and :func:`jaxpool.avg_pool`.
 
@@ -149,10 +149,10 @@ def stochastic_pool(
     ``p_i = a_i / sum(a)`` over the window's in-input elements and returns it: one uniform ``u`` per
     window (``jax.random.uniform(key, y.shape)``, float32 for 16-bit and integer inputs) picks, by
     inverse CDF, the first element in row-major window order whose running sum exceeds
-    ``u * sum(a)``. The gradient goes to the sampled element only (a ``custom_vjp`` that saves one
+    ``u * sum(a)``. The gradient goes to the sampled element only (a ``custom_jvp`` that saves one
     byte per output for windows of at most 255 elements, with no scatter). Inference
-    (``deterministic=True``) returns the paper's probabilistic weighting ``sum(p_i * a_i)``,
-    differentiated by autodiff.
+    (``deterministic=True``) returns the paper's probabilistic weighting ``sum(p_i * a_i)``, with a
+    ``custom_jvp`` whose tangent is two window sums.
 
     The method expects non-negative activations (after a ReLU). Negative elements count as 0:
     they are never sampled and do not weigh, so the result equals that of ``relu(x)``, and they
