@@ -4,9 +4,9 @@ Stochastic pooling (Zeiler & Fergus 2013, "Stochastic pooling for regularization
 neural networks") samples one element per window with probability proportional to its activation;
 its derivative (a ``jax.custom_jvp``, the same linear tangent map as max pooling's) routes each
 tangent and, transposed, each cotangent to the sampled element without scatter, saving only the
-sampled element's offset inside its window; forward and reverse mode both work. Mixed pooling (Yu, Wang, Chen & Wei 2014, "Mixed pooling for convolutional
-neural networks") picks max or average pooling at random; it is built on :func:`jaxpool.max_pool`
-and :func:`jaxpool.avg_pool`.
+sampled element's offset inside its window; forward and reverse mode both work. Mixed pooling (Yu,
+Wang, Chen & Wei 2014, "Mixed pooling for convolutional neural networks") picks max or average
+pooling at random; it is built on :func:`jaxpool.max_pool` and :func:`jaxpool.avg_pool`.
 
 Both take ``key`` (a ``jax.random`` key) for training and ``deterministic=True`` for inference,
 where they return the expectation over their randomness.
