@@ -23,9 +23,10 @@ Uneven adaptive bins (at most two bin lengths per axis) reuse the separable mach
 and pick each bin's start with a broadcast, reshape and strided slice (:func:`jaxpool._sliding.pick`):
 no gather and no scatter in either direction.
 
-Sums always take the reshape-reduce for tiling windows. Max/min keep the tap fold for small tiling
-windows (2x2/2: one fused loop that also yields the 1-byte offset) and take ``"tiling"`` above
-:data:`JOINT_TAPS` elements or when a window spans a whole axis (global pooling). Timings are in
+Small tiling windows keep the tap fold (2x2/2: one fused loop, a fixed summation order whatever
+the batching, and for max the 1-byte offset); larger ones (sums above :data:`JOINT_SUM_TAPS`,
+max/min above :data:`JOINT_TAPS` elements, e.g. 8x8 adaptive bins) and windows that span a whole
+axis (global pooling) take ``"tiling"``. Timings are in
 benchmarks/RESULTS_breadth.md.
 """
 
@@ -57,7 +58,8 @@ def choose(geom: WindowGeometry, reduction: str = "extremum") -> str:
     or ``"sum"``; see the module docstring)."""
     if is_clean_tiling(geom):
         whole_axis = any(o == 1 and k > 1 for o, k in zip(geom.out_shape, geom.window))
-        if reduction == "sum" or geom.window_size > JOINT_TAPS or whole_axis:
+        small = geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS)
+        if not small or whole_axis:
             return "tiling"
     if geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS):
         return "taps"

@@ -159,6 +159,8 @@ KNOWN_GATHERS = (
     | {("avg_pool 3x3/2 p1", s) for s in ("H", "W", "HW")}
     | {(name, s) for name in ("max_unpool", "fractional_max_pool", "blur_pool", "max_blur_pool") for s in SHARDINGS if s != "C"}
     | {("max_unpool", "C"), ("stochastic_pool", "HW")}
+    | {(name, s) for name in ("adaptive_avg_pool 16->5", "adaptive_max_pool 16->5") for s in ("H", "W")}  # 4x4/3 pools
+    | {("max_pool 12x12/3 (blocked)", s) for s in ("H", "W")}
 )
 EXCESS_PERMUTES = (
     {("max_pool 5x5/1 p2", s) for s in ("H", "W", "HW")}
