@@ -77,6 +77,21 @@ def windowed(kind, shape, k, s, p=0, dtype="float32"):
     )
 
 
+def global_case(kind, shape):
+    """Global max/avg over every spatial axis; flax's peer is ``x.max``/``x.mean``, PyTorch's ``amax``/``mean``."""
+    n = len(shape) - 2
+    jp = {"max": jaxpool.global_max_pool, "avg": jaxpool.global_avg_pool}[kind]
+    name = f"global {kind}{' 1-D' if n == 1 else ''} {shape}"
+    flax_method, torch_method = ("max", "amax") if kind == "max" else ("mean", "mean")
+    return Case(
+        name,
+        shape,
+        lambda x: jp(x, num_spatial_dims=n),
+        lambda x: getattr(x, flax_method)(axis=_spatial(x)),
+        lambda t: getattr(t, torch_method)(dim=_torch_spatial(t)),
+    )
+
+
 def _spatial(x):
     return tuple(range(1, x.ndim - 1))
 
@@ -105,55 +120,13 @@ CASES = [
     windowed("avg", (32, 4096, 64), 9, 1, 4),
     windowed("max", (4, 16, 32, 32, 32), 2, 2),
     windowed("avg", (4, 16, 32, 32, 32), 3, 2, 1),
-    Case(
-        "global max (32, 14, 14, 512)",
-        (32, 14, 14, 512),
-        lambda x: jaxpool.global_max_pool(x),
-        lambda x: x.max(axis=_spatial(x)),
-        lambda t: t.amax(dim=_torch_spatial(t)),
-    ),
-    Case(
-        "global avg (32, 14, 14, 512)",
-        (32, 14, 14, 512),
-        lambda x: jaxpool.global_avg_pool(x),
-        lambda x: x.mean(axis=_spatial(x)),
-        lambda t: t.mean(dim=_torch_spatial(t)),
-    ),
-    Case(
-        "global max (2, 256, 256, 16)",
-        (2, 256, 256, 16),
-        lambda x: jaxpool.global_max_pool(x),
-        lambda x: x.max(axis=_spatial(x)),
-        lambda t: t.amax(dim=_torch_spatial(t)),
-    ),
-    Case(
-        "global max (1, 512, 512, 4)",
-        (1, 512, 512, 4),
-        lambda x: jaxpool.global_max_pool(x),
-        lambda x: x.max(axis=_spatial(x)),
-        lambda t: t.amax(dim=_torch_spatial(t)),
-    ),
-    Case(
-        "global avg (1, 512, 512, 4)",
-        (1, 512, 512, 4),
-        lambda x: jaxpool.global_avg_pool(x),
-        lambda x: x.mean(axis=_spatial(x)),
-        lambda t: t.mean(dim=_torch_spatial(t)),
-    ),
-    Case(
-        "global max 1-D (1, 100000, 4)",
-        (1, 100000, 4),
-        lambda x: jaxpool.global_max_pool(x, num_spatial_dims=1),
-        lambda x: x.max(axis=1),
-        lambda t: t.amax(dim=2),
-    ),
-    Case(
-        "global avg 1-D (1, 100000, 4)",
-        (1, 100000, 4),
-        lambda x: jaxpool.global_avg_pool(x, num_spatial_dims=1),
-        lambda x: x.mean(axis=1),
-        lambda t: t.mean(dim=2),
-    ),
+    global_case("max", (32, 14, 14, 512)),
+    global_case("avg", (32, 14, 14, 512)),
+    global_case("max", (2, 256, 256, 16)),
+    global_case("max", (1, 512, 512, 4)),
+    global_case("avg", (1, 512, 512, 4)),
+    global_case("max", (1, 100000, 4)),
+    global_case("avg", (1, 100000, 4)),
     Case(
         "adaptive max 50->7 uneven (32, 50, 50, 64)",
         (32, 50, 50, 64),
