@@ -256,6 +256,9 @@ def window_table(rng) -> list[list[str]]:
     return rows
 
 
+NOTES = "## Reading this run"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5 rounds, 1 call per sample")
@@ -313,8 +316,13 @@ def main():
         ]
     text = "\n".join(text) + "\n"
     print(text)
+    notes = ""  # the hand-written reading of the previous run is kept, to be updated by hand
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            old = f.read()
+        notes = old[old.index(NOTES) :] if NOTES in old else ""
     with open(args.out, "w") as f:
-        f.write(text)
+        f.write(text + ("\n" + notes if notes else ""))
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def along_axis(
     k, d, s, out = geom.window[i], geom.dilation[i], geom.strides[i], geom.out_shape[i]
     axis = layout.spatial_axes[i]
     if k <= _lowering.AXIS_TAPS:
-        taps = [_taps.Taps(v, layout, geom, axes=(i,)) for v in values]
+        taps = [_taps.Taps(v, layout, geom, axes=(i,), padded=True) for v in values]
         result = tuple(view({i: 0}) for view in taps)
         for t in range(1, k):
             result = combine(result, tuple(view({i: t}) for view in taps))

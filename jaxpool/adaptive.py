@@ -4,11 +4,13 @@ Adaptive bins are PyTorch's: bin ``i`` of ``out`` over ``n`` inputs spans
 ``[floor(i*n/out), ceil((i+1)*n/out))`` — bins may overlap, and ``out > n`` repeats inputs. When
 the bins are an ordinary pool on every axis (:func:`jaxpool._geometry.adaptive_as_pool`: evenly
 dividing sizes, a tiling pool, but also 50 -> 7, windows of 8 every 7) they go to
-:func:`jaxpool.max_pool` / :func:`jaxpool.avg_pool` and their lowerings. Otherwise, axis by axis: a bin has one of
-at most two lengths; every stride-1 window of each length is reduced by doubling
-(:func:`jaxpool._sliding.doubling`, ``log2`` of the bin length passes), each bin's start is picked
-by a broadcast-reshape-slice (:func:`jaxpool._sliding.pick`) and a static mask chooses the length.
-No gather, no scatter, HLO size independent of the sizes; a NaN stays in its bins.
+:func:`jaxpool.max_pool` / :func:`jaxpool.avg_pool` and their lowerings. Otherwise, axis by axis
+(``q, r = divmod(size, out)``): long bins (``r <= q``, ``r <= 16``) are a regular strided core plus
+at most ``2r - 1`` masked edge taps (:func:`_core_and_fringes`: linear work for any bin length);
+short bins have one of at most two lengths, every stride-1 window of each length is reduced by
+doubling (:func:`jaxpool._sliding.doubling`) and each bin's start is picked by a
+broadcast-reshape-slice (:func:`jaxpool._sliding.pick`). No gather, no scatter, HLO size at most
+logarithmic in the sizes; a NaN stays in its bins.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Literal, cast, overload
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxpool import _sliding, _symbolic, _taps
-from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, int_tuple
+from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, int_tuple, window_geometry
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
 from jaxpool.avg import avg_pool
@@ -51,8 +54,53 @@ def _resolve(x, output_size, data_format):
 _PICK_LIMIT = 2**24
 
 
+# Bins of ``q, r = divmod(size, out)`` with at most this many ``r`` go core + fringe (:func:`_core_and_fringes`).
+_FRINGE_LIMIT = 16
+
+
+def _core_and_fringes(values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent: bool) -> tuple:
+    """Uneven bins as one regular strided pool plus at most ``2 r - 1`` masked taps, ``q, r = divmod(size, out)``.
+
+    Bin ``b`` starts at ``b q + c_b`` (``c_b = floor(b r / out) < r``) and ends by ``(b + 1) q + r``,
+    so it is the regular core ``[b q + r - 1, (b + 1) q)`` (windows of ``q - r + 1`` every ``q``:
+    :func:`jaxpool._sliding.along_axis` — a tiling reduce when ``r = 1`` —, linear work for any
+    bin length), the left fringe ``b q + t`` for ``c_b <= t < r - 1`` and the right fringe
+    ``(b + 1) q + t`` below the bin's end: strided slices with static masks, combined in input order.
+    """
+    axis, (q, r) = layout.spatial_axes[i], divmod(size, out)
+    starts, ends = adaptive_bins(size, out)
+    shape = layout.spatial_shape(values[0].shape)
+    window = tuple(q - r + 1 if j == i else 1 for j in range(len(shape)))
+    strides = tuple(q if j == i else 1 for j in range(len(shape)))
+    core_shape = tuple(out * q - r + 1 if j == i else n for j, n in enumerate(shape))
+    geom = window_geometry(core_shape, window, strides)
+    core = tuple(lax.slice_in_dim(v, r - 1, out * q, axis=axis) for v in values)
+    result = _sliding.along_axis(core, combine, layout, geom, i, fills=fills, idempotent=idempotent)
+
+    def taps(first: int) -> tuple:
+        return tuple(lax.slice_in_dim(v, first, first + (out - 1) * q + 1, q if out > 1 else 1, axis=axis) for v in values)
+
+    def masked(mask: np.ndarray, combined: tuple, current: tuple) -> tuple:
+        if mask.all():
+            return combined
+        where = layout.along(mask, i)
+        return tuple(jnp.where(where, c, a) for c, a in zip(combined, current))
+
+    bins = np.arange(out)
+    for t in range(r):  # right fringe, later elements: (b + 1) q + t < end
+        result = masked((bins + 1) * q + t < ends, combine(result, taps(q + t)), result)
+    for t in reversed(range(r - 1)):  # left fringe, earlier elements: b q + t >= start
+        result = masked(bins * q + t >= starts, combine(taps(t), result), result)
+    return result
+
+
 def _bins_along(values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent=False) -> tuple:
-    """Reduces PyTorch's adaptive bins along spatial axis ``i`` of ``values`` (a tuple of arrays)."""
+    """Reduces PyTorch's adaptive bins along spatial axis ``i`` of ``values`` (a tuple of arrays):
+    :func:`_core_and_fringes` when ``size % out`` is small, else every stride-1 window of each bin
+    length by doubling and each bin's start picked."""
+    q, r = divmod(size, out)
+    if 1 <= r <= min(q, _FRINGE_LIMIT):
+        return _core_and_fringes(values, combine, fills, layout, i, size, out, idempotent)
     axis = layout.spatial_axes[i]
     starts, ends = adaptive_bins(size, out)
     lengths = ends - starts

@@ -54,7 +54,7 @@ def _blur_axis(x, layout: Layout, geom: WindowGeometry, i: int) -> jax.Array:
     """Reflect-pads spatial axis ``i`` and sums its binomially weighted taps: phase-view taps, so
     JAX's own derivative (forward and reverse) is scatter-free shifted adds."""
     weights = binomial_filter(geom.window[i]).astype(x.dtype)
-    taps = _taps.Taps(_reflect_pad(x, layout, geom, i), layout, geom, axes=(i,))
+    taps = _taps.Taps(_reflect_pad(x, layout, geom, i), layout, geom, axes=(i,), padded=True)
     # cast: window[i] >= 1 terms, so sum() never returns its start value, the int 0.
     return cast(jax.Array, sum(weights[t] * taps({i: t}) for t in range(geom.window[i])))
 

@@ -61,7 +61,7 @@ def _window_dots(x, filters, per_channel: bool, layout: Layout, geom: WindowGeom
     transpose is shifted adds (``dx``) and one reduction per tap (``dw``), no scatter.
     """
     columns = _filter_columns(filters, per_channel, layout, geom)
-    taps = _taps.Taps(_taps.pad_input(x, layout, geom, 0), layout, geom)
+    taps = _taps.Taps(x, layout, geom)
     values = [taps(offs) for _, offs in _taps.window_taps(geom)]
     # cast: a window has >= 1 taps, so sum() never returns its start value, the int 0.
     return tuple(cast(jax.Array, sum(columns[f, t] * v for t, v in enumerate(values))) for f in range(filters.shape[0]))

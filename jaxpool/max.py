@@ -94,17 +94,20 @@ def _tiling_route(tx, offset, layout: Layout, geom: WindowGeometry):
 def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     """Small windows: one fused fold over all taps to (extremum, in-window offset)."""
     dtype = _taps.offset_dtype(geom.window_size)
-    xp = _taps.pad_input(x, layout, geom, _fill_value(x.dtype, mode))
-    candidates = (
-        (_taps.tap(xp, layout, geom, offs), _taps.tap_inside(layout, geom, offs), flat) for flat, offs in _taps.window_taps(geom)
-    )
+    if _lowering.fold_phases(geom):
+        taps = _taps.Taps(x, layout, geom, fill=_fill_value(x.dtype, mode))
+        values = (taps(offs) for _, offs in _taps.window_taps(geom))
+    else:
+        xp = _taps.pad_input(x, layout, geom, _fill_value(x.dtype, mode))
+        values = (_taps.tap(xp, layout, geom, offs) for _, offs in _taps.window_taps(geom))
+    candidates = ((v, _taps.tap_inside(layout, geom, offs), flat) for v, (flat, offs) in zip(values, _taps.window_taps(geom)))
     return _taps.select_fold(candidates, mode, dtype)
 
 
 def _taps_route(tx, offset, layout: Layout, geom: WindowGeometry):
     """Tangent of a tap fold: the winner's tap, selected by the saved offset. Built on phase-view
     taps, so its transpose (the backward pass) is phase-interleaved shifted adds, no scatter."""
-    taps = _taps.Taps(_taps.pad_input(tx, layout, geom, 0), layout, geom)
+    taps = _taps.Taps(tx, layout, geom)
     zero = jnp.zeros((), tx.dtype)
     return sum(jnp.where(offset == flat, taps(offs), zero) for flat, offs in _taps.window_taps(geom))
 

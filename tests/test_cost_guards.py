@@ -1,0 +1,122 @@
+"""Cost follows the data: program size must not grow with the window, and the lowerings chosen for
+large and uneven windows (jaxpool._lowering) keep PyTorch's values, indices and gradients.
+
+Program size is the line count of the lowered StableHLO of jit(grad): what JAX traces and XLA
+compiles. The unrolled tap design grew it linearly with the window (and compile time with it, to
+minutes for global and adaptive windows); the bounds below allow the logarithmic growth of the
+doubling scheme and nothing more.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxpool
+from tests import reference as ref
+from tests.layouts import random_input
+
+
+def _program_lines(fn, x) -> int:
+    return jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(fn(v))))).lower(x).as_text().count("\n")
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("stride", ["1", "k-1", "k"])
+def test_program_size_does_not_grow_with_the_window(kind, stride):
+    pool = {"max": jaxpool.max_pool, "avg": jaxpool.avg_pool}[kind]
+    x = jnp.ones((1, 128, 128, 2))
+    sizes = {}
+    for k in (9, 17, 33, 63):
+        s = {"1": 1, "k-1": k - 1, "k": k}[stride]
+        sizes[k] = _program_lines(lambda v: pool(v, (k, k), s), x)
+    # doubling: log2(k) passes per axis, so 9 -> 63 may add a few passes, never 7x the program
+    assert sizes[63] <= 1.6 * sizes[9] + 100, sizes
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_adaptive_program_size_does_not_grow_with_the_bins(kind):
+    pool = {"max": jaxpool.adaptive_max_pool, "avg": jaxpool.adaptive_avg_pool}[kind]
+    # the same remainder (5 of 7 bins one longer), bins of 20 to 14285 elements
+    sizes = {n: _program_lines(lambda v: pool(v, (7,)), jnp.ones((1, n, 2))) for n in (145, 1405, 100_000)}
+    # logarithmic: a pairwise tree level (a few dozen lines) per doubling of the bin length
+    for n in (1405, 100_000):
+        assert sizes[n] - sizes[145] <= 40 * np.log2(n / 145), sizes
+
+
+def test_global_pooling_program_size_is_constant():
+    sizes = {n: _program_lines(jaxpool.global_max_pool, jnp.ones((1, n, n, 2))) for n in (8, 64, 512)}
+    assert max(sizes.values()) - min(sizes.values()) <= 4, sizes  # constants may print differently
+
+
+# Uneven adaptive bins (q, r = divmod(size, out)): the regular-core-plus-fringe lowering for
+# 1 <= r <= q, r <= 16, and the doubling lowering otherwise; 1-D, 2-D and 3-D.
+UNEVEN = [
+    ((100,), (7,)),  # q=14, r=2
+    ((1000,), (13,)),  # q=76, r=12
+    ((61,), (4,)),  # q=15, r=1: windows of q+1 every q
+    ((300,), (17,)),  # q=17, r=11
+    ((40,), (3,)),  # q=13, r=1
+    ((20,), (9,)),  # q=2, r=2
+    ((20,), (13,)),  # q=1, r=7: doubling
+    ((37, 23), (5, 4)),  # q=7, r=2 and q=5, r=3
+    ((11, 13, 9), (3, 5, 2)),  # 3-D
+]
+
+
+@pytest.mark.parametrize("spatial, out", UNEVEN)
+@pytest.mark.parametrize("kind", ["normal", "ties", "special"])
+def test_uneven_adaptive_max_matches_reference(spatial, out, kind):
+    rng = np.random.default_rng(len(spatial) * 100 + sum(spatial))
+    x = random_input(rng, (2, 3) + spatial, kind)  # channels_first
+    want, want_idx = ref.adaptive_max_pool(x, out)
+    call = lambda v: jaxpool.adaptive_max_pool(v, out, return_indices=True, data_format="channels_first")  # noqa: E731
+    (y, idx), vjp = jax.vjp(call, jnp.asarray(x))
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+    np.testing.assert_array_equal(idx, want_idx)
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    (dx,) = vjp((jnp.asarray(ct), np.zeros(idx.shape, jax.dtypes.float0)))
+    np.testing.assert_allclose(dx, ref.adaptive_max_pool_grad(x, ct, out), rtol=1e-6, atol=1e-6)
+    # without indices (no positions carried) the same values and gradient
+    y2, vjp2 = jax.vjp(lambda v: jaxpool.adaptive_max_pool(v, out, data_format="channels_first"), jnp.asarray(x))
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_allclose(vjp2(jnp.asarray(ct))[0], dx, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("spatial, out", UNEVEN)
+def test_uneven_adaptive_avg_matches_reference(spatial, out):
+    rng = np.random.default_rng(sum(spatial))
+    x = random_input(rng, (2, 3) + spatial, "normal")
+    y, vjp = jax.vjp(lambda v: jaxpool.adaptive_avg_pool(v, out, data_format="channels_first"), jnp.asarray(x))
+    np.testing.assert_allclose(y, ref.adaptive_avg_pool(x, out), rtol=1e-5, atol=1e-6)
+    ct = rng.normal(size=y.shape).astype(np.float32)
+    np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], ref.adaptive_avg_pool_grad(x, ct, out), rtol=1e-5, atol=1e-6)
+
+
+def test_long_axis_float32_sums_stay_accurate():
+    """Bins of ~14k elements and a 4097-long sliding window, float32 against float64."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(2, 100_000, 3)) + 3.0).astype(np.float32)  # a mean offset: naive sums drift
+    got = np.asarray(jaxpool.adaptive_avg_pool(x, (7,)), np.float64)
+    bins = ref.adaptive_bins(100_000, 7)
+    want = np.stack([x[:, a:b].astype(np.float64).mean(axis=1) for a, b in bins], axis=1)
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+    got = np.asarray(jaxpool.avg_pool(x[:, :20_000], (4097,), 1), np.float64)
+    csum = np.concatenate([np.zeros((2, 1, 3)), np.cumsum(x[:, :20_000].astype(np.float64), axis=1)], axis=1)
+    want = (csum[:, 4097:] - csum[:, :-4097]) / 4097
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+def test_uneven_adaptive_long_sequence_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3, 100_000)).astype(np.float32)
+    x[0, 1, 31_000] = np.nan
+    t = torch.from_numpy(x).requires_grad_()
+    ty, ti = torch.nn.functional.adaptive_max_pool1d(t, 7, return_indices=True)
+    g = rng.normal(size=ty.shape).astype(np.float32)
+    ty.backward(torch.from_numpy(g))
+    (y, idx), vjp = jax.vjp(lambda v: jaxpool.adaptive_max_pool(v, (7,), return_indices=True, data_format="channels_first"), x)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(idx, ti.numpy())
+    np.testing.assert_array_equal(vjp((jnp.asarray(g), np.zeros(idx.shape, jax.dtypes.float0)))[0], t.grad.numpy())
