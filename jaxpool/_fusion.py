@@ -41,7 +41,6 @@ def _materialize_vmap(axis_size, in_batched, a):
     return materialize(a), in_batched[0]
 
 
-
 @jax.custom_jvp
 def computed_once(a):
     """:func:`materialize` with an identity derivative (the tangent itself is not barriered), so

@@ -7,12 +7,12 @@ size independent of the window size — a 512x512 global max compiles as fast as
 ``"tiling"``
     stride == window, no dilation, no padding or ``ceil_mode`` overhang (global pooling, SPP
     levels, evenly dividing adaptive bins, ``2x2/2`` on even sizes): a reshape that gives every
-    window its own axes and **one** reduction (max and its first argmax in one variadic reduce;
-    sums in one reduce). The backward pass is one broadcast and select. O(1) HLO ops.
+    window its own axes and plain reductions (sums: one; max/min: the extremum and a winner score
+    that encodes PyTorch's first argmax). The backward pass is one broadcast and select. O(1) HLO ops.
 ``"taps"``
     small windows (max/min: at most :data:`JOINT_TAPS` elements; sums: :data:`JOINT_SUM_TAPS`): one
-    fused elementwise fold over the window's taps (strided slices), the fastest form on every backend for small windows; max/min
-    keep one byte per output (the winner's offset) for the backward pass.
+    fused elementwise fold over the window's taps, the fastest form on every backend for small
+    windows; max/min keep one byte per output (the winner's offset) for the backward pass.
 ``"separable"``
     larger windows: one axis at a time; along each axis a fold over at most :data:`AXIS_TAPS` taps,
     or for longer axes a doubling (sparse-table) scheme — ``log2(k)`` elementwise passes for a

@@ -33,10 +33,12 @@ def _slice(values: tuple, axis: int, start: int, count: int) -> tuple:
     return tuple(lax.slice_in_dim(v, start, start + count, axis=axis) for v in values)
 
 
-def _strided(values: tuple, axis: int, count: int, stride: int) -> tuple:
+def strided(values: tuple, axis: int, count: int, stride: int, start: int = 0) -> tuple:
+    """Elements ``start + o * stride``, ``o < count``, along ``axis`` (stride 1 for one element: XLA's
+    SPMD partitioner mis-slices a stride longer than the slice on a sharded axis)."""
     if count == 1 or stride == 1:
-        return _slice(values, axis, 0, count)
-    return tuple(lax.slice_in_dim(v, 0, (count - 1) * stride + 1, stride, axis=axis) for v in values)
+        return _slice(values, axis, start, count)
+    return tuple(lax.slice_in_dim(v, start, start + (count - 1) * stride + 1, stride, axis=axis) for v in values)
 
 
 def doubling(values: tuple, combine, axis: int, k: int, dilation: int, count: int, *, idempotent: bool = False) -> tuple:
@@ -125,7 +127,7 @@ def along_axis(
     if s > 1 and d == 1 and out > 1:
         return blocked(values, combine, fills, axis, k, s, out, idempotent=idempotent)
     windows = doubling(values, combine, axis, k, d, (out - 1) * s + 1, idempotent=idempotent)
-    return _strided(windows, axis, out, s)
+    return strided(windows, axis, out, s)
 
 
 def tile_shape(layout: Layout, geom: WindowGeometry, shape) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -78,6 +78,7 @@ def window_reduce(x, layout: Layout, window, strides, padding, dilation, ceil_mo
 
 def average(x, layout: Layout, window, strides, padding, ceil_mode, count_include_pad, divisor_override, acc, out_dtype):
     """Average pooling over symbolic sizes: window sums divided by the divisor (PyTorch's rules)."""
+
     def reduce(v):
         return window_reduce(v, layout, window, strides, padding, None, ceil_mode, op="avg_pool", init=0, computation=lax.add)
 

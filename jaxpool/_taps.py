@@ -90,8 +90,9 @@ class Taps:
                 view_shape.append(size)
         taps = math.prod(geom.window[i] for i in self.axes)
         per_phase = math.prod(-(-geom.window[i] * geom.dilation[i] // self._stride(i)) for i in self.axes)
-        self.split = all(c == (0, 0, 0) for c in config) or taps >= 4 * per_phase
-        if any(c != (0, 0, 0) for c in config):
+        ragged = any(c != (0, 0, 0) for c in config)
+        self.split = not ragged or taps >= 4 * per_phase
+        if ragged:
             x = lax.pad(x, self.fill, config)
         self.view = x.reshape(view_shape)
         self._pieces: dict[tuple[int, ...], jax.Array] = {(): self.view}

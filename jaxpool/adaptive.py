@@ -77,9 +77,6 @@ def _core_and_fringes(values: tuple, combine, fills, layout: Layout, i: int, siz
     core = tuple(lax.slice_in_dim(v, r - 1, out * q, axis=axis) for v in values)
     result = _sliding.along_axis(core, combine, layout, geom, i, fills=fills, idempotent=idempotent)
 
-    def taps(first: int) -> tuple:
-        return tuple(lax.slice_in_dim(v, first, first + (out - 1) * q + 1, q if out > 1 else 1, axis=axis) for v in values)
-
     def masked(mask: np.ndarray, combined: tuple, current: tuple) -> tuple:
         if mask.all():
             return combined
@@ -88,9 +85,9 @@ def _core_and_fringes(values: tuple, combine, fills, layout: Layout, i: int, siz
 
     bins = np.arange(out)
     for t in range(r):  # right fringe, later elements: (b + 1) q + t < end
-        result = masked((bins + 1) * q + t < ends, combine(result, taps(q + t)), result)
+        result = masked((bins + 1) * q + t < ends, combine(result, _sliding.strided(values, axis, out, q, q + t)), result)
     for t in reversed(range(r - 1)):  # left fringe, earlier elements: b q + t >= start
-        result = masked(bins * q + t >= starts, combine(taps(t), result), result)
+        result = masked(bins * q + t >= starts, combine(_sliding.strided(values, axis, out, q, t), result), result)
     return result
 
 
