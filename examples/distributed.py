@@ -32,7 +32,9 @@ here 30, JAX's is 100), never a hang:
   stderr through ``_stderr_filter.py``, a small process that passes everything through until the
   runtime starts logging the failure and then prints one line instead: ``error: process 0 of 2
   stops: lost process 1 (the JAX distributed runtime ended this process); rerun ...``. The same
-  happens when the coordinator (process 0) is lost ("lost the coordinator (process 0)").
+  happens when the coordinator (process 0) is lost ("lost the coordinator (process 0)"). After a
+  Ctrl-C (which reaches every process, and the filter too) a process that the runtime ends because
+  an interrupted peer left first says "interrupted; rerun ..." instead of naming a lost peer.
 
 In every case the last checkpoint is intact: rerun the same command on every host to resume.
 """

@@ -222,3 +222,26 @@ def test_stderr_filter_condenses_the_runtime_failure(text, want):
         assert err == "error: process 0 of 2 stops: lost process 1 (ValueError: y)\n"  # the example's own line
     else:
         assert err == text  # held, but nothing failed: passed on unchanged
+
+
+SAID = "interrupted in epoch 3: kept epoch 2; rerun the same command to resume\n"
+
+
+@pytest.mark.parametrize(("before", "after"), [("", ""), ("", SAID), (SAID, "")])
+def test_stderr_filter_reports_a_ctrl_c_not_a_lost_peer(before, after):
+    # Ctrl-C reaches every process; process 0 exits at once, process 1 is still inside a compiled
+    # step, and the runtime ends it for the lost coordinator before Python sees its KeyboardInterrupt.
+    script = EXAMPLES / "_stderr_filter.py"
+    proc = subprocess.Popen([sys.executable, str(script), "1", "2"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"epoch 3\n")
+        proc.stdin.flush()
+        assert proc.stderr.readline() == b"epoch 3\n"  # running, its SIGINT handler installed
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the filter must outlive a Ctrl-C until the example's stderr closes"
+        _, err = proc.communicate((before + LEADER_LOST + after).encode(), timeout=60)
+    finally:
+        _kill([proc])
+    # One interrupt line: the example's own if it printed one, else the filter's; no lost peer.
+    assert err.decode() == (before + after or "interrupted; rerun the same command to resume from the last checkpoint\n")
