@@ -166,6 +166,23 @@ class WindowGeometry:
         """Whether any tap falls in padding or overhang (so a validity mask is needed)."""
         return not all(self.tap_inside(i).all() for i in range(self.ndim))
 
+    def axis_only(self, axis: int, in_shape: Sequence[int]) -> WindowGeometry:
+        """This geometry along ``axis`` alone, over ``in_shape``; the other axes pass through unchanged."""
+
+        def along(values, other):
+            return tuple(v if i == axis else o for i, (v, o) in enumerate(zip(values, other)))
+
+        ones, zeros = (1,) * self.ndim, (0,) * self.ndim
+        return WindowGeometry(
+            tuple(in_shape),
+            along(self.window, ones),
+            along(self.strides, ones),
+            along(self.dilation, ones),
+            along(self.pad_lo, zeros),
+            along(self.pad_hi, zeros),
+            along(self.out_shape, in_shape),
+        )
+
     def divisor(self, axis: int, count_include_pad: bool) -> np.ndarray:
         """Per-window element count along ``axis`` (PyTorch's avg_pool divisor, one axis of it).
 

@@ -26,9 +26,19 @@ linear work, 20x faster than per-length doubling); otherwise (short bins) the se
 stride 1 and each bin's start picked by a broadcast, reshape and strided slice
 (:func:`jaxpool._sliding.pick`). No gather and no scatter in either direction.
 
+``"chained"`` (max/min)
+    windows over several axes of at most :data:`AXIS_TAPS` each, other than the phase-view folds
+    below: one ``"taps"`` pass per axis, last axis first, each with its own 1-byte offsets and
+    max-index derivative (:func:`jaxpool.max._chained_extremum`). The backward pass routes through
+    ``sum(k_i)`` taps instead of ``prod(k_i)``: measured in one process, forward+backward 3x3/1
+    1.9x, 5x5/1 1.9x, 8x8/7 (adaptive 50 -> 7) 3.7x faster than the joint fold. The residual is
+    one byte per element of each pass's output (3x3/1: 2 bytes per output instead of 1; flax keeps
+    the 4-byte input). Indices (``return_indices``) use the joint fold.
+
 Max/min ``"taps"`` fold strided slices of the padded input, except stride-2 windows on even sizes,
 which fold phase-view taps (:func:`fold_phases`); every derivative uses phase-view taps
-(:class:`jaxpool._taps.Taps`).
+(:class:`jaxpool._taps.Taps`). The extremum and its offset are two folds, the second over
+:func:`jaxpool._fusion.apart` of the input: sharing the taps, XLA:CPU would materialise them all.
 
 Small tiling windows keep the tap fold (2x2/2: one fused loop, a fixed summation order whatever
 the batching, and for max the 1-byte offset); larger ones (sums above :data:`JOINT_SUM_TAPS`,
@@ -70,14 +80,24 @@ def fold_phases(geom: WindowGeometry) -> bool:
     return max(strides) == 2 and all(n % s == 0 for n, s in zip(geom.in_shape, strides))
 
 
+def chain_axes(geom: WindowGeometry) -> bool:
+    """Whether a max/min without indices runs one ``"taps"`` pass per axis (``"chained"``): windows
+    over several axes of at most :data:`AXIS_TAPS` each that neither tile cleanly nor fold phase
+    views (those fold all taps at once fastest)."""
+    several = sum(k > 1 for k in geom.window) > 1
+    return several and max(geom.window) <= AXIS_TAPS and not is_clean_tiling(geom) and not fold_phases(geom)
+
+
 def choose(geom: WindowGeometry, reduction: str = "extremum") -> str:
-    """``"tiling"``, ``"taps"`` or ``"separable"`` for this geometry and ``reduction`` (``"extremum"``
-    or ``"sum"``; see the module docstring)."""
+    """``"tiling"``, ``"taps"``, ``"chained"`` (extremum only) or ``"separable"`` for this geometry
+    and ``reduction`` (``"extremum"`` or ``"sum"``; see the module docstring)."""
     if is_clean_tiling(geom):
         whole_axis = any(o == 1 and k > 1 for o, k in zip(geom.out_shape, geom.window))
         small = geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS)
         if not small or whole_axis:
             return "tiling"
+    if reduction == "extremum" and chain_axes(geom):
+        return "chained"
     if geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS):
         return "taps"
     return "separable"

@@ -169,7 +169,10 @@ EXCESS_PERMUTES = (
     | {("max_pool 9x9/1 (separable)", s) for s in ("H", "W", "HW")}
     | {("avg_pool 9x9/1 (separable)", s) for s in ("H", "W", "HW")}
     | {("avg_pool 3x3/2 p1", s) for s in ("H", "W", "HW")}
-    | {("max_pool 3x3/2 p1", "HW")}
+    # On XLA:CPU the extremum and its winner are two folds (jaxpool._fusion.apart: 2.5-4x faster
+    # forward+backward on one device), and each exchanges its halo: 9 permutes against flax's 6.
+    # GPU/TPU fold once.
+    | {("max_pool 3x3/2 p1", s) for s in ("H", "W", "HW")}
 )
 
 
