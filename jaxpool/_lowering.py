@@ -81,22 +81,23 @@ def fold_phases(geom: WindowGeometry) -> bool:
 
 
 def chain_axes(geom: WindowGeometry) -> bool:
-    """Whether a max/min without indices runs one ``"taps"`` pass per axis (``"chained"``): windows
-    over several axes of at most :data:`AXIS_TAPS` each that neither tile cleanly nor fold phase
-    views (those fold all taps at once fastest)."""
+    """Whether a max/min runs one ``"taps"`` pass per axis (``"chained"``): windows over several axes
+    of at most :data:`AXIS_TAPS` each that neither tile cleanly nor fold phase views (those fold all
+    taps at once fastest)."""
     several = sum(k > 1 for k in geom.window) > 1
     return several and max(geom.window) <= AXIS_TAPS and not is_clean_tiling(geom) and not fold_phases(geom)
 
 
-def choose(geom: WindowGeometry, reduction: str = "extremum") -> str:
-    """``"tiling"``, ``"taps"``, ``"chained"`` (extremum only) or ``"separable"`` for this geometry
-    and ``reduction`` (``"extremum"`` or ``"sum"``; see the module docstring)."""
+def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> str:
+    """``"tiling"``, ``"taps"``, ``"chained"`` (extremum without ``indices``: the passes keep no joint
+    offset) or ``"separable"`` for this geometry and ``reduction`` (``"extremum"`` or ``"sum"``; see
+    the module docstring)."""
     if is_clean_tiling(geom):
         whole_axis = any(o == 1 and k > 1 for o, k in zip(geom.out_shape, geom.window))
         small = geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS)
         if not small or whole_axis:
             return "tiling"
-    if reduction == "extremum" and chain_axes(geom):
+    if reduction == "extremum" and not indices and chain_axes(geom):
         return "chained"
     if geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS):
         return "taps"

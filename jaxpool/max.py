@@ -189,12 +189,17 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     maximum of the rows' first maxima (the last NaN likewise), and each pass pads only its own
     axis, so padding never beats a real element. Each pass saves its own offsets and routes its
     own derivative; JAX chains them in both modes."""
-    fold = _routed_pool.fun if jnp.issubdtype(x.dtype, jnp.integer) else _routed_pool
     for i in reversed(range(geom.ndim)):
         g = geom.axis_only(i, layout.spatial_shape(x.shape))
         if g.window_size > 1 or g.out_shape != g.in_shape:
-            x = fold(x, layout, g, mode)[0]
+            x = _routed(x, layout, g, mode)[0]
     return x
+
+
+def _routed(x, layout: Layout, geom: WindowGeometry, mode: str):
+    """:func:`_routed_pool`; integers have no derivative, so they skip its custom rule."""
+    fold = _routed_pool.fun if jnp.issubdtype(x.dtype, jnp.integer) else _routed_pool
+    return fold(x, layout, geom, mode)
 
 
 def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: bool = True):
@@ -202,20 +207,17 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     or its flat input position (``"position"``; ``None`` unless ``indices``, when cheaper), per
     :func:`jaxpool._lowering.choose`."""
     acc = _upcast16(x)
-    kind = _lowering.choose(geom)
-    if kind == "chained" and not indices:
+    kind = _lowering.choose(geom, indices=indices)
+    if kind == "chained":
         return _chained_extremum(acc, layout, geom, mode).astype(x.dtype), (None, "offset")
-    if kind == "separable" or (kind == "chained" and geom.window_size > _lowering.JOINT_TAPS):
+    if kind == "separable":
         # checkpoint: reverse mode keeps the input (as flax.linen's reduce_window does) and recomputes
         # the log2(k) selection masks, instead of keeping every mask.
         positions = indices or geom.needs_mask()
         separable = functools.partial(_separable_extremum, layout=layout, geom=geom, mode=mode, positions=positions)
         y, where = jax.checkpoint(separable)(acc)
         return y.astype(x.dtype), (where, "position")
-    if jnp.issubdtype(x.dtype, jnp.integer):
-        y, offset = _routed_pool.fun(acc, layout, geom, mode)
-    else:
-        y, offset = _routed_pool(acc, layout, geom, mode)
+    y, offset = _routed(acc, layout, geom, mode)
     return y.astype(x.dtype), (offset, "offset")
 
 

@@ -37,7 +37,7 @@ def _tree(x):
 OPS = {
     "max_pool 3x3/2 p1": lambda x: jaxpool.max_pool(x, (3, 3), 2, 1),
     "max_pool tiling 8x8 (global)": lambda x: jaxpool.max_pool(x, (8, 8)),
-    "max_pool 7x7/1 (separable)": lambda x: jaxpool.max_pool(x, (7, 7), 1, 3),
+    "max_pool 7x7/1 (chained)": lambda x: jaxpool.max_pool(x, (7, 7), 1, 3),
     "max_pool 3x3 dilation 2": lambda x: jaxpool.max_pool(x, (3, 3), 1, 1, dilation=2),
     "max_pool 1-D 9/1 (separable)": lambda x: jaxpool.max_pool(x.reshape(x.shape[0], 64, -1), (9,), 1, 4),
     "max_pool 8x9/(1,3) (blocked)": lambda x: jaxpool.max_pool(x, (8, 9), (1, 3), 4),
@@ -121,7 +121,7 @@ def test_jvp_agrees_with_vjp_and_finite_differences(name):
 SECOND_ORDER = [
     "max_pool 3x3/2 p1",
     "max_pool tiling 8x8 (global)",
-    "max_pool 7x7/1 (separable)",
+    "max_pool 7x7/1 (chained)",
     "max_pool 8x9/(1,3) (blocked)",
     "avg_pool 3x3/2 p1",
     "avg_pool 9x9/1 (separable)",
