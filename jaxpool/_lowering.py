@@ -26,9 +26,15 @@ linear work, 20x faster than per-length doubling); otherwise (short bins) the se
 stride 1 and each bin's start picked by a broadcast, reshape and strided slice
 (:func:`jaxpool._sliding.pick`). No gather and no scatter in either direction.
 
+``"blocks"`` (max/min along one axis)
+    strided windows ``k = m s + h`` longer than :data:`AXIS_TAPS` (or short ones whose tap-fold
+    derivative would pad the phase axis per tap, :func:`fits_blocks`): the axis cut into blocks
+    of the stride, each reduced once, and every window folds ``m`` block results and ``h`` head
+    taps (:mod:`jaxpool._blocks`). Linear work, O(m + h) HLO ops, and a 1-byte offset: adaptive
+    512 -> 7 (74 every 73) forward+backward 4.4x -> 1.0x PyTorch.
 ``"chained"`` (max/min)
-    windows over several axes of at most :data:`AXIS_TAPS` each, other than the phase-view folds
-    below: one ``"taps"`` pass per axis, last axis first, each with its own 1-byte offsets and
+    windows over several axes, each at most :data:`AXIS_TAPS` long or ``"blocks"``, other than the
+    phase-view folds below: one ``"taps"`` or ``"blocks"`` pass per axis, last axis first, each with its own 1-byte offsets and
     max-index derivative (:func:`jaxpool.max._chained_extremum`). The backward pass routes through
     ``sum(k_i)`` taps instead of ``prod(k_i)``: measured in one process, forward+backward 3x3/1
     1.9x, 5x5/1 1.9x, 8x8/7 (adaptive 50 -> 7) 3.7x faster than the joint fold. The residual is
@@ -49,6 +55,7 @@ benchmarks/RESULTS_breadth.md.
 
 from __future__ import annotations
 
+from jaxpool import _taps
 from jaxpool._geometry import WindowGeometry
 
 # Windows with at most this many elements fold all their taps in one fused loop (max/min: one
@@ -80,23 +87,44 @@ def fold_phases(geom: WindowGeometry) -> bool:
     return max(strides) == 2 and all(n % s == 0 for n, s in zip(geom.in_shape, strides))
 
 
+def fits_blocks(geom: WindowGeometry) -> bool:
+    """Whether a max/min window along one axis only is ``"blocks"``: undilated, overlapping (``k > s``),
+    at most :data:`AXIS_TAPS` whole blocks of its stride plus a head that short, and either longer
+    than :data:`AXIS_TAPS` or a tap fold whose derivative would pad the phase axis for every tap
+    (a ragged size that :class:`jaxpool._taps.Taps` does not split; stride >= 3). Measured in one
+    process, forward+backward: SPP's 7x7/6 level on 13 (13 -> 2) 2.7 -> 1.4 ms, 6x6/5 on 64 1.4x
+    faster; 8x8/7 on 64 (split phases) and 3x3/2 on 57 stay faster as tap folds."""
+    pooled = [i for i, (k, o, n) in enumerate(zip(geom.window, geom.out_shape, geom.in_shape)) if k > 1 or o != n]
+    if len(pooled) != 1:
+        return False
+    (i,) = pooled
+    k, s, n = geom.window[i], geom.strides[i], geom.in_shape[i]
+    if geom.dilation[i] != 1 or not s < k or k // s > AXIS_TAPS or k % s > AXIS_TAPS:
+        return False
+    unsplit = not _taps.splits_phases(n % s != 0, k, -(-k // s))
+    return k > AXIS_TAPS or (unsplit and s >= 3)
+
+
 def chain_axes(geom: WindowGeometry) -> bool:
-    """Whether a max/min runs one ``"taps"`` pass per axis (``"chained"``): windows over several axes
-    of at most :data:`AXIS_TAPS` each that neither tile cleanly nor fold phase views (those fold all
-    taps at once fastest)."""
+    """Whether a max/min runs one routed pass per axis (``"chained"``): windows over several axes,
+    each at most :data:`AXIS_TAPS` long or :func:`fits_blocks`, that neither tile cleanly nor fold
+    phase views (those fold all taps at once fastest)."""
     several = sum(k > 1 for k in geom.window) > 1
-    return several and max(geom.window) <= AXIS_TAPS and not is_clean_tiling(geom) and not fold_phases(geom)
+    passes = all(k <= AXIS_TAPS or fits_blocks(geom.axis_only(i, geom.in_shape)) for i, k in enumerate(geom.window))
+    return several and passes and not is_clean_tiling(geom) and not fold_phases(geom)
 
 
 def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> str:
-    """``"tiling"``, ``"taps"``, ``"chained"`` (extremum without ``indices``: the passes keep no joint
-    offset) or ``"separable"`` for this geometry and ``reduction`` (``"extremum"`` or ``"sum"``; see
+    """``"tiling"``, ``"taps"``, ``"blocks"`` (extremum), ``"chained"`` (extremum without ``indices``:
+    the passes keep no joint offset) or ``"separable"`` for this geometry and ``reduction`` (``"extremum"`` or ``"sum"``; see
     the module docstring)."""
     if is_clean_tiling(geom):
         whole_axis = any(o == 1 and k > 1 for o, k in zip(geom.out_shape, geom.window))
         small = geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS)
         if not small or whole_axis:
             return "tiling"
+    if reduction == "extremum" and fits_blocks(geom):
+        return "blocks"
     if reduction == "extremum" and not indices and chain_axes(geom):
         return "chained"
     if geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS):

@@ -74,13 +74,13 @@ def tree(values: tuple, combine, fills: tuple, axis: int) -> tuple:
     values = tuple(_taps.pad_axis(v, axis, width - size, f) for v, f in zip(values, fills))
     while width > 1:
         width //= 2
-        paired = tuple(_split_axis(v, axis, width, 2) for v in values)
+        paired = tuple(split_axis(v, axis, width, 2) for v in values)
         earlier, later = (tuple(lax.index_in_dim(v, j, axis + 1, keepdims=False) for v in paired) for j in (0, 1))
         values = combine(earlier, later)
     return tuple(jnp.squeeze(v, axis) for v in values)
 
 
-def _split_axis(v, axis: int, outer: int, inner: int):
+def split_axis(v, axis: int, outer: int, inner: int):
     """``v`` with ``axis`` reshaped to ``(outer, inner)`` (row-major)."""
     shape = list(v.shape)
     shape[axis : axis + 1] = [outer, inner]
@@ -97,7 +97,7 @@ def blocked(values: tuple, combine, fills: tuple, axis: int, k: int, s: int, out
     length = values[0].shape[axis]
     if length < blocks * s:
         values = tuple(_taps.pad_axis(v, axis, blocks * s - length, f) for v, f in zip(values, fills))
-    cut = tuple(_split_axis(lax.slice_in_dim(v, 0, blocks * s, axis=axis), axis, blocks, s) for v in values)
+    cut = tuple(split_axis(lax.slice_in_dim(v, 0, blocks * s, axis=axis), axis, blocks, s) for v in values)
     parts = []  # earlier first: the whole blocks, then the next block's head
     if whole:
         reduced = tree(cut, combine, fills, axis + 1)
@@ -152,6 +152,30 @@ def window_offsets(layout: Layout, geom: WindowGeometry, tiled_ndim: int, window
         shape[a] = k
         flat = flat * k + lax.broadcasted_iota(dtype, tuple(shape), a)
     return flat
+
+
+def extremum_and_winner(xt, axes: tuple[int, ...], offsets, k: int, mode: str, real=None):
+    """Max/min over ``axes`` of ``xt`` (windows of ``k`` elements; ``offsets``: each element's
+    row-major offset in its window, broadcastable) and PyTorch's winner: the last NaN, else the first
+    element equal to the extremum, as an int32 offset (``k`` for a window with no ``real`` element).
+
+    Two plain reductions — the extremum, and a score whose maximum encodes the winner — which XLA
+    vectorises and its SPMD partitioner splits over a sharded axis (local reductions, one all-reduce);
+    a variadic (value, index) reduce is neither. XLA:CPU's vectorised row reductions drop NaN
+    (``reduce_max`` of an (8, 1000) array with one NaN gives 1.0:
+    tests/test_max.py::test_xla_cpu_row_reductions_drop_nan), so a NaN winner sets the result itself.
+    """
+    y = (jnp.max if mode == "max" else jnp.min)(xt, axis=axes, keepdims=True)
+    equal = xt == y if real is None else (xt == y) & real
+    score = jnp.where(equal, k - 1 - offsets, -1)  # the first equal element scores highest
+    floating = jnp.issubdtype(xt.dtype, jnp.floating)
+    if floating:
+        score = jnp.where(jnp.isnan(xt), k + offsets, score)  # any NaN beats that; the last NaN wins
+    top = jnp.max(score, axis=axes)
+    y = jnp.squeeze(y, axes)
+    if floating:
+        y = jnp.where(top >= k, jnp.asarray(jnp.nan, y.dtype), y)
+    return y, jnp.where(top >= k, top - k, k - 1 - top)
 
 
 def pick(a, axis: int, n: int, o: int):

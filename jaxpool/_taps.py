@@ -91,7 +91,7 @@ class Taps:
         taps = math.prod(geom.window[i] for i in self.axes)
         per_phase = math.prod(-(-geom.window[i] * geom.dilation[i] // self._stride(i)) for i in self.axes)
         ragged = any(c != (0, 0, 0) for c in config)
-        self.split = not ragged or taps >= 4 * per_phase
+        self.split = splits_phases(ragged, taps, per_phase)
         if ragged:
             x = lax.pad(x, self.fill, config)
         self.view = x.reshape(view_shape)
@@ -123,6 +123,12 @@ class Taps:
             out_shape[row : row + 2] = [m, None]
         source = self._piece(tuple(phases)) if self.split else self.view
         return lax.pad(source, self.fill, config).reshape([d for d in out_shape if d is not None])
+
+
+def splits_phases(ragged: bool, taps: int, per_phase: int) -> bool:
+    """Whether :class:`Taps` splits its view into phase pieces: always for sizes that are multiples of
+    the stride; for ragged ones only when that saves at least 4x the terms per element."""
+    return not ragged or taps >= 4 * per_phase
 
 
 def tap_inside(layout: Layout, geom: WindowGeometry, offsets: dict[int, int]) -> np.ndarray | None:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _lowering, _sliding, _symbolic, _taps
+from jaxpool import _blocks, _lowering, _sliding, _symbolic, _taps
 from jaxpool._fusion import apart, materialize
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
@@ -64,23 +64,12 @@ def _upcast16(x):
 
 
 def _tiling_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
-    """Tiling windows: a reshape that gives each window its own axes, then two plain reductions —
-    the extremum, and a score whose maximum encodes PyTorch's winner (the last NaN, else the first
-    element equal to the extremum). Plain max/min reductions are what XLA vectorises best and what
-    its SPMD partitioner splits over a sharded axis (local reductions and one all-reduce); a
-    variadic (value, index) reduce is neither."""
+    """Tiling windows: a reshape that gives each window its own axes, then
+    :func:`jaxpool._sliding.extremum_and_winner` (plain reductions)."""
     tiled, window_axes = _sliding.tile_shape(layout, geom, x.shape)
-    k = geom.window_size
-    xt = x.reshape(tiled)
-    reduce = jnp.max if mode == "max" else jnp.min
-    y = reduce(xt, axis=window_axes, keepdims=True)
     iota = _sliding.window_offsets(layout, geom, len(tiled), window_axes, jnp.int32)
-    score = jnp.where(xt == y, k - 1 - iota, -1)  # the first equal element scores highest
-    if jnp.issubdtype(x.dtype, jnp.floating):
-        score = jnp.where(jnp.isnan(xt), k + iota, score)  # any NaN beats that; the last NaN wins
-    best = jnp.max(score, axis=window_axes)
-    offset = jnp.where(best >= k, best - k, k - 1 - best).astype(_taps.offset_dtype(k))
-    return jnp.squeeze(y, window_axes), offset
+    y, offset = _sliding.extremum_and_winner(x.reshape(tiled), window_axes, iota, geom.window_size, mode)
+    return y, offset.astype(_taps.offset_dtype(geom.window_size))
 
 
 def _tiling_route(tx, offset, layout: Layout, geom: WindowGeometry):
@@ -162,7 +151,10 @@ def _routed_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
     """(extremum, in-window offset of the winner) with the max-index derivative: the tangent (and,
     transposed, the cotangent) of each output is its winner's. Reverse mode saves only the offsets
     (one byte per output for windows of up to 256 elements)."""
-    fold = _tiling_extremum if _lowering.choose(geom) == "tiling" else _taps_extremum
+    kind = _lowering.choose(geom)
+    if kind == "blocks":
+        return _blocks.extremum(x, layout, geom, mode, _fill_value(x.dtype, mode))
+    fold = _tiling_extremum if kind == "tiling" else _taps_extremum
     return fold(x, layout, geom, mode)
 
 
@@ -179,6 +171,8 @@ def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
     checkpoint: the linearized program keeps only ``offset`` and recomputes the selects from it;
     materialize: XLA:CPU would otherwise fuse (recompute) the forward fold into every select."""
     route = _tiling_route if _lowering.is_clean_tiling(geom) else _taps_route
+    if _lowering.choose(geom) == "blocks":
+        route = _blocks.route
     return jax.checkpoint(lambda t, o: route(t, o, layout, geom))(tx, materialize(offset)).astype(tx.dtype)
 
 

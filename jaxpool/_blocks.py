@@ -1,0 +1,103 @@
+"""Strided windows along one axis as whole blocks of the stride plus a short head: linear work for
+any window, and a one-byte winner offset (:mod:`jaxpool._lowering`, ``"blocks"``).
+
+With stride ``s`` and window ``k = m s + h`` (``h < s``), cut the (padded) axis into blocks of ``s``:
+window ``o`` is blocks ``o .. o + m - 1`` followed by the first ``h`` elements of block ``o + m``.
+Each block is reduced once (a reshape and plain reductions: its extremum, and a winner score that
+encodes PyTorch's first maximum and last NaN, as :func:`jaxpool.max._tiling_extremum`); the window
+then folds ``m`` block results and ``h`` strided head taps in input order. Adaptive 512 -> 7 (windows
+of 74 every 73): one block and one head tap per window, where a tap fold would need 74 and the
+doubling scheme 7 passes. The derivative routes each output to its winner with one select per
+block and head tap (:func:`route`), no scatter; the transpose is a reshape and pads.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxpool import _sliding, _taps
+from jaxpool._geometry import WindowGeometry
+from jaxpool._layout import Layout
+
+
+def strided_axis(geom: WindowGeometry) -> int:
+    """The one spatial axis this single-axis geometry pools along."""
+    (i,) = [i for i, (k, o, n) in enumerate(zip(geom.window, geom.out_shape, geom.in_shape)) if k > 1 or o != n]
+    return i
+
+
+def _cut(xp, layout: Layout, geom: WindowGeometry, i: int):
+    """Padded ``xp`` cut into the ``out + m - 1`` whole blocks the windows use: axis ``i`` becomes
+    ``(blocks, s)``. Returns the cut array and the block count."""
+    axis, s, out = layout.spatial_axes[i], geom.strides[i], geom.out_shape[i]
+    blocks = out + geom.window[i] // s - 1
+    return _sliding.split_axis(lax.slice_in_dim(xp, 0, blocks * s, axis=axis), axis, blocks, s), blocks
+
+
+def _real(geom: WindowGeometry, i: int, blocks: int) -> np.ndarray:
+    """Static ``(blocks, s)`` mask of the block elements that are input, not padding."""
+    s = geom.strides[i]
+    pos = np.arange(blocks * s).reshape(blocks, s) - geom.pad_lo[i]
+    return (pos >= 0) & (pos < geom.in_shape[i])
+
+
+def _along_cut(layout: Layout, i: int, mask: np.ndarray) -> np.ndarray:
+    """A ``(blocks, s)`` mask shaped to broadcast against the cut array."""
+    shape = [1] * (layout.ndim + 1)
+    axis = layout.spatial_axes[i]
+    shape[axis : axis + 2] = mask.shape
+    return mask.reshape(shape)
+
+
+def _iota(layout: Layout, i: int, s: int):
+    """Position inside the block, shaped to broadcast against the cut array."""
+    return lax.broadcasted_iota(jnp.int32, tuple(_along_cut(layout, i, np.zeros((1, s))).shape), layout.spatial_axes[i] + 1)
+
+
+def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, fill):
+    """``(extremum, in-window offset of PyTorch's winner)`` of every window of the single-axis ``geom``."""
+    i = strided_axis(geom)
+    axis, s, k, out = layout.spatial_axes[i], geom.strides[i], geom.window[i], geom.out_shape[i]
+    m, h = divmod(k, s)
+    xp = _taps.pad_input(x, layout, geom, fill, axes=(i,))
+    cut, blocks = _cut(xp, layout, geom, i)
+    real = _real(geom, i, blocks)
+    mask = None if real.all() else _along_cut(layout, i, real)
+    best, inner = _sliding.extremum_and_winner(cut, (axis + 1,), _iota(layout, i, s), s, mode, mask)
+    dtype = _taps.offset_dtype(k)
+    has_real = np.asarray(real.any(axis=1))
+    candidates = []
+    for b in range(m):
+        inside = has_real[b : b + out]
+        value = lax.slice_in_dim(best, b, b + out, axis=axis)
+        offset = (lax.slice_in_dim(inner, b, b + out, axis=axis) + b * s).astype(dtype)
+        candidates.append((value, None if inside.all() else layout.along(inside, i), offset))
+    for t in range(m * s, k):
+        (value,) = _sliding.strided((xp,), axis, out, s, t)
+        candidates.append((value, _taps.tap_inside(layout, geom, {i: t}), t))
+    return _taps.select_fold(candidates, mode, dtype)
+
+
+def route(tx, offset, layout: Layout, geom: WindowGeometry):
+    """The tangent of each output: that of its winner's element, from the saved ``offset``. Linear in
+    ``tx``: one select per whole block and per head tap."""
+    i = strided_axis(geom)
+    axis, s, k, out = layout.spatial_axes[i], geom.strides[i], geom.window[i], geom.out_shape[i]
+    m = k // s
+    zero = jnp.zeros((), tx.dtype)
+    offset = offset.astype(jnp.int32)
+    cut, _ = _cut(_taps.pad_input(tx, layout, geom, 0, axes=(i,)), layout, geom, i)
+    iota = _iota(layout, i, s)
+    total = None
+    for b in range(m):
+        block = lax.slice_in_dim(cut, b, b + out, axis=axis)
+        term = jnp.sum(jnp.where(iota == jnp.expand_dims(offset - b * s, axis + 1), block, zero), axis=axis + 1)
+        total = term if total is None else total + term
+    if k > m * s:
+        taps = _taps.Taps(tx, layout, geom, axes=(i,))
+        for t in range(m * s, k):
+            term = jnp.where(offset == t, taps({i: t}), zero)
+            total = term if total is None else total + term
+    return total
