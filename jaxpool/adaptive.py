@@ -15,6 +15,7 @@ logarithmic in the sizes; a NaN stays in its bins.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal, cast, overload
@@ -146,10 +147,43 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
     acc = accumulation_dtype(x.dtype)
     y = x.astype(acc)
     for i in reversed(range(layout.n_spatial)):
-        (y,) = _bins_along((y,), lambda a, b: (a[0] + b[0],), (0,), layout, i, in_shape[i], out_shape[i])
+        y = _bin_sums(y, layout, i, in_shape[i], out_shape[i])
         starts, ends = adaptive_bins(in_shape[i], out_shape[i])
         y = y / layout.along((ends - starts).astype(acc), i)
     return y.astype(result_dtype(x.dtype))
+
+
+# Up to this many bins along an axis, the derivative of adaptive sums is a contraction (:func:`_bin_sums`).
+_CONTRACT_BINS = 16
+
+
+def _add(a: tuple, b: tuple) -> tuple:
+    return (a[0] + b[0],)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def _bin_sums(y, layout: Layout, i: int, size: int, out: int):
+    """Sums over PyTorch's adaptive bins along spatial axis ``i`` (:func:`_bins_along`).
+
+    With at most :data:`_CONTRACT_BINS` bins the tangent map is a contraction with the ``(size, out)``
+    0/1 bin-membership matrix (built from iotas in the program, not stored), whose transpose — the
+    backward pass — is one more dot: uneven 1-D 100000 -> 7 forward+backward 2.8 -> 0.6 ms, where
+    the strided core and masked fringes transpose into an interior pad per fringe tap. The values
+    stay the fringes' IEEE sums (a dot would let ``0 * inf`` leak a NaN into other bins)."""
+    return _bins_along((y,), _add, (0,), layout, i, size, out)[0]
+
+
+@_bin_sums.defjvp
+def _bin_sums_jvp(layout: Layout, i: int, size: int, out: int, primals, tangents):
+    (y,), (ty,) = primals, tangents
+    if out > _CONTRACT_BINS:
+        return jax.jvp(lambda v: _bins_along((v,), _add, (0,), layout, i, size, out)[0], (y,), (ty,))
+    starts, ends = adaptive_bins(size, out)
+    position = lax.broadcasted_iota(jnp.int32, (size, out), 0)
+    member = ((position >= starts) & (position < ends)).astype(ty.dtype)
+    axis = layout.spatial_axes[i]
+    summed = jnp.tensordot(ty, member, axes=((axis,), (0,)), precision=lax.Precision.HIGHEST)
+    return _bin_sums(y, layout, i, size, out), jnp.moveaxis(summed, -1, axis)
 
 
 def _uneven_max(x, layout: Layout, in_shape, out_shape, indices: bool) -> tuple[jax.Array, jax.Array | None]:
