@@ -4,7 +4,7 @@ any window, and a one-byte winner offset (:mod:`jaxpool._lowering`, ``"blocks"``
 With stride ``s`` and window ``k = m s + h`` (``h < s``), cut the (padded) axis into blocks of ``s``:
 window ``o`` is blocks ``o .. o + m - 1`` followed by the first ``h`` elements of block ``o + m``.
 Each block is reduced once (a reshape and plain reductions: its extremum, and a winner score that
-encodes PyTorch's first maximum and last NaN, as :func:`jaxpool.max._tiling_extremum`); the window
+encodes PyTorch's first maximum and last NaN: :func:`jaxpool._sliding.extremum_and_winner`); the window
 then folds ``m`` block results and ``h`` strided head taps in input order. Adaptive 512 -> 7 (windows
 of 74 every 73): one block and one head tap per window, where a tap fold would need 74 and the
 doubling scheme 7 passes. The derivative routes each output to its winner with one select per
@@ -24,7 +24,7 @@ from jaxpool._layout import Layout
 
 def strided_axis(geom: WindowGeometry) -> int:
     """The one spatial axis this single-axis geometry pools along."""
-    (i,) = [i for i, (k, o, n) in enumerate(zip(geom.window, geom.out_shape, geom.in_shape)) if k > 1 or o != n]
+    (i,) = geom.pooled_axes
     return i
 
 

@@ -166,6 +166,11 @@ class WindowGeometry:
         """Whether any tap falls in padding or overhang (so a validity mask is needed)."""
         return not all(self.tap_inside(i).all() for i in range(self.ndim))
 
+    @property
+    def pooled_axes(self) -> tuple[int, ...]:
+        """The spatial axes this geometry changes: a window longer than 1, or an output size that differs."""
+        return tuple(i for i, (k, o, n) in enumerate(zip(self.window, self.out_shape, self.in_shape)) if k > 1 or o != n)
+
     def axis_only(self, axis: int, in_shape: Sequence[int]) -> WindowGeometry:
         """This geometry along ``axis`` alone, over ``in_shape``; the other axes pass through unchanged."""
 

@@ -94,10 +94,9 @@ def fits_blocks(geom: WindowGeometry) -> bool:
     (a ragged size that :class:`jaxpool._taps.Taps` does not split; stride >= 3). Measured in one
     process, forward+backward: SPP's 7x7/6 level on 13 (13 -> 2) 2.7 -> 1.4 ms, 6x6/5 on 64 1.4x
     faster; 8x8/7 on 64 (split phases) and 3x3/2 on 57 stay faster as tap folds."""
-    pooled = [i for i, (k, o, n) in enumerate(zip(geom.window, geom.out_shape, geom.in_shape)) if k > 1 or o != n]
-    if len(pooled) != 1:
+    if len(geom.pooled_axes) != 1:
         return False
-    (i,) = pooled
+    (i,) = geom.pooled_axes
     k, s, n = geom.window[i], geom.strides[i], geom.in_shape[i]
     if geom.dilation[i] != 1 or not s < k or k // s > AXIS_TAPS or k % s > AXIS_TAPS:
         return False

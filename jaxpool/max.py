@@ -185,7 +185,7 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     own derivative; JAX chains them in both modes."""
     for i in reversed(range(geom.ndim)):
         g = geom.axis_only(i, layout.spatial_shape(x.shape))
-        if g.window_size > 1 or g.out_shape != g.in_shape:
+        if g.pooled_axes:
             x = _routed(x, layout, g, mode)[0]
     return x
 
