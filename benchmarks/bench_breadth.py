@@ -112,10 +112,13 @@ CASES = [
     windowed("max", (2, 64, 64, 8), 15, 1),
     windowed("max", (2, 64, 64, 8), 31, 1),
     windowed("max", (32, 56, 56, 64), 3, 2, 1, "bfloat16"),
+    windowed("max", (32, 55, 55, 64), 3, 2),  # odd sizes (AlexNet's 55, Inception's 147/73/35)
+    windowed("max", (32, 57, 57, 64), 3, 2, 1),
     windowed("avg", (32, 56, 56, 64), 2, 2),
     windowed("avg", (32, 56, 56, 64), 3, 2, 1),
     windowed("avg", (2, 64, 64, 8), 15, 1),
     windowed("avg", (32, 56, 56, 64), 3, 2, 1, "bfloat16"),
+    windowed("avg", (32, 57, 57, 64), 3, 2, 1),
     windowed("max", (32, 4096, 64), 3, 2, 1),
     windowed("avg", (32, 4096, 64), 9, 1, 4),
     windowed("max", (4, 16, 32, 32, 32), 2, 2),

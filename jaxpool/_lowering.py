@@ -32,6 +32,14 @@ stride 1 and each bin's start picked by a broadcast, reshape and strided slice
     of the stride, each reduced once, and every window folds ``m`` block results and ``h`` head
     taps (:mod:`jaxpool._blocks`). Linear work, O(m + h) HLO ops, and a 1-byte offset: adaptive
     512 -> 7 (74 every 73) forward+backward 4.4x -> 1.1x PyTorch.
+``"edges"``
+    small stride-2 windows (``"taps"`` whose body folds phase views, :func:`fold_phases`) on sizes that are not a
+    multiple of the stride: the outputs whose windows end inside the largest multiple of the stride
+    (a slice of the input, whose phase view is a free reshape) and the last output or two over a
+    slab one window wide, each lowered by its own geometry and concatenated (:mod:`jaxpool._edges`).
+    Padding a ragged axis to a stride multiple makes XLA:CPU copy the input and its taps: 3x3/2
+    pad 1 on (32, 57, 57, 64) forward+backward 40 ms (3.6x PyTorch) -> 11-15 ms (1.1-1.5x); avg
+    3x3/2 pad 1 33 -> 6-11 ms; 3x3/2 on 55 26 -> 6.5-11 ms.
 ``"chained"`` (max/min)
     windows over several axes, each at most :data:`AXIS_TAPS` long or ``"blocks"``, other than the
     phase-view folds below: one ``"taps"`` or ``"blocks"`` pass per axis, last axis first, each
@@ -39,7 +47,10 @@ stride 1 and each bin's start picked by a broadcast, reshape and strided slice
     ``sum(k_i)`` taps instead of ``prod(k_i)``: measured in one process, forward+backward 3x3/1
     1.9x, 5x5/1 1.9x, 8x8/7 (adaptive 50 -> 7) 3.7x faster than the joint fold. The residual is
     one byte per element of each pass's output (3x3/1: 2 bytes per output instead of 1; flax keeps
-    the 4-byte input). Indices (``return_indices``) use the joint fold.
+    the 4-byte input). Indices (``return_indices``) use the joint fold. Passes whose taps multiply
+    past :data:`FUSED_PASS_TAPS` are kept apart in every mode
+    (:func:`jaxpool._fusion.materialize_with_derivatives`): 5x5/1 on (8, 20, 20, 256)
+    forward+backward 10.9 -> 5.9 ms, jvp 20.8 -> 3.1 ms; 3x3x3/1 35 -> 14 ms.
 
 Max/min ``"taps"`` fold strided slices of the padded input, except stride-2 windows on even sizes,
 which fold phase-view taps (:func:`fold_phases`); every derivative uses phase-view taps
@@ -55,7 +66,7 @@ benchmarks/RESULTS_breadth.md.
 
 from __future__ import annotations
 
-from jaxpool import _taps
+from jaxpool import _edges, _taps
 from jaxpool._geometry import WindowGeometry
 
 # Windows with at most this many elements fold all their taps in one fused loop (max/min: one
@@ -64,6 +75,10 @@ JOINT_TAPS = 64
 JOINT_SUM_TAPS = 16
 # Along one axis, windows longer than this use the doubling scheme instead of a fold over taps.
 AXIS_TAPS = 8
+# "chained" passes: XLA:CPU fuses consecutive passes' derivatives into one loop that re-reads the
+# product of their taps per element; above this many, the next pass's input (and its tangent and
+# cotangent) is computed once instead (3x3/1: 9, measured no faster either way; 5x5/1: 25, 2x slower).
+FUSED_PASS_TAPS = 9
 
 
 def is_clean_tiling(geom: WindowGeometry) -> bool:
@@ -104,6 +119,14 @@ def fits_blocks(geom: WindowGeometry) -> bool:
     return k > AXIS_TAPS or (unsplit and s >= 3)
 
 
+def route_taps(geom: WindowGeometry) -> int:
+    """How many taps the max-index derivative of a one-axis max/min pass reads per output: the
+    window's length, or for ``"blocks"`` (``k = m s + h``) its ``m`` blocks and ``h`` head taps."""
+    (i,) = geom.pooled_axes
+    k, s = geom.window[i], geom.strides[i]
+    return sum(divmod(k, s)) if fits_blocks(geom) else k
+
+
 def chain_axes(geom: WindowGeometry) -> bool:
     """Whether a max/min runs one routed pass per axis (``"chained"``): windows over several axes,
     each at most :data:`AXIS_TAPS` long or :func:`fits_blocks`, that neither tile cleanly nor fold
@@ -113,8 +136,21 @@ def chain_axes(geom: WindowGeometry) -> bool:
     return several and passes and not is_clean_tiling(geom) and not fold_phases(geom)
 
 
+def splits_edges(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> bool:
+    """Whether a window is ``"edges"``: some strided axis is not a multiple of its stride, and the
+    body (:func:`jaxpool._edges.body`) is a ``"taps"`` window that folds stride-2 phase views
+    (:func:`fold_phases`), which a ragged axis would make XLA:CPU copy (3x3/2 pad 1 on 57: 40 ms ->
+    11-15 ms forward+backward). Not for larger strides: there the ragged phase view splits into
+    pieces (4x4/3 on 16: adaptive 16 -> 5), and split along two spatially sharded axes XLA's SPMD
+    partitioner gathers the parts (``tests/test_spatial_sharding.py``)."""
+    if not _edges.ragged_parts(geom) or is_clean_tiling(geom):
+        return False
+    body = _edges.body(geom)
+    return fold_phases(body) and choose(body, reduction, indices=indices) == "taps"
+
+
 def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> str:
-    """``"tiling"``, ``"taps"``, ``"blocks"`` (extremum), ``"chained"`` (extremum without ``indices``:
+    """``"tiling"``, ``"edges"``, ``"taps"``, ``"blocks"`` (extremum), ``"chained"`` (extremum without ``indices``:
     the passes keep no joint offset) or ``"separable"`` for this geometry and ``reduction``
     (``"extremum"`` or ``"sum"``; see the module docstring)."""
     if is_clean_tiling(geom):
@@ -122,6 +158,8 @@ def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool =
         small = geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS)
         if not small or whole_axis:
             return "tiling"
+    if splits_edges(geom, reduction, indices=indices):
+        return "edges"
     if reduction == "extremum" and fits_blocks(geom):
         return "blocks"
     if reduction == "extremum" and not indices and chain_axes(geom):

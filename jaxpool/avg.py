@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool import _lowering, _sliding, _symbolic, _taps
+from jaxpool import _edges, _lowering, _sliding, _symbolic, _taps
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, not_a_window, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import max_pool
@@ -27,6 +27,9 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
     in both modes, and the transpose is phase-interleaved shifted adds — no ``reduce_window``
     transpose, no scatter."""
     kind = _lowering.choose(geom, "sum")
+    if kind == "edges":
+        (total,) = _edges.by_parts(lambda x, layout, geom: (window_sum(x, layout, geom),), x, layout, geom)
+        return total
     if kind == "tiling":
         tiled, window_axes = _sliding.tile_shape(layout, geom, x.shape)
         return jnp.sum(x.reshape(tiled), axis=window_axes)

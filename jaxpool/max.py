@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _blocks, _lowering, _sliding, _symbolic, _taps
-from jaxpool._fusion import apart, materialize
+from jaxpool import _blocks, _edges, _lowering, _sliding, _symbolic, _taps
+from jaxpool._fusion import apart, materialize, materialize_with_derivatives
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
 
@@ -182,11 +182,20 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     Exact: the first maximum of a window in row-major order is, along the first axis, the first
     maximum of the rows' first maxima (the last NaN likewise), and each pass pads only its own
     axis, so padding never beats a real element. Each pass saves its own offsets and routes its
-    own derivative; JAX chains them in both modes."""
+    own derivative; JAX chains them in both modes. A pass whose taps, times those of the passes
+    before it since the last barrier, exceed :data:`jaxpool._lowering.FUSED_PASS_TAPS` first computes its input once
+    with its derivatives (:func:`jaxpool._fusion.materialize_with_derivatives`): fused, each of its
+    backward taps would recompute all of the earlier passes' (5x5/1: 25 taps per element, not 10)."""
+    fused = 1
     for i in reversed(range(geom.ndim)):
         g = geom.axis_only(i, layout.spatial_shape(x.shape))
-        if g.pooled_axes:
-            x = _routed(x, layout, g, mode)[0]
+        if not g.pooled_axes:
+            continue
+        taps = _lowering.route_taps(g)
+        if fused > 1 and fused * taps > _lowering.FUSED_PASS_TAPS:
+            x, fused = materialize_with_derivatives(x), 1
+        x = _routed(x, layout, g, mode)[0]
+        fused *= taps
     return x
 
 
@@ -200,8 +209,16 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     """``(y, winner)``: the pooled extremum and either the winner's in-window offset (``"offset"``)
     or its flat input position (``"position"``; ``None`` unless ``indices``, when cheaper), per
     :func:`jaxpool._lowering.choose`."""
-    acc = _upcast16(x)
     kind = _lowering.choose(geom, indices=indices)
+    if kind == "edges":
+
+        def part(x, layout, geom):
+            y, (winner, what) = extremum(x, layout, geom, mode, indices=indices)
+            return y, winner
+
+        y, winner = _edges.by_parts(part, x, layout, geom)
+        return y, (winner, "offset")
+    acc = _upcast16(x)
     if kind == "chained":
         return _chained_extremum(acc, layout, geom, mode).astype(x.dtype), (None, "offset")
     if kind == "separable":

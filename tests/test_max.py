@@ -2,6 +2,7 @@
 dtypes, ties and NaN, the XLA path, transforms, compiled HLO and residual memory."""
 
 import math
+import re
 
 import chex
 import jax
@@ -201,6 +202,25 @@ def test_backward_has_no_scatter_and_small_residuals(window, strides, padding, d
         assert all(leaf.dtype == jnp.uint8 for leaf in leaves)
     else:  # dilated large windows: the input, as flax.linen's reduce_window
         assert residual <= 1.05 * x.nbytes
+
+
+def _f32_conditionals(fn, *args) -> int:
+    """Conditionals with a floating-point result in the compiled HLO: jaxpool._fusion's barriers
+    around an activation, its tangent or its cotangent (the offsets' barriers are uint8)."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    return len(re.findall(r"= \(?f32\[[^=]*\bconditional\(", text))
+
+
+@pytest.mark.parametrize("window, separated", [((3, 3), False), ((5, 5), True), ((3, 3, 3), True)])
+def test_chained_passes_compute_each_derivative_once(window, separated):
+    """A chained max computes the input of a pass whose taps, times the earlier passes', exceed
+    FUSED_PASS_TAPS once, with its tangent and cotangent (XLA:CPU would fuse 5x5/1's backward into
+    one loop reading 25 taps per element: 2x slower); 3x3/1 stays one fused loop."""
+    x = jnp.ones((2,) + (9,) * len(window) + (3,))
+    pool = lambda v: jaxpool.max_pool(v, window, 1, "SAME")  # noqa: E731
+    backward = _f32_conditionals(jax.grad(lambda v: pool(v).sum()), x)
+    forward_mode = _f32_conditionals(lambda v, t: jax.jvp(pool, (v,), (t,)), x, x)
+    assert (backward > 0, forward_mode > 0) == (separated, separated), (backward, forward_mode)
 
 
 class JitVariantsTest(chex.TestCase):
