@@ -33,10 +33,11 @@ stride 1 and each bin's start picked by a broadcast, reshape and strided slice
     taps (:mod:`jaxpool._blocks`). Linear work, O(m + h) HLO ops, and a 1-byte offset: adaptive
     512 -> 7 (74 every 73) forward+backward 4.4x -> 1.1x PyTorch.
 ``"edges"``
-    small stride-2 windows (``"taps"`` whose body folds phase views, :func:`fold_phases`) on sizes that are not a
-    multiple of the stride: the outputs whose windows end inside the largest multiple of the stride
-    (a slice of the input, whose phase view is a free reshape) and the last output or two over a
-    slab one window wide, each lowered by its own geometry and concatenated (:mod:`jaxpool._edges`).
+    small stride-2 windows (``"taps"`` whose body folds phase views, :func:`fold_phases`) on sizes
+    that are not a multiple of the stride: the outputs whose windows end inside the largest
+    multiple of the stride (a slice of the input, whose phase view is a free reshape) and the last
+    output or two over a slab one window wide, each lowered by its own geometry and concatenated
+    (:mod:`jaxpool._edges`).
     Padding a ragged axis to a stride multiple makes XLA:CPU copy the input and its taps: 3x3/2
     pad 1 on (32, 57, 57, 64) forward+backward 40 ms (3.6x PyTorch) -> 11-15 ms (1.1-1.5x); avg
     3x3/2 pad 1 33 -> 6-11 ms; 3x3/2 on 55 26 -> 6.5-11 ms.
@@ -150,9 +151,9 @@ def splits_edges(geom: WindowGeometry, reduction: str = "extremum", *, indices: 
 
 
 def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> str:
-    """``"tiling"``, ``"edges"``, ``"taps"``, ``"blocks"`` (extremum), ``"chained"`` (extremum without ``indices``:
-    the passes keep no joint offset) or ``"separable"`` for this geometry and ``reduction``
-    (``"extremum"`` or ``"sum"``; see the module docstring)."""
+    """``"tiling"``, ``"edges"``, ``"taps"``, ``"blocks"`` (extremum), ``"chained"`` (extremum
+    without ``indices``: the passes keep no joint offset) or ``"separable"`` for this geometry and
+    ``reduction`` (``"extremum"`` or ``"sum"``; see the module docstring)."""
     if is_clean_tiling(geom):
         whole_axis = any(o == 1 and k > 1 for o, k in zip(geom.out_shape, geom.window))
         small = geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS)

@@ -183,9 +183,10 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     maximum of the rows' first maxima (the last NaN likewise), and each pass pads only its own
     axis, so padding never beats a real element. Each pass saves its own offsets and routes its
     own derivative; JAX chains them in both modes. A pass whose taps, times those of the passes
-    before it since the last barrier, exceed :data:`jaxpool._lowering.FUSED_PASS_TAPS` first computes its input once
-    with its derivatives (:func:`jaxpool._fusion.materialize_with_derivatives`): fused, each of its
-    backward taps would recompute all of the earlier passes' (5x5/1: 25 taps per element, not 10)."""
+    before it since the last barrier, exceed :data:`jaxpool._lowering.FUSED_PASS_TAPS` first
+    computes its input once with its derivatives (:func:`jaxpool._fusion.materialize_with_derivatives`):
+    fused, each of its backward taps would recompute all of the earlier passes' (5x5/1: 25 taps per
+    element, not 10)."""
     fused = 1
     for i in reversed(range(geom.ndim)):
         g = geom.axis_only(i, layout.spatial_shape(x.shape))
@@ -212,8 +213,8 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     kind = _lowering.choose(geom, indices=indices)
     if kind == "edges":
 
-        def part(x, layout, geom):
-            y, (winner, what) = extremum(x, layout, geom, mode, indices=indices)
+        def part(x, layout, geom):  # every part folds taps, tiles or chains: its winner is an offset
+            y, (winner, _) = extremum(x, layout, geom, mode, indices=indices)
             return y, winner
 
         y, winner = _edges.by_parts(part, x, layout, geom)
