@@ -16,7 +16,6 @@ high) and 1 output over rows ``[55, 57)`` (pad 1 high).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Callable
 
@@ -28,12 +27,6 @@ from jaxpool._geometry import WindowGeometry
 from jaxpool._layout import Layout
 
 
-def _with(geom: WindowGeometry, i: int, **values) -> WindowGeometry:
-    """``geom`` with axis ``i`` of the named fields replaced."""
-    fields = {name: tuple(v if j == i else old for j, old in enumerate(getattr(geom, name))) for name, v in values.items()}
-    return dataclasses.replace(geom, **fields)
-
-
 def axis_parts(geom: WindowGeometry, i: int) -> list[tuple[int, int, WindowGeometry]] | None:
     """``[(start, stop, part geometry), ...]`` along axis ``i``: the body over ``[0, n - n % s)``
     and, if any output needs the remainder, the edge over ``[start, n)``; ``None`` when the axis is
@@ -43,11 +36,11 @@ def axis_parts(geom: WindowGeometry, i: int) -> list[tuple[int, int, WindowGeome
     if out <= 1 or s <= 1 or body == n or body + lo - e < 0:
         return None
     inside = min(out, (body + lo - e) // s + 1)  # outputs whose last tap is inside the body
-    parts = [(0, body, _with(geom, i, in_shape=body, pad_hi=0, out_shape=inside))]
+    parts = [(0, body, geom.with_axis(i, in_shape=body, pad_hi=0, out_shape=inside))]
     if inside < out:
         first = inside * s - lo  # first tap of the first edge output (may lie in the low padding)
         start = max(first, 0)
-        edge = _with(geom, i, in_shape=n - start, pad_lo=start - first, out_shape=out - inside)
+        edge = geom.with_axis(i, in_shape=n - start, pad_lo=start - first, out_shape=out - inside)
         parts.append((start, n, edge))
     return parts
 
@@ -60,7 +53,7 @@ def ragged_parts(geom: WindowGeometry) -> dict[int, list[tuple[int, int, WindowG
 
 def _restricted(geom: WindowGeometry, i: int, part: WindowGeometry) -> WindowGeometry:
     """``geom`` with axis ``i`` taken from ``part`` (an :func:`axis_parts` geometry of that axis)."""
-    return _with(geom, i, **{f: getattr(part, f)[i] for f in ("in_shape", "pad_lo", "pad_hi", "out_shape")})
+    return geom.with_axis(i, **{f: getattr(part, f)[i] for f in ("in_shape", "pad_lo", "pad_hi", "out_shape")})
 
 
 def body(geom: WindowGeometry) -> WindowGeometry:

@@ -162,6 +162,13 @@ class WindowGeometry:
         pos = self.tap_positions(axis)
         return (pos >= 0) & (pos < self.in_shape[axis])
 
+    def reflected_positions(self, axis: int) -> np.ndarray:
+        """``tap_positions`` with the padding reflected into the input (edge not repeated, NumPy's
+        ``mode="reflect"``); needs padding below the size along ``axis``."""
+        pos, last = self.tap_positions(axis), self.in_shape[axis] - 1
+        pos = np.abs(pos)
+        return np.where(pos > last, 2 * last - pos, pos)
+
     def needs_mask(self) -> bool:
         """Whether any tap falls in padding or overhang (so a validity mask is needed)."""
         return not all(self.tap_inside(i).all() for i in range(self.ndim))
@@ -170,6 +177,11 @@ class WindowGeometry:
     def pooled_axes(self) -> tuple[int, ...]:
         """The spatial axes this geometry changes: a window longer than 1, or an output size that differs."""
         return tuple(i for i, (k, o, n) in enumerate(zip(self.window, self.out_shape, self.in_shape)) if k > 1 or o != n)
+
+    def with_axis(self, axis: int, **values: int) -> WindowGeometry:
+        """This geometry with the named per-axis fields replaced along ``axis``."""
+        fields = {name: tuple(v if j == axis else old for j, old in enumerate(getattr(self, name))) for name, v in values.items()}
+        return dataclasses.replace(self, **fields)
 
     def axis_only(self, axis: int, in_shape: Sequence[int]) -> WindowGeometry:
         """This geometry along ``axis`` alone, over ``in_shape``; the other axes pass through unchanged."""

@@ -193,7 +193,7 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
         if not g.pooled_axes:
             continue
         taps = _lowering.route_taps(g)
-        if fused > 1 and fused * taps > _lowering.FUSED_PASS_TAPS:
+        if _lowering.keeps_apart(fused, taps):
             x, fused = materialize_with_derivatives(x), 1
         x = _routed(x, layout, g, mode)[0]
         fused *= taps

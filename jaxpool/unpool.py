@@ -62,18 +62,20 @@ def max_unpool(y: jax.Array, indices: jax.Array, output_size: Sequence[int], *, 
                 f"indices must lie in [0, {volume}) for output_size {out_shape}; got range "
                 f"[{concrete.min()}, {concrete.max()}] — pass the input's spatial shape as output_size"
             )
-    # (*batch, C, *pooled) flattened to rows of (batch, channel) with their pooled positions.
+    # (*batch, C, *pooled) with the pooled positions flattened per (batch, channel).
     if not layout.channels_first:
         y, indices = (jnp.moveaxis(a, -1, layout.n_batch) for a in (y, indices))
     lead = y.shape[: layout.n_batch + 1]
-    rows = math.prod(lead)
     pooled = math.prod(y.shape[layout.n_batch + 1 :])
-    values = y.reshape(rows, pooled)  # no -1: rows may be 0 (empty batch or channels)
-    flat = indices.reshape(rows, pooled)
-    # One scatter per row, vmapped: the row axis stays a batch axis of the scatter, so a batch-sharded
-    # input is unpooled shard by shard, with no collective.
+    values = y.reshape(lead + (pooled,))  # no -1: lead may hold a 0 (empty batch or channels)
+    flat = indices.reshape(lead + (pooled,))
+    # One scatter per (batch, channel), vmapped once per leading axis: they stay batch axes of the
+    # scatter, so an input sharded over batch or channels is unpooled shard by shard, with no
+    # collective (flattening batch and channels into one axis made XLA gather a channel sharding).
     # Negative indices are out of range too: no NumPy-style wrap-around (-1 would write the last element).
     scatter_row = lambda v, i: jnp.zeros((volume,), v.dtype).at[i].set(v, mode="drop", wrap_negative_indices=False)  # noqa: E731
-    out = jax.vmap(scatter_row)(values, flat)
+    for _ in lead:
+        scatter_row = jax.vmap(scatter_row)
+    out = scatter_row(values, flat)
     out = out.reshape(lead + out_shape)
     return out if layout.channels_first else jnp.moveaxis(out, layout.n_batch, -1)

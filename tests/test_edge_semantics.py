@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import jaxpool
 from tests import reference as ref
+from tests import reference_more
 
 KEY = jax.random.key(0)
 
@@ -371,6 +372,21 @@ def test_blur_spreads_nan_to_the_windows_that_see_it():
     x[0, 3, 0] = NAN
     y = np.asarray(jaxpool.blur_pool(x, (1,), filter_size=3)).ravel()  # stride 1, taps i-1, i, i+1
     np.testing.assert_array_equal(np.isnan(y), [False, False, True, True, True, False, False, False])
+
+
+@pytest.mark.parametrize("filter_size", range(1, 8))
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_blur_reflect_padding_spreads_non_finite_values_only_to_windows_that_see_them(filter_size, stride):
+    """Reflect padding is folded into edge weights on zero-padded taps; an inf or NaN must still
+    reach exactly the outputs whose reflected window holds it (NumPy's reflect pad as reference)."""
+    n = 9
+    for where in range(n):
+        for bad in (NAN, np.inf):
+            x = np.zeros((1, n, 1), np.float32)
+            x[0, where, 0] = bad
+            y = np.asarray(jaxpool.blur_pool(x, (stride,), filter_size=filter_size)).ravel()
+            want = reference_more.blur_pool(x.transpose(0, 2, 1), (filter_size,), (stride,)).ravel()
+            np.testing.assert_array_equal(y, want.astype(np.float32), err_msg=f"{bad} at {where}")
 
 
 def test_traced_out_of_range_unpool_indices_are_dropped_not_wrapped():

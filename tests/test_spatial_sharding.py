@@ -151,12 +151,11 @@ def test_sharded_equals_unsharded(summary, name, sharding):
 
 # Known gaps (see the closing notes of issues 10 and 11): a sharded axis that is not a multiple of
 # the stride is padded before its phase view, and XLA's partitioner gathers it; so do the pairwise
-# tree of strided large windows, data-dependent gathers/scatters (unpool, fractional regions) and the
-# reflect padding's concatenation. Strict: a fix makes these XPASS, which fails until the entry is
+# tree of strided large windows, and data-dependent gathers/scatters (unpool, fractional regions).
+# Strict: a fix makes these XPASS, which fails until the entry is
 # removed.
 KNOWN_GATHERS = (
-    {(name, s) for name in ("max_unpool", "fractional_max_pool", "blur_pool", "max_blur_pool") for s in SHARDINGS if s != "C"}
-    | {("max_unpool", "C")}
+    {(name, s) for name in ("max_unpool", "fractional_max_pool") for s in SHARDINGS if s != "C"}
     # 4x4/3 pools on 16: the axis is padded to a stride multiple (18) before its phase view
     | {(name, s) for name in ("adaptive_avg_pool 16->5", "adaptive_max_pool 16->5") for s in ("H", "W")}
     | {("max_pool 12x12/3 (blocked)", s) for s in ("H", "W")}
