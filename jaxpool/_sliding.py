@@ -178,6 +178,16 @@ def extremum_and_winner(xt, axes: tuple[int, ...], offsets, k: int, mode: str, r
     return y, jnp.where(top >= k, top - k, k - 1 - top)
 
 
+def repeat_rows(a, axis: int, repeat: int):
+    """Every row of ``a`` along ``axis`` ``repeat`` times in a row (a broadcast and a reshape)."""
+    expanded = jnp.expand_dims(a, axis + 1)
+    shape = list(expanded.shape)
+    shape[axis + 1] = repeat
+    flat = list(a.shape)
+    flat[axis] = a.shape[axis] * repeat
+    return jnp.broadcast_to(expanded, shape).reshape(flat)
+
+
 def pick(a, axis: int, n: int, o: int):
     """``a[floor(i * n / o)]`` for ``i < o`` along ``axis``: broadcast, reshape, strided slice.
 
@@ -187,15 +197,9 @@ def pick(a, axis: int, n: int, o: int):
     """
     g = math.gcd(n, o)
     step, repeat = n // g, o // g
-    size = a.shape[axis]
     if repeat == 1:
         return lax.slice_in_dim(a, 0, (o - 1) * step + 1, step, axis=axis) if o > 1 else lax.slice_in_dim(a, 0, 1, axis=axis)
-    expanded = jnp.expand_dims(a, axis + 1)
-    shape = list(expanded.shape)
-    shape[axis + 1] = repeat
-    flat = list(a.shape)
-    flat[axis] = size * repeat
-    expanded = jnp.broadcast_to(expanded, shape).reshape(flat)
+    expanded = repeat_rows(a, axis, repeat)
     if o == 1:
         return lax.slice_in_dim(expanded, 0, 1, axis=axis)
     return lax.slice_in_dim(expanded, 0, (o - 1) * step + 1, step, axis=axis)

@@ -38,6 +38,40 @@ def test_adaptive_max_pool_matches_reference(sizes, layout, kind, seed):
     )
 
 
+@given(sizes=adaptive_sizes(), layout=layouts, kind=st.sampled_from(["ties", "special", "normal"]), seed=st.integers(0, 2**16))
+def test_adaptive_max_pool_without_indices_matches_reference(sizes, layout, kind, seed):
+    """Without indices, short uneven bins take stride-1 windows and picked starts (a lowering of
+    their own): values, PyTorch's tie and NaN rules and the gradient to the first maximum."""
+    (spatial, out), (data_format, batch_shape) = sizes, layout
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + spatial, kind)
+    want, _ = ref.adaptive_max_pool(x, out)
+    xj = jnp.asarray(to_layout(x, data_format, batch_shape))
+    y, vjp = jax.vjp(lambda v: jaxpool.adaptive_max_pool(v, out, data_format=data_format), xj)
+    np.testing.assert_array_equal(from_layout(y, data_format, batch_shape), want.astype(np.float32))
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    (dx,) = vjp(jnp.asarray(to_layout(ct, data_format, batch_shape)))
+    np.testing.assert_allclose(
+        from_layout(dx, data_format, batch_shape), ref.adaptive_max_pool_grad(x, ct, out), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("n, o", [(7, 5), (13, 5), (13, 6), (10, 4), (20, 7), (14, 9), (28, 11)])
+def test_uneven_adaptive_max_keeps_pytorchs_tie_and_nan_rules(n, o):
+    """Bins one longer than the stride-1 windows add their last element: a tie must not take the
+    gradient from the first maximum, and a NaN there must win (all-equal and NaN-edged inputs)."""
+    ones = np.ones((1, 1, n, n), np.float32)
+    edged = np.random.default_rng(n).normal(size=(1, 1, n, n)).astype(np.float32)
+    edged[..., ::3, ::4] = np.nan
+    for x in (ones, edged):
+        pool = lambda v: jaxpool.adaptive_max_pool(v, (o, o), data_format="channels_first")  # noqa: E731
+        y, vjp = jax.vjp(pool, jnp.asarray(x))
+        want, _ = ref.adaptive_max_pool(x, (o, o))
+        np.testing.assert_array_equal(y, want.astype(np.float32))
+        ct = np.random.default_rng(o).normal(size=want.shape).astype(np.float32)
+        np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], ref.adaptive_max_pool_grad(x, ct, (o, o)), rtol=1e-6)
+
+
 @given(sizes=adaptive_sizes(), layout=layouts, kind=st.sampled_from(["normal", "special"]), seed=st.integers(0, 2**16))
 def test_adaptive_avg_pool_matches_reference(sizes, layout, kind, seed):
     """Includes NaN/-inf inputs: a non-finite value must stay in the bins that contain it."""
