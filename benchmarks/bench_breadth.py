@@ -92,6 +92,15 @@ def global_case(kind, shape):
     )
 
 
+def adaptive_case(kind, shape, out, label):
+    """Adaptive max/avg to ``out`` bins per spatial axis; PyTorch's adaptive pools (flax has none)."""
+    n = len(shape) - 2
+    jp = {"max": jaxpool.adaptive_max_pool, "avg": jaxpool.adaptive_avg_pool}[kind]
+    tf = getattr(F, f"adaptive_{kind}_pool{n}d")
+    name = f"adaptive {kind}{' 1-D' if n == 1 else ''} {shape[1]}->{out}{' ' + label if label else ''} {shape}"
+    return Case(name, shape, lambda x: jp(x, (out,) * n), None, lambda t: tf(t, out))
+
+
 def _spatial(x):
     return tuple(range(1, x.ndim - 1))
 
@@ -130,41 +139,15 @@ CASES = [
     global_case("avg", (1, 512, 512, 4)),
     global_case("max", (1, 100000, 4)),
     global_case("avg", (1, 100000, 4)),
-    Case(
-        "adaptive max 50->7 uneven (32, 50, 50, 64)",
-        (32, 50, 50, 64),
-        lambda x: jaxpool.adaptive_max_pool(x, (7, 7)),
-        None,
-        lambda t: F.adaptive_max_pool2d(t, 7),
-    ),
-    Case(
-        "adaptive avg 50->7 uneven (32, 50, 50, 64)",
-        (32, 50, 50, 64),
-        lambda x: jaxpool.adaptive_avg_pool(x, (7, 7)),
-        None,
-        lambda t: F.adaptive_avg_pool2d(t, 7),
-    ),
-    Case(
-        "adaptive avg 56->7 even (32, 56, 56, 64)",
-        (32, 56, 56, 64),
-        lambda x: jaxpool.adaptive_avg_pool(x, (7, 7)),
-        None,
-        lambda t: F.adaptive_avg_pool2d(t, 7),
-    ),
-    Case(
-        "adaptive max 512->7 uneven (1, 512, 512, 4)",
-        (1, 512, 512, 4),
-        lambda x: jaxpool.adaptive_max_pool(x, (7, 7)),
-        None,
-        lambda t: F.adaptive_max_pool2d(t, 7),
-    ),
-    Case(
-        "adaptive avg 1-D 100000->7 (1, 100000, 4)",
-        (1, 100000, 4),
-        lambda x: jaxpool.adaptive_avg_pool(x, (7,)),
-        None,
-        lambda t: F.adaptive_avg_pool1d(t, 7),
-    ),
+    adaptive_case("max", (32, 50, 50, 64), 7, "uneven"),
+    adaptive_case("avg", (32, 50, 50, 64), 7, "uneven"),
+    adaptive_case("avg", (32, 56, 56, 64), 7, "even"),
+    adaptive_case("max", (1, 512, 512, 4), 7, "uneven"),
+    adaptive_case("avg", (1, 100000, 4), 7, ""),
+    adaptive_case("max", (64, 13, 13, 256), 6, "3 every 2"),  # SPP-net's 6-bin level on conv5: an odd-size pool
+    adaptive_case("max", (64, 13, 13, 256), 5, "short bins"),
+    adaptive_case("max", (16, 28, 28, 64), 11, "short bins"),
+    adaptive_case("avg", (32, 20, 20, 64), 7, "short bins"),
     Case("SPP (1, 2, 4) max (32, 13, 13, 256)", (32, 13, 13, 256), lambda x: jaxpool.spatial_pyramid_pool(x), None, _spp_torch),
     Case(
         "lp p=2 3x3/2 (32, 56, 56, 64)",
