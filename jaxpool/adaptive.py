@@ -131,10 +131,12 @@ def _later_max(best, later):
 
 def _takes_short_bins(in_shape, out_shape) -> bool:
     """Whether every pooled axis has uneven bins, fewer than its inputs, at most :data:`_SHORT_BIN` long."""
-    return all(
-        n == o or (o < n and n % o != 0 and int(np.max(np.subtract(*adaptive_bins(n, o)[::-1]))) <= _SHORT_BIN)
-        for n, o in zip(in_shape, out_shape)
-    )
+
+    def longest(n: int, o: int) -> int:
+        starts, ends = adaptive_bins(n, o)
+        return int((ends - starts).max())
+
+    return all(n == o or (o < n and n % o != 0 and longest(n, o) <= _SHORT_BIN) for n, o in zip(in_shape, out_shape))
 
 
 def _bins_along(values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent=False) -> tuple:
