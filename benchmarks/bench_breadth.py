@@ -145,9 +145,13 @@ CASES = [
     adaptive_case("max", (1, 512, 512, 4), 7, "uneven"),
     adaptive_case("avg", (1, 100000, 4), 7, ""),
     adaptive_case("max", (64, 13, 13, 256), 6, "3 every 2"),  # SPP-net's 6-bin level on conv5: an odd-size pool
-    adaptive_case("max", (64, 13, 13, 256), 5, "short bins"),
-    adaptive_case("max", (16, 28, 28, 64), 11, "short bins"),
+    adaptive_case("max", (64, 13, 13, 256), 5, "binned"),  # uneven bins: windows of q + r every q, masked
+    adaptive_case("max", (16, 28, 28, 64), 11, "binned"),
+    adaptive_case("max", (32, 40, 40, 64), 6, "binned"),
+    adaptive_case("max", (8, 100, 100, 64), 7, "binned"),
     adaptive_case("avg", (32, 20, 20, 64), 7, "short bins"),
+    adaptive_case("avg", (32, 40, 40, 64), 6, "core+fringes"),
+    adaptive_case("avg", (32, 56, 56, 64), 5, "12 every 11"),  # a regular pool whose blocks are not a power of two
     Case("SPP (1, 2, 4) max (32, 13, 13, 256)", (32, 13, 13, 256), lambda x: jaxpool.spatial_pyramid_pool(x), None, _spp_torch),
     Case(
         "lp p=2 3x3/2 (32, 56, 56, 64)",

@@ -110,7 +110,10 @@ class WindowGeometry:
 
     Window ``o`` along axis ``i`` has taps at input positions ``o * strides[i] - pad_lo[i] +
     t * dilation[i]`` for ``t < window[i]``. ``pad_hi`` is the explicit padding; ``overhang`` the
-    extra room ``ceil_mode`` needs beyond it (never counted as padding).
+    extra room ``ceil_mode`` needs beyond it (never counted as padding). ``bins`` (per axis
+    ``None`` or ``(starts, ends)``, one pair per output) restricts window ``o`` to the taps in
+    ``[starts[o], ends[o])``: uneven adaptive bins as one window that covers every bin
+    (:func:`binned_geometry`).
     """
 
     in_shape: tuple[int, ...]
@@ -120,6 +123,7 @@ class WindowGeometry:
     pad_lo: tuple[int, ...]
     pad_hi: tuple[int, ...]
     out_shape: tuple[int, ...]
+    bins: tuple[tuple[tuple[int, ...], tuple[int, ...]] | None, ...] | None = None
 
     @property
     def ndim(self) -> int:
@@ -158,9 +162,15 @@ class WindowGeometry:
         return o + np.arange(self.window[axis])[None, :] * self.dilation[axis]
 
     def tap_inside(self, axis: int) -> np.ndarray:
-        """Boolean ``(out, window)``: does the tap lie inside the unpadded input along ``axis``."""
+        """Boolean ``(out, window)``: does the tap lie inside the unpadded input (and inside its
+        window's bin, with ``bins``) along ``axis``."""
         pos = self.tap_positions(axis)
-        return (pos >= 0) & (pos < self.in_shape[axis])
+        inside = (pos >= 0) & (pos < self.in_shape[axis])
+        bins = None if self.bins is None else self.bins[axis]
+        if bins is not None:
+            starts, ends = (np.asarray(v)[:, None] for v in bins)
+            inside &= (pos >= starts) & (pos < ends)
+        return inside
 
     def reflected_positions(self, axis: int) -> np.ndarray:
         """``tap_positions`` with the padding reflected into the input (edge not repeated, NumPy's
@@ -290,6 +300,20 @@ def adaptive_bins(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     """PyTorch's adaptive bins along one axis: ``[floor(i*size/out), ceil((i+1)*size/out))``."""
     i = np.arange(out)
     return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def binned_geometry(in_shape: Sequence[int], axis: int, out: int) -> WindowGeometry:
+    """PyTorch's adaptive bins along ``axis`` (``size = q out + r``, ``0 < r``, ``out < size``) as
+    one strided window: bin ``b`` starts at ``b q + floor(b r / out)`` and ends by ``(b + 1) q + r``,
+    so windows of ``q + r`` every ``q`` cover every bin, inside the input (the last ends at
+    ``size``), and ``bins`` masks the ``r - 1`` or fewer taps outside each bin."""
+    size = in_shape[axis]
+    q, r = divmod(size, out)
+    window = tuple(q + r if j == axis else 1 for j in range(len(in_shape)))
+    strides = tuple(q if j == axis else 1 for j in range(len(in_shape)))
+    starts, ends = adaptive_bins(size, out)
+    bins = tuple((tuple(starts.tolist()), tuple(ends.tolist())) if j == axis else None for j in range(len(in_shape)))
+    return dataclasses.replace(window_geometry(in_shape, window, strides), bins=bins)
 
 
 def adaptive_as_pool(in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:

@@ -66,12 +66,33 @@ def doubling(values: tuple, combine, axis: int, k: int, dilation: int, count: in
     return result
 
 
+# Blocks up to this long are halved without padding (their length cut into powers of two);
+# longer ones are padded to a power of two first.
+UNPADDED_BLOCK = 16
+
+
 def tree(values: tuple, combine, fills: tuple, axis: int) -> tuple:
-    """Reduces ``axis`` (dropping it) by combining neighbours pairwise, earlier first: ``log2`` passes,
-    linear work, and the pairwise sum's accuracy. The axis is padded to a power of two with ``fills``."""
+    """Reduces ``axis`` (dropping it) by combining neighbours pairwise, earlier first: ``log2``
+    passes, linear work, and the pairwise sum's accuracy. Up to :data:`UNPADDED_BLOCK` elements the
+    axis is cut into the powers of two of its length (11 = 8 + 2 + 1), each halved on its own and the
+    results combined in order: padding 11 -> 16 made XLA:CPU materialise the padded copy (avg
+    12x12/11 on (32, 56, 56, 64) forward+backward 37 -> 6 ms). Longer axes are padded with
+    ``fills`` to a power of two, which keeps the program O(log) in the length."""
     size = values[0].shape[axis]
-    width = 1 << max(size - 1, 0).bit_length()
-    values = tuple(_taps.pad_axis(v, axis, width - size, f) for v, f in zip(values, fills))
+    if size > UNPADDED_BLOCK:
+        width = 1 << (size - 1).bit_length()
+        return _halved(tuple(_taps.pad_axis(v, axis, width - size, f) for v, f in zip(values, fills)), combine, axis)
+    widths = [1 << bit for bit in reversed(range(size.bit_length())) if size >> bit & 1]
+    starts = [sum(widths[:j]) for j in range(len(widths))]
+    result = _halved(_slice(values, axis, starts[0], widths[0]), combine, axis)
+    for start, width in zip(starts[1:], widths[1:]):
+        result = combine(result, _halved(_slice(values, axis, start, width), combine, axis))
+    return result
+
+
+def _halved(values: tuple, combine, axis: int) -> tuple:
+    """:func:`tree` of an axis whose length is a power of two."""
+    width = values[0].shape[axis]
     while width > 1:
         width //= 2
         paired = tuple(split_axis(v, axis, width, 2) for v in values)
@@ -90,21 +111,29 @@ def split_axis(v, axis: int, outer: int, inner: int):
 def blocked(values: tuple, combine, fills: tuple, axis: int, k: int, s: int, out: int, *, idempotent: bool = False) -> tuple:
     """Windows ``[o s, o s + k)``, ``o < out``, for strides ``s > 1``: the axis is cut into blocks of
     ``s``; a window is ``k // s`` whole blocks (each reduced once by :func:`tree`, then combined by
-    :func:`doubling` over blocks) and the first ``k % s`` elements of the next block. Linear work
-    whatever ``k`` and ``s`` — no stride-1 pass over windows that are never used."""
+    :func:`doubling` over blocks) and the first ``k % s`` elements of the next block (the heads).
+    Linear work whatever ``k`` and ``s`` — no stride-1 pass over windows that are never used — and
+    the input is never padded when the windows fit it (the heads then are strided slices, or
+    blocks of a slice when those fit too)."""
     whole, rest = divmod(k, s)
-    blocks = out + whole
     length = values[0].shape[axis]
-    if length < blocks * s:
-        values = tuple(_taps.pad_axis(v, axis, blocks * s - length, f) for v, f in zip(values, fills))
-    cut = tuple(split_axis(lax.slice_in_dim(v, 0, blocks * s, axis=axis), axis, blocks, s) for v in values)
     parts = []  # earlier first: the whole blocks, then the next block's head
     if whole:
-        reduced = tree(cut, combine, fills, axis + 1)
-        parts.append(doubling(reduced, combine, axis, whole, 1, out, idempotent=idempotent))
+        blocks = out + whole - 1
+        cut = tuple(split_axis(lax.slice_in_dim(v, 0, blocks * s, axis=axis), axis, blocks, s) for v in values)
+        parts.append(doubling(tree(cut, combine, fills, axis + 1), combine, axis, whole, 1, out, idempotent=idempotent))
     if rest:
-        heads = tree(tuple(lax.slice_in_dim(v, 0, rest, axis=axis + 1) for v in cut), combine, fills, axis + 1)
-        parts.append(_slice(heads, axis, whole, out))
+        first = whole * s  # the first head starts after the first window's whole blocks
+        if rest <= _lowering.AXIS_TAPS:
+            heads = strided(values, axis, out, s, first)
+            for t in range(1, rest):
+                heads = combine(heads, strided(values, axis, out, s, first + t))
+        else:
+            short = max(first + out * s - length, 0)  # the last head's block may end past the input
+            padded = tuple(_taps.pad_axis(v, axis, short, f) for v, f in zip(values, fills))
+            cut = tuple(split_axis(lax.slice_in_dim(v, first, first + out * s, axis=axis), axis, out, s) for v in padded)
+            heads = tree(tuple(lax.slice_in_dim(v, 0, rest, axis=axis + 1) for v in cut), combine, fills, axis + 1)
+        parts.append(heads)
     result = parts[0]
     for part in parts[1:]:
         result = combine(result, part)

@@ -9,10 +9,11 @@ dividing sizes, a tiling pool, but also 50 -> 7, windows of 8 every 7) they go t
 at most ``2r - 1`` masked edge taps (:func:`_core_and_fringes`: linear work for any bin length);
 short bins have one of at most two lengths, every stride-1 window of each length is reduced by
 doubling (:func:`jaxpool._sliding.doubling`) and each bin's start is picked by a
-broadcast-reshape-slice (:func:`jaxpool._sliding.pick`). Maxima without indices over bins at most
-:data:`_SHORT_BIN` long are instead :func:`jaxpool.max_pool`'s stride-1 windows with the bins' start
-rows picked (:func:`_short_bins_max`, 2-11x faster). No gather, no scatter, HLO size at most
-logarithmic in the sizes; a NaN stays in its bins.
+broadcast-reshape-slice (:func:`jaxpool._sliding.pick`). Maxima without indices whose bins a
+window of at most :data:`_BIN_TAPS` taps covers are instead a strided :func:`jaxpool.max_pool`
+per axis with the taps outside each bin masked (:func:`_binned_max`: its one-byte offsets and
+max-index derivative). No gather, no scatter, HLO size at most logarithmic in the sizes; a NaN
+stays in its bins.
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _pick, _sliding, _symbolic, _taps
-from jaxpool._fusion import cotangent_once
-from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, int_tuple, window_geometry
+from jaxpool import _sliding, _symbolic, _taps
+from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, binned_geometry, int_tuple, window_geometry
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
 from jaxpool.avg import avg_pool
-from jaxpool.max import _extremum_pool, _fill_value, _upcast16, flat_indices, max_pool, takes_over
+from jaxpool.max import _extremum_pool, _fill_value, _upcast16, chain_passes, flat_indices, takes_over
 
 
 def _resolve(x, output_size, data_format):
@@ -95,48 +95,38 @@ def _core_and_fringes(values: tuple, combine, fills, layout: Layout, i: int, siz
     return result
 
 
-# Bins at most this long along an axis (uneven, fewer than the inputs) take :func:`_short_bins_max`.
-_SHORT_BIN = 4  # measured: 13 -> 3 (bins of 5) was no faster
+# Uneven bins whose covering window (:func:`jaxpool._geometry.binned_geometry`) has at most this
+# many taps take :func:`_binned_max`.
+_BIN_TAPS = 16
 
 
-def _short_bins_max(y, layout: Layout, i: int, size: int, out: int, data_format: str):
-    """Maxima over uneven bins along spatial axis ``i`` from the stride-1 windows of the shorter length.
-
-    :func:`jaxpool.max_pool` reduces every stride-1 window of the shorter bin length ``m`` along
-    axis ``i`` (its lowering, 1-byte offsets and max-index derivative) and
-    :func:`jaxpool._pick.starts` takes the rows where bins start; bins one longer (at most two
-    lengths exist) fold in the element after their first ``m`` (:func:`_later_max`). Measured
-    forward+backward of ``sum(sin(y))`` in one process, before -> after (PyTorch 2 threads): 13 -> 5
-    on (64, 13, 13, 256) 106 -> 19 ms (5.6), 28 -> 11 on (16, 28, 28, 64) 47 -> 4 ms (1.4); with a
-    given cotangent (benchmarks/bench_breadth.py) 1.9x PyTorch for both."""
-    starts, ends = adaptive_bins(size, out)
-    lengths = ends - starts
-    axis, short = layout.spatial_axes[i], int(lengths.min())
-    window = tuple(short if j == i else 1 for j in range(layout.n_spatial))
-    dense = _taps.pad_axis(max_pool(y, window, 1, data_format=data_format), axis, short - 1, 0)  # padding never picked
-    # Its backward pass reads the picked rows' gradient once per window tap: computed once, not per tap.
-    picked = _pick.starts(cotangent_once(dense), axis, size, out)
-    if (lengths == short).all():
-        return picked
-    after = _taps.pad_axis(lax.slice_in_dim(y, short, size, axis=axis), axis, short, 0)  # read for long bins only
-    longer = _later_max(picked, _pick.starts(after, axis, size, out))
-    return jnp.where(layout.along(lengths > short, i), longer, picked)
+def _takes_binned(in_shape, out_shape) -> bool:
+    """Whether every pooled axis has fewer outputs than inputs and bins either even or covered by a
+    window of at most :data:`_BIN_TAPS` taps."""
+    return all(n == o or (o < n and (n % o == 0 or sum(divmod(n, o)) <= _BIN_TAPS)) for n, o in zip(in_shape, out_shape))
 
 
-def _later_max(best, later):
-    """The max of a window and the element after it: PyTorch's rule (a later element wins only if
-    strictly greater or NaN), as a select, so the derivative follows the winner."""
-    return jnp.where(_taps.improves(later, best, "max"), later, best)
+def _binned_max(x, layout: Layout, in_shape, out_shape):
+    """Maxima over adaptive bins, one axis at a time (last first): each axis is a strided max pool
+    whose windows cover every bin, with the taps outside a window's bin masked
+    (:func:`jaxpool._geometry.binned_geometry`) — :func:`jaxpool.max_pool`'s tap fold, one-byte
+    offsets and max-index derivative."""
 
+    def along(i: int):
+        n, o = in_shape[i], out_shape[i]
+        q = n // o
 
-def _takes_short_bins(in_shape, out_shape) -> bool:
-    """Whether every pooled axis has uneven bins, fewer than its inputs, at most :data:`_SHORT_BIN` long."""
+        def geometry(shape):
+            if n == o:
+                return window_geometry(shape, (1,) * len(shape))
+            if n % o == 0:
+                return window_geometry(shape, tuple(q if j == i else 1 for j in range(len(shape))))
+            return binned_geometry(shape, i, o)
 
-    def longest(n: int, o: int) -> int:
-        starts, ends = adaptive_bins(n, o)
-        return int((ends - starts).max())
+        return geometry
 
-    return all(n == o or (o < n and n % o != 0 and longest(n, o) <= _SHORT_BIN) for n, o in zip(in_shape, out_shape))
+    acc = _upcast16(x)
+    return chain_passes(acc, layout, (along(i) for i in reversed(range(layout.n_spatial))), "max").astype(x.dtype)
 
 
 def _bins_along(values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent=False) -> tuple:
@@ -297,11 +287,8 @@ def adaptive_max_pool(
         pooled = _extremum_pool(x, *window, "VALID", None, False, data_format, "argmax", "max", return_indices)
         y, winner, layout, geom = pooled
         index = flat_indices(winner, layout, geom) if return_indices else None
-    elif not return_indices and _takes_short_bins(in_shape, out_shape):
-        y, index = x, None
-        for i in reversed(range(layout.n_spatial)):
-            if in_shape[i] != out_shape[i]:
-                y = _short_bins_max(y, layout, i, in_shape[i], out_shape[i], data_format)
+    elif not return_indices and _takes_binned(in_shape, out_shape):
+        y, index = _binned_max(x, layout, in_shape, out_shape), None
     else:
         y, index = _uneven_max(_upcast16(x), layout, in_shape, out_shape, return_indices)
         y = y.astype(x.dtype)

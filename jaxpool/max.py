@@ -187,9 +187,16 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     computes its input once with its derivatives (:func:`jaxpool._fusion.materialize_with_derivatives`):
     fused, each of its backward taps would recompute all of the earlier passes' (5x5/1: 25 taps per
     element, not 10)."""
+    passes = (lambda shape, i=i: geom.axis_only(i, shape) for i in reversed(range(geom.ndim)))
+    return chain_passes(x, layout, passes, mode)
+
+
+def chain_passes(x, layout: Layout, passes, mode: str):
+    """Runs single-axis routed passes in order: each of ``passes`` maps the current spatial shape to
+    its geometry. The barrier rule of :func:`_chained_extremum`."""
     fused = 1
-    for i in reversed(range(geom.ndim)):
-        g = geom.axis_only(i, layout.spatial_shape(x.shape))
+    for make in passes:
+        g = make(layout.spatial_shape(x.shape))
         if not g.pooled_axes:
             continue
         taps = _lowering.route_taps(g)

@@ -40,8 +40,9 @@ def test_adaptive_max_pool_matches_reference(sizes, layout, kind, seed):
 
 @given(sizes=adaptive_sizes(), layout=layouts, kind=st.sampled_from(["ties", "special", "normal"]), seed=st.integers(0, 2**16))
 def test_adaptive_max_pool_without_indices_matches_reference(sizes, layout, kind, seed):
-    """Without indices, short uneven bins take stride-1 windows and picked starts (a lowering of
-    their own): values, PyTorch's tie and NaN rules and the gradient to the first maximum."""
+    """Without indices, uneven bins are strided windows that cover every bin with the taps outside
+    it masked (a lowering of their own): values, PyTorch's tie and NaN rules and the gradient to
+    the first maximum."""
     (spatial, out), (data_format, batch_shape) = sizes, layout
     rng = np.random.default_rng(seed)
     x = random_input(rng, (max(1, int(np.prod(batch_shape))), 2) + spatial, kind)
@@ -56,10 +57,13 @@ def test_adaptive_max_pool_without_indices_matches_reference(sizes, layout, kind
     )
 
 
-@pytest.mark.parametrize("n, o", [(7, 5), (13, 5), (13, 6), (10, 4), (20, 7), (14, 9), (28, 11)])
+@pytest.mark.parametrize(
+    "n, o", [(7, 5), (13, 5), (13, 6), (10, 4), (20, 7), (14, 9), (28, 11), (23, 5), (40, 6), (100, 7), (33, 4)]
+)
 def test_uneven_adaptive_max_keeps_pytorchs_tie_and_nan_rules(n, o):
-    """Bins one longer than the stride-1 windows add their last element: a tie must not take the
-    gradient from the first maximum, and a NaN there must win (all-equal and NaN-edged inputs)."""
+    """Bins start at different offsets of their covering windows, and the masked taps sit at both
+    ends: a tie must not take the gradient from the first maximum, a masked tap must never win, and
+    a NaN inside the bin must (all-equal and NaN-edged inputs)."""
     ones = np.ones((1, 1, n, n), np.float32)
     edged = np.random.default_rng(n).normal(size=(1, 1, n, n)).astype(np.float32)
     edged[..., ::3, ::4] = np.nan
@@ -70,6 +74,16 @@ def test_uneven_adaptive_max_keeps_pytorchs_tie_and_nan_rules(n, o):
         np.testing.assert_array_equal(y, want.astype(np.float32))
         ct = np.random.default_rng(o).normal(size=want.shape).astype(np.float32)
         np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], ref.adaptive_max_pool_grad(x, ct, (o, o)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.int32])
+@pytest.mark.parametrize("spatial, out", [((23,), (5,)), ((9, 40), (4, 6)), ((7, 13, 11), (3, 5, 4))])
+def test_uneven_adaptive_max_in_1d_3d_and_other_dtypes(spatial, out, dtype):
+    x = np.random.default_rng(len(spatial)).normal(size=(2, 3) + spatial) * 8
+    want, _ = ref.adaptive_max_pool(np.asarray(jnp.asarray(x, dtype)).astype(np.float64), out)
+    y = jaxpool.adaptive_max_pool(jnp.asarray(x, dtype), out, data_format="channels_first")
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(y).astype(np.float64), want)
 
 
 @given(sizes=adaptive_sizes(), layout=layouts, kind=st.sampled_from(["normal", "special"]), seed=st.integers(0, 2**16))

@@ -40,6 +40,19 @@ def test_adaptive_bins_match_reference(size, out):
     assert list(zip(starts.tolist(), ends.tolist())) == [tuple(b) for b in ref.adaptive_bins(size, out)]
 
 
+@given(size=st.integers(2, 200), out=st.integers(1, 199))
+def test_binned_geometry_covers_exactly_each_bin(size, out):
+    """Uneven adaptive bins as one strided window: every bin's elements, and nothing else, are the
+    taps left unmasked, and every tap lies inside the input."""
+    if out >= size or size % out == 0:
+        return
+    geom = _geometry.binned_geometry((size, 3), 0, out)
+    positions, inside = geom.tap_positions(0), geom.tap_inside(0)
+    assert geom.out_shape == (out, 3) and positions.min() >= 0 and positions.max() == size - 1
+    for (start, end), pos, keep in zip(ref.adaptive_bins(size, out), positions, inside):
+        assert pos[keep].tolist() == list(range(start, end))
+
+
 @given(pool_geometry())
 def test_resolved_geometry_matches_reference(g):
     geom = _geometry.window_geometry(g["spatial"], g["window"], g["strides"], g["padding"], g["dilation"], g["ceil_mode"])

@@ -52,6 +52,8 @@ OPS = {  # name -> (jaxpool op, flax.linen equivalent or None)
     "adaptive_avg_pool 16->5": (lambda x: jaxpool.adaptive_avg_pool(x, (5, 5)), None),
     "adaptive_max_pool 16->5": (lambda x: jaxpool.adaptive_max_pool(x, (5, 5), return_indices=True), None),
     "adaptive_max_pool 16->4": (lambda x: jaxpool.adaptive_max_pool(x, (4, 4)), None),
+    "adaptive_max_pool 16->6": (lambda x: jaxpool.adaptive_max_pool(x, (6, 6)), None),
+    "adaptive_max_pool 16->7": (lambda x: jaxpool.adaptive_max_pool(x, (7, 7)), None),
     "global_avg_pool": (lambda x: jaxpool.global_avg_pool(x), lambda x: jnp.mean(x, axis=(1, 2))),
     "global_max_pool": (lambda x: jaxpool.global_max_pool(x), lambda x: jnp.max(x, axis=(1, 2))),
     "global_max_pool mask": (lambda x: jaxpool.global_max_pool(x, mask=np.arange(256).reshape(16, 16) % 3 > 0), None),
