@@ -76,6 +76,25 @@ def test_uneven_adaptive_max_keeps_pytorchs_tie_and_nan_rules(n, o):
         np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], ref.adaptive_max_pool_grad(x, ct, (o, o)), rtol=1e-6)
 
 
+@given(
+    sizes=st.lists(st.tuples(st.integers(2, 60), st.integers(1, 59)), min_size=1, max_size=2),
+    kind=st.sampled_from(["ties", "special", "normal"]),
+    seed=st.integers(0, 2**16),
+)
+def test_binned_adaptive_max_matches_reference_on_larger_sizes(sizes, kind, seed):
+    """Uneven bins up to the 16-tap covering window (:func:`jaxpool.adaptive._binned_max`) and past
+    it, with outputs near the input size (bins of one or two) and far below it."""
+    spatial = tuple(n for n, _ in sizes)
+    out = tuple(min(o, n) for n, o in sizes)
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (2, 3) + spatial, kind)
+    want, _ = ref.adaptive_max_pool(x, out)
+    y, vjp = jax.vjp(lambda v: jaxpool.adaptive_max_pool(v, out, data_format="channels_first"), jnp.asarray(x))
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], ref.adaptive_max_pool_grad(x, ct, out), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.int32])
 @pytest.mark.parametrize("spatial, out", [((23,), (5,)), ((9, 40), (4, 6)), ((7, 13, 11), (3, 5, 4))])
 def test_uneven_adaptive_max_in_1d_3d_and_other_dtypes(spatial, out, dtype):
