@@ -161,6 +161,10 @@ KNOWN_GATHERS = (
     # 4x4/3 pools on 16: the axis is padded to a stride multiple (18) before its phase view
     | {(name, s) for name in ("adaptive_avg_pool 16->5", "adaptive_max_pool 16->5") for s in ("H", "W")}
     | {("max_pool 12x12/3 (blocked)", s) for s in ("H", "W")}
+    # Windows longer than a shard on both axes: the 27 rows of whole blocks (a slice; padding them to
+    # 30 blocks made XLA:CPU copy the input, avg 12x12/11 forward+backward 45 -> 8 ms without) do
+    # not split evenly over 2 devices. reduce_window gathers on one sharded axis (H, W) itself.
+    | {("max_pool 12x12/3 (blocked)", "HW")}
 )
 # More halo exchanges than flax's reduce_window: XLA's SPMD partitioner exchanges a halo for every
 # shifted tap (pad or slice) on a sharded axis, where reduce_window exchanges once; a minimal
