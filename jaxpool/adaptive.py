@@ -32,7 +32,7 @@ from jaxpool import _sliding, _symbolic, _taps
 from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, binned_geometry, int_tuple, window_geometry
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
-from jaxpool.avg import avg_pool
+from jaxpool.avg import avg_pool, window_sum
 from jaxpool.max import _extremum_pool, _fill_value, _upcast16, chain_passes, flat_indices, takes_over
 
 
@@ -184,10 +184,28 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
     acc = accumulation_dtype(x.dtype)
     y = x.astype(acc)
     for i in reversed(range(layout.n_spatial)):
-        y = _bin_sums(y, layout, i, in_shape[i], out_shape[i])
+        if _sums_binned(in_shape[i], out_shape[i]):
+            y = cast(jax.Array, window_sum(y, layout, binned_geometry(layout.spatial_shape(y.shape), i, out_shape[i])))
+        else:
+            y = _bin_sums(y, layout, i, in_shape[i], out_shape[i])
         starts, ends = adaptive_bins(in_shape[i], out_shape[i])
         y = y / layout.along((ends - starts).astype(acc), i)
     return y.astype(result_dtype(x.dtype))
+
+
+# Uneven bins at least this far apart (``q``) are summed over their covering windows (:func:`_sums_binned`).
+_BINNED_SUM_STRIDE = 6
+
+
+def _sums_binned(size: int, out: int) -> bool:
+    """Whether uneven adaptive sums along an axis are one masked strided window sum
+    (:func:`jaxpool._geometry.binned_geometry`, JAX's own derivative) rather than :func:`_bin_sums`:
+    for bins at least :data:`_BINNED_SUM_STRIDE` apart whose covering window has at most
+    :data:`_BIN_TAPS` taps. Measured in one process, forward+backward against :func:`_bin_sums`:
+    (32, 40, 40, 64) 40 -> 6 2.8 -> 2.0x PyTorch, (8, 100, 100, 64) 100 -> 7 4.6 -> 4.1x; closer bins
+    were slower (14 -> 9, q = 1: 4.1 -> 7.3x; 23 -> 5, q = 4: 2.7 -> 4.7x)."""
+    q, r = divmod(size, out)
+    return out < size and r > 0 and q >= _BINNED_SUM_STRIDE and q + r <= _BIN_TAPS
 
 
 # Up to this many bins along an axis, the derivative of adaptive sums is a contraction (:func:`_bin_sums`).

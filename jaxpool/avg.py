@@ -35,7 +35,11 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
         return jnp.sum(x.reshape(tiled), axis=window_axes)
     if kind == "taps":
         taps = _taps.Taps(x, layout, geom)
-        return sum(taps(offs) for _, offs in _taps.window_taps(geom))
+        if geom.bins is None:  # taps outside the input read the zero padding
+            return sum(taps(offs) for _, offs in _taps.window_taps(geom))
+        zero = jnp.zeros((), x.dtype)
+        masks = ((offs, _taps.tap_inside(layout, geom, offs)) for _, offs in _taps.window_taps(geom))
+        return sum(taps(offs) if inside is None else jnp.where(inside, taps(offs), zero) for offs, inside in masks)
     for i in reversed(range(geom.ndim)):
         (x,) = _sliding.along_axis((_taps.pad_input(x, layout, geom, 0, axes=(i,)),), _add, layout, geom, i, fills=(0,))
     return x

@@ -122,6 +122,25 @@ def test_adaptive_avg_pool_matches_reference(sizes, layout, kind, seed):
     )
 
 
+@given(
+    sizes=st.lists(st.tuples(st.integers(14, 90), st.integers(2, 12)), min_size=1, max_size=2),
+    kind=st.sampled_from(["special", "normal"]),
+    seed=st.integers(0, 2**16),
+)
+def test_adaptive_avg_pool_matches_reference_on_bins_six_or_more_apart(sizes, kind, seed):
+    """Uneven bins at least 6 apart are summed over their masked covering windows
+    (:func:`jaxpool.adaptive._sums_binned`): a NaN or inf outside a bin must not reach it."""
+    spatial = tuple(n for n, _ in sizes)
+    out = tuple(min(o, n // 6) for n, o in sizes)
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (2, 3) + spatial, kind)
+    y, vjp = jax.vjp(lambda v: jaxpool.adaptive_avg_pool(v, out, data_format="channels_first"), jnp.asarray(x))
+    want = ref.adaptive_avg_pool(x, out)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], ref.adaptive_avg_pool_grad(x, ct, out), rtol=1e-5, atol=1e-6)
+
+
 def test_adaptive_none_keeps_input_size():
     x = jnp.ones((2, 7, 5, 3))
     assert jaxpool.adaptive_avg_pool(x, (3, None)).shape == (2, 3, 5, 3)
