@@ -28,8 +28,9 @@ stride 1 and each bin's start picked by a broadcast, reshape and strided slice
 covers are one ``"taps"`` pass per axis over windows of ``q + r`` every ``q``, the taps outside
 each bin masked (:func:`jaxpool._geometry.binned_geometry`; :func:`jaxpool.adaptive._binned_max`):
 forward+backward against the core and fringes, in one process, (32, 40, 40, 64) 40 -> 6 74 -> 11
-ms, (32, 23, 23, 64) 23 -> 5 13.6 -> 1.25 ms, (8, 100, 100, 64) 100 -> 7 67 -> 11 ms. No gather and
-no scatter in either direction.
+ms, (32, 23, 23, 64) 23 -> 5 13.6 -> 1.25 ms, (8, 100, 100, 64) 100 -> 7 67 -> 11 ms. Sums over
+such bins at least 6 apart are the same masked windows' ``"taps"`` sum
+(:func:`jaxpool.adaptive._sums_binned`). No gather and no scatter in either direction.
 
 ``"blocks"`` (max/min along one axis)
     strided windows ``k = m s + h`` longer than :data:`AXIS_TAPS` (or short ones whose tap-fold
