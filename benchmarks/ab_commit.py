@@ -5,7 +5,7 @@
 OP is ``max``, ``avg`` (SPEC: ``"(shape, window, stride, padding)"``) or ``adaptive_max``,
 ``adaptive_avg`` (SPEC: ``"(shape, output_size)"``); shapes are channels_last. Prints, per spec,
 forward+backward (given cotangent) medians of the committed and the working tree's jaxpool and
-PyTorch (when installed; 2 threads), and the ratios.
+PyTorch (when installed; 2 threads), and the ratios; ``--forward`` times inference alone.
 
 Why a tool: on this shared 2-core box the speed of the same program drifts 2-3x within minutes, so
 runs in separate processes cannot be compared; within one process, the first executable compiled
@@ -63,7 +63,7 @@ def pooling(module, op: str, spec: tuple):
     return lambda x: getattr(module, f"{op}_pool")(x, (window,) * n, (stride,) * n, padding)
 
 
-def torch_step(op: str, spec: tuple, x, ct):
+def torch_step(op: str, spec: tuple, x, ct, forward: bool = False):
     try:
         import torch
         import torch.nn.functional as F
@@ -81,7 +81,11 @@ def torch_step(op: str, spec: tuple, x, ct):
         xt.grad = None
         fn(xt, *args).backward(ctt)
 
-    return step
+    def inference():
+        with torch.no_grad():
+            fn(xt, *args)
+
+    return inference if forward else step
 
 
 def sample(step, calls: int) -> float:
@@ -99,6 +103,7 @@ def main():
     ap.add_argument("--rev", default="HEAD")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--forward", action="store_true", help="time the forward pass alone (inference)")
     args = ap.parse_args()
     sys.path.insert(0, committed_package(args.rev))
     sys.path.insert(0, str(ROOT))
@@ -113,13 +118,16 @@ def main():
         steps = {}
         for name, module in libraries.items():
             fn = pooling(module, args.op, spec)
-            compiled = jax.jit(lambda v, c, fn=fn: (lambda y, vjp: (y, vjp(c)[0]))(*jax.vjp(fn, v)))
+            if args.forward:
+                compiled = jax.jit(lambda v, c, fn=fn: fn(v))
+            else:
+                compiled = jax.jit(lambda v, c, fn=fn: (lambda y, vjp: (y, vjp(c)[0]))(*jax.vjp(fn, v)))
             if warm:  # the first executable of a process runs slower: throw one away
                 jax.block_until_ready(jax.jit(lambda v, c, fn=fn: jax.vjp(fn, v)[1](c))(x, ct))
                 warm = False
             jax.block_until_ready(compiled(x, ct))
             steps[name] = lambda compiled=compiled, x=x, ct=ct: jax.block_until_ready(compiled(x, ct))
-        torch = torch_step(args.op, spec, x, ct)
+        torch = torch_step(args.op, spec, x, ct, args.forward)
         times = {name: [] for name in steps}
         torch_times = []
         for r in range(args.rounds):
@@ -129,7 +137,8 @@ def main():
             if torch is not None:
                 torch_times.append(sample(torch, args.calls))
         rev, tree = (np.median(times[k]) for k in steps)
-        line = f"{args.op} {text}: {args.rev} {rev:.2f} ms, tree {tree:.2f} ms, tree/{args.rev} {tree / rev:.2f}"
+        mode = " forward" if args.forward else ""
+        line = f"{args.op} {text}{mode}: {args.rev} {rev:.2f} ms, tree {tree:.2f} ms, tree/{args.rev} {tree / rev:.2f}"
         if torch_times:
             line += f", torch {np.median(torch_times):.2f} ms, tree/torch {tree / np.median(torch_times):.2f}"
         print(line, flush=True)

@@ -128,6 +128,11 @@ CASES = [
     windowed("avg", (2, 64, 64, 8), 15, 1),
     windowed("avg", (32, 56, 56, 64), 3, 2, 1, "bfloat16"),
     windowed("avg", (32, 57, 57, 64), 3, 2, 1),
+    windowed("avg", (8, 56, 56, 64), 3, 1, 1),
+    windowed("avg", (8, 20, 20, 256), 5, 1, 2),
+    windowed("max", (32, 56, 56, 64), 5, 3, 1),  # strided and padded: taps read the padding per tap
+    windowed("avg", (32, 56, 56, 64), 5, 3, 1),
+    windowed("avg", (32, 56, 56, 64), 5, 2, 2),
     windowed("max", (32, 4096, 64), 3, 2, 1),
     windowed("avg", (32, 4096, 64), 9, 1, 4),
     windowed("max", (4, 16, 32, 32, 32), 2, 2),

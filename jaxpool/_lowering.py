@@ -33,8 +33,7 @@ such bins at least 6 apart are the same masked windows' ``"taps"`` sum
 (:func:`jaxpool.adaptive._sums_binned`). No gather and no scatter in either direction.
 
 ``"blocks"`` (max/min along one axis)
-    strided windows ``k = m s + h`` longer than :data:`AXIS_TAPS` (or short ones whose tap-fold
-    derivative would pad the phase axis per tap, :func:`fits_blocks`): the axis cut into blocks
+    strided windows ``k = m s + h`` longer than :data:`AXIS_TAPS` (:func:`fits_blocks`): the axis cut into blocks
     of the stride, each reduced once, and every window folds ``m`` block results and ``h`` head
     taps (:mod:`jaxpool._blocks`). Linear work, O(m + h) HLO ops, and a 1-byte offset: adaptive
     512 -> 7 (74 every 73) forward+backward 4.4x -> 1.1x PyTorch.
@@ -73,7 +72,7 @@ benchmarks/RESULTS_breadth.md.
 
 from __future__ import annotations
 
-from jaxpool import _edges, _taps
+from jaxpool import _edges
 from jaxpool._geometry import WindowGeometry
 
 # Windows with at most this many elements fold all their taps in one fused loop (max/min: one
@@ -109,21 +108,35 @@ def fold_phases(geom: WindowGeometry) -> bool:
     return max(strides) == 2 and all(n % s == 0 for n, s in zip(geom.in_shape, strides))
 
 
+def slices_unpadded(geom: WindowGeometry, axes=None) -> bool:
+    """Whether a forward tap fold (not :func:`fold_phases`) reads strided slices of the unpadded
+    input, each padded to the output (:func:`jaxpool._taps.unpadded_tap`), rather than slices of
+    one padded copy of the input: when every pooled axis in ``axes`` (default all) has a stride of
+    at least 3. XLA:CPU materialises the padded copy, a fresh input-sized buffer per call (page
+    faults under the default allocator), while per-tap pads of output-sized slices fuse into the
+    fold. Measured in one process (ab_commit.py, default allocator), per-tap pads / padded copy:
+    forward max 5x5/3 pad 1 on (32, 56, 56, 64) 0.14-0.18, 3x3/3 pad 1 0.19-0.21, avg 5x5/3 pad 1
+    0.16; at stride 2 no gain (max 3x3/2 pad 1 on 57 0.83-0.95 forward) or a loss (avg 5x5x5/2 pad 2
+    on (4, 16, 32, 32, 32) 1.3-1.7x forward+backward), at stride 1 1.45-5x slower (max 3x3/1 pad 1,
+    avg 5x5/1 pad 2)."""
+    axes = range(geom.ndim) if axes is None else axes
+    return all(geom.strides[i] >= 3 for i in axes if geom.window[i] > 1 and geom.out_shape[i] > 1)
+
+
 def fits_blocks(geom: WindowGeometry) -> bool:
     """Whether a max/min window along one axis only is ``"blocks"``: undilated, overlapping (``k > s``),
-    at most :data:`AXIS_TAPS` whole blocks of its stride plus a head that short, and either longer
-    than :data:`AXIS_TAPS` or a tap fold whose derivative would pad the phase axis for every tap
-    (a ragged size that :class:`jaxpool._taps.Taps` does not split; stride >= 3). Measured in one
-    process, forward+backward: SPP's 7x7/6 level on 13 (13 -> 2) 2.7 -> 1.4 ms, 6x6/5 on 64 1.4x
-    faster; 8x8/7 on 64 (split phases) and 3x3/2 on 57 stay faster as tap folds."""
+    longer than :data:`AXIS_TAPS`, and at most that many whole blocks of its stride plus a head that
+    short. Adaptive 512 -> 7 (74 every 73): 4.4x -> 1.1x PyTorch. Shorter strided windows fold taps:
+    those of ragged sizes at stride >= 3 read strided slices (:class:`jaxpool._taps.Taps`), which
+    measured faster than blocks once they existed (forward+backward in one process, taps / blocks:
+    adaptive max 13 -> 2 on (64, 13, 13, 256), a 7x7/6 SPP level, 0.62; 16 -> 5 (4x4/3) 0.63; max
+    5x5/3 pad 1 on (32, 55, 55, 64) 0.81), and whose derivative XLA's SPMD partitioner splits into
+    halo exchanges where cutting blocks reshapes a sharded axis (a gather)."""
     if len(geom.pooled_axes) != 1:
         return False
     (i,) = geom.pooled_axes
-    k, s, n = geom.window[i], geom.strides[i], geom.in_shape[i]
-    if geom.dilation[i] != 1 or k <= s or k // s > AXIS_TAPS or k % s > AXIS_TAPS:
-        return False
-    unsplit = not _taps.splits_phases(n % s != 0, k, -(-k // s))
-    return k > AXIS_TAPS or (unsplit and s >= 3)
+    k, s = geom.window[i], geom.strides[i]
+    return geom.dilation[i] == 1 and AXIS_TAPS < k and k // s <= AXIS_TAPS and k % s <= AXIS_TAPS
 
 
 def route_taps(geom: WindowGeometry) -> int:

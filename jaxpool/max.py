@@ -94,6 +94,8 @@ def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
         if _lowering.fold_phases(geom):
             taps = _taps.Taps(x, layout, geom, fill=fill)
             values = (taps(offs) for _, offs in _taps.window_taps(geom))
+        elif _lowering.slices_unpadded(geom):
+            values = (_taps.unpadded_tap(x, layout, geom, offs, fill) for _, offs in _taps.window_taps(geom))
         else:
             xp = _taps.pad_input(x, layout, geom, fill)
             values = (_taps.tap(xp, layout, geom, offs) for _, offs in _taps.window_taps(geom))
@@ -110,7 +112,7 @@ def _candidates(values, layout: Layout, geom: WindowGeometry):
 def _taps_route(tx, offset, layout: Layout, geom: WindowGeometry):
     """Tangent of a tap fold: the winner's tap, selected by the saved offset. Built on phase-view
     taps, so its transpose (the backward pass) is phase-interleaved shifted adds, no scatter."""
-    taps = _taps.Taps(tx, layout, geom)
+    taps = _taps.Taps(tx, layout, geom, sliced=True)
     zero = jnp.zeros((), tx.dtype)
     return sum(jnp.where(offset == flat, taps(offs), zero) for flat, offs in _taps.window_taps(geom))
 

@@ -7,6 +7,8 @@ minutes for global and adaptive windows); the bounds below allow the logarithmic
 doubling scheme and nothing more.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,3 +122,28 @@ def test_uneven_adaptive_long_sequence_matches_torch():
     np.testing.assert_array_equal(y, ty.detach().numpy())
     np.testing.assert_array_equal(idx, ti.numpy())
     np.testing.assert_array_equal(vjp((jnp.asarray(g), np.zeros(idx.shape, jax.dtypes.float0)))[0], t.grad.numpy())
+
+
+def _largest_buffer(fn, *args) -> int:
+    """Elements of the largest array any instruction of ``fn``'s compiled program produces."""
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    shapes = re.findall(r"= [a-z]+\d*\[([\d,]+)\]", text)
+    return max(int(np.prod([int(d) for d in dims.split(",")])) for dims in shapes)
+
+
+@pytest.mark.parametrize(
+    "pool, window, stride, padding",
+    [
+        (jaxpool.max_pool, (5, 5), 3, 1),
+        (jaxpool.max_pool, (3, 3), 3, 1),
+        (jaxpool.avg_pool, (5, 5), 3, 1),
+        (jaxpool.avg_pool, (5, 7), (3, 4), 2),  # separable: one axis at a time
+    ],
+)
+def test_strided_padding_makes_no_padded_copy(pool, window, stride, padding):
+    """Padded pooling at stride >= 3 reads the padding from per-tap pads of output-sized slices
+    (jaxpool._lowering.slices_unpadded): no array in the forward program is larger than the input.
+    A padded copy of the input is a fresh input-sized buffer per call that XLA:CPU writes before
+    pooling it (max 5x5/3 pad 1 forward on (32, 56, 56, 64): 19 ms with it, 3 ms without)."""
+    x = jnp.ones((2, 56, 56, 4))
+    assert _largest_buffer(lambda v: pool(v, window, stride, padding), x) <= x.size

@@ -158,8 +158,9 @@ def test_sharded_equals_unsharded(summary, name, sharding):
 # removed.
 KNOWN_GATHERS = (
     {(name, s) for name in ("max_unpool", "fractional_max_pool") for s in SHARDINGS if s != "C"}
-    # 4x4/3 pools on 16: the axis is padded to a stride multiple (18) before its phase view
-    | {(name, s) for name in ("adaptive_avg_pool 16->5", "adaptive_max_pool 16->5") for s in ("H", "W")}
+    # 4x4/3 sums on 16: the axis is padded to a stride multiple (18) before its phase view (the max
+    # index's derivative reads strided slices instead: interior pads, 1.3-1.7x slower for sums)
+    | {("adaptive_avg_pool 16->5", s) for s in ("H", "W")}
     | {("max_pool 12x12/3 (blocked)", s) for s in ("H", "W")}
     # Windows longer than a shard on both axes: the 27 rows of whole blocks (a slice; padding them to
     # 30 blocks made XLA:CPU copy the input, avg 12x12/11 forward+backward 45 -> 8 ms without) do
