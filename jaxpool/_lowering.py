@@ -59,8 +59,10 @@ such bins at least 6 apart are the same masked windows' ``"taps"`` sum
     forward+backward 10.9 -> 5.9 ms, jvp 20.8 -> 3.1 ms; 3x3x3/1 35 -> 14 ms.
 
 Max/min ``"taps"`` fold strided slices of the padded input, except stride-2 windows on even sizes,
-which fold phase-view taps (:func:`fold_phases`); every derivative uses phase-view taps
-(:class:`jaxpool._taps.Taps`). The extremum and its offset are two folds, the second over
+which fold phase-view taps (:func:`fold_phases`), and windows strided by 3 or more, whose slices
+are of the unpadded input, each padded (:func:`slices_unpadded`; sums too: their value from such
+slices, their derivative from phase views, :func:`jaxpool.avg._unpadded_tap_sum`); every derivative
+uses phase-view taps (:class:`jaxpool._taps.Taps`). The extremum and its offset are two folds, the second over
 :func:`jaxpool._fusion.apart` of the input: sharing the taps, XLA:CPU would materialise them all.
 
 Small tiling windows keep the tap fold (2x2/2: one fused loop, a fixed summation order whatever

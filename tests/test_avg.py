@@ -114,6 +114,37 @@ def test_integer_input_averages_to_float32():
     np.testing.assert_allclose(y, ref.avg_pool(x.astype(np.float64), (3, 3), (2, 2), ((1, 1), (1, 1)), False), rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "spatial, window, strides, padding, ceil_mode",
+    [
+        ((11, 10), (3, 3), (3, 3), 1, False),
+        ((16, 16), (4, 4), (3, 3), 0, False),
+        ((13, 17), (3, 5), (3, 4), (1, 2), False),
+        ((14, 13), (3, 3), (3, 3), 1, True),
+        ((20,), (5,), (3,), 2, False),
+        ((7, 8, 9), (2, 2, 2), (3, 3, 3), 1, False),
+    ],
+)
+def test_strided_tap_sums_in_every_mode(spatial, window, strides, padding, ceil_mode):
+    """Sums of windows strided by >= 3 take their value from strided slices of the unpadded input
+    and their derivative from phase-view taps (jaxpool.avg._unpadded_tap_sum). The NumPy reference
+    decides both: the value, the gradient, and (avg_pool being linear) the forward-mode tangent,
+    which must be the reference's average of the tangent."""
+    rng = np.random.default_rng(len(spatial) * 100 + sum(window))
+    x = random_input(rng, (2, 3) + spatial, "normal")
+    t = random_input(rng, x.shape, "normal")
+    pairs = tuple((p, p) for p in ((padding,) * len(spatial) if isinstance(padding, int) else padding))
+    args = (window, strides, pairs, ceil_mode)
+    f = lambda v: jaxpool.avg_pool(v, window, strides, padding, ceil_mode=ceil_mode, data_format="channels_first")
+    y, tangent = jax.jvp(f, (jnp.asarray(x),), (jnp.asarray(t),))
+    np.testing.assert_allclose(y, ref.avg_pool(x, *args), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tangent, ref.avg_pool(t, *args), rtol=1e-5, atol=1e-6)
+    ct = rng.normal(size=y.shape).astype(np.float32)
+    (dx,) = jax.vjp(f, jnp.asarray(x))[1](jnp.asarray(ct))
+    np.testing.assert_allclose(dx, ref.avg_pool_grad(x, ct, *args), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(jax.jit(f)(x), y)  # the same taps in the same order, under jit too
+
+
 @pytest.mark.parametrize("window, strides, padding", [((2, 2), None, 0), ((3, 3), 2, 1), ((3, 3), 1, "SAME")])
 def test_avg_backward_is_scatter_free(window, strides, padding):
     x = jnp.ones((2, 16, 16, 4))
