@@ -38,10 +38,10 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
         return jnp.sum(x.reshape(tiled), axis=window_axes)
     if kind == "taps" and geom.bins is None and _lowering.slices_unpadded(geom):
         return _unpadded_tap_sum(x, layout, geom)
+    if kind == "taps" and geom.bins is None:  # taps outside the input read the zero padding
+        return _phase_tap_sum(x, layout, geom)
     if kind == "taps":
         taps = _taps.Taps(x, layout, geom)
-        if geom.bins is None:  # taps outside the input read the zero padding
-            return sum(taps(offs) for _, offs in _taps.window_taps(geom))
         zero = jnp.zeros((), x.dtype)
         masks = ((offs, _taps.tap_inside(layout, geom, offs)) for _, offs in _taps.window_taps(geom))
         return sum(taps(offs) if inside is None else jnp.where(inside, taps(offs), zero) for offs, inside in masks)
@@ -70,10 +70,15 @@ def _unpadded_tap_sum(x, layout: Layout, geom: WindowGeometry):
 
     @total.defjvp
     def _total_jvp(primals, tangents):
-        taps = _taps.Taps(tangents[0], layout, geom)
-        return total(primals[0]), sum(taps(offs) for _, offs in _taps.window_taps(geom))
+        return total(primals[0]), _phase_tap_sum(tangents[0], layout, geom)
 
     return total(x)
+
+
+def _phase_tap_sum(x, layout: Layout, geom: WindowGeometry):
+    """Every window's sum as a sum of phase-view taps (:class:`jaxpool._taps.Taps`), zero padding."""
+    taps = _taps.Taps(x, layout, geom)
+    return sum(taps(offs) for _, offs in _taps.window_taps(geom))
 
 
 def _add(a, b):
