@@ -157,6 +157,14 @@ CASES = [
     adaptive_case("avg", (32, 20, 20, 64), 7, "short bins"),
     adaptive_case("avg", (32, 40, 40, 64), 6, "binned"),
     adaptive_case("avg", (32, 56, 56, 64), 5, "12 every 11"),  # a regular pool whose blocks are not a power of two
+    # uneven bins no 16-tap window covers: long (a core of 14 every 15 and fringes), short (two lengths, picked)
+    adaptive_case("max", (16, 62, 62, 64), 4, "long bins"),
+    adaptive_case("avg", (16, 62, 62, 64), 4, "long bins"),
+    adaptive_case("max", (8, 90, 90, 64), 13, "short bins"),
+    adaptive_case("avg", (8, 90, 90, 64), 13, "short bins"),
+    adaptive_case("max", (16, 64, 64, 32), 40, "bins of 1-2"),
+    adaptive_case("avg", (16, 64, 64, 32), 40, "bins of 1-2"),
+    adaptive_case("avg", (64, 13, 13, 256), 5, "short bins"),
     Case("SPP (1, 2, 4) max (32, 13, 13, 256)", (32, 13, 13, 256), lambda x: jaxpool.spatial_pyramid_pool(x), None, _spp_torch),
     Case(
         "lp p=2 3x3/2 (32, 56, 56, 64)",

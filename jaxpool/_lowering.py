@@ -20,17 +20,20 @@ size independent of the window size — a 512x512 global max compiles as fast as
     with the pairwise summation's accuracy for sums). O(log k) HLO ops and work per element.
 
 Uneven adaptive bins (``q, r = divmod(size, out)``, ``r > 0``): with ``r <= q`` (and ``r <= 16``)
-every bin is a regular strided core (windows of ``q - r + 1`` every ``q``, lowered as above) plus at
-most ``2r - 1`` masked edge taps (:func:`jaxpool.adaptive._core_and_fringes`: 1-D 100000 -> 7 in
-linear work, 20x faster than per-length doubling); otherwise (short bins) the separable machinery at
-stride 1 and each bin's start picked by a broadcast, reshape and strided slice
-(:func:`jaxpool._sliding.pick`). Maxima (without indices) whose bins a window of at most 16 taps
-covers are one ``"taps"`` pass per axis over windows of ``q + r`` every ``q``, the taps outside
-each bin masked (:func:`jaxpool._geometry.binned_geometry`; :func:`jaxpool.adaptive._binned_max`):
-forward+backward against the core and fringes, in one process, (32, 40, 40, 64) 40 -> 6 74 -> 11
-ms, (32, 23, 23, 64) 23 -> 5 13.6 -> 1.25 ms, (8, 100, 100, 64) 100 -> 7 67 -> 11 ms. Sums over
-such bins at least 6 apart are the same masked windows' ``"taps"`` sum
-(:func:`jaxpool.adaptive._sums_binned`). No gather and no scatter in either direction.
+every bin is a regular strided core (windows of ``q - r + 1`` every ``q``: short ones lowered as
+above, longer ones the last ``q - r + 1`` elements of each block of ``q``, a reshape of the input)
+plus at most ``2r - 1`` masked edge taps (:func:`jaxpool.adaptive._core_and_fringes`: 1-D 100000
+-> 7 in linear work, 20x faster than per-length doubling); otherwise (short bins) the separable
+machinery at stride 1 and each bin's start picked by a broadcast, reshape and strided slice
+(:func:`jaxpool._sliding.pick`). Their derivative is two picks per axis whatever the bins
+(:func:`jaxpool.adaptive._spread`: the first and the last bin holding each position; for maxima
+only where it holds the bin's winner, from one saved offset per bin). Maxima (without indices)
+whose bins a window of at most 16 taps covers are one ``"taps"`` pass per axis over windows of
+``q + r`` every ``q``, the taps outside each bin masked (:func:`jaxpool._geometry.binned_geometry`;
+:func:`jaxpool.adaptive._max_by_axis`): forward+backward against the core and fringes, in one
+process, (32, 40, 40, 64) 40 -> 6 74 -> 11 ms, (32, 23, 23, 64) 23 -> 5 13.6 -> 1.25 ms, (8, 100,
+100, 64) 100 -> 7 67 -> 11 ms. Sums over such bins at least 6 apart are the same masked windows'
+``"taps"`` sum (:func:`jaxpool.adaptive._binned`). No gather and no scatter in either direction.
 
 ``"blocks"`` (max/min along one axis)
     strided windows ``k = m s + h`` longer than :data:`AXIS_TAPS` (:func:`fits_blocks`): the axis cut into blocks

@@ -9,16 +9,16 @@ dividing sizes, a tiling pool, but also 50 -> 7, windows of 8 every 7) they go t
 at most ``2r - 1`` masked edge taps (:func:`_core_and_fringes`: linear work for any bin length);
 short bins have one of at most two lengths, every stride-1 window of each length is reduced by
 doubling (:func:`jaxpool._sliding.doubling`) and each bin's start is picked by a
-broadcast-reshape-slice (:func:`jaxpool._sliding.pick`). Maxima without indices whose bins a
-window of at most :data:`_BIN_TAPS` taps covers are instead a strided :func:`jaxpool.max_pool`
-per axis with the taps outside each bin masked (:func:`_binned_max`: its one-byte offsets and
-max-index derivative). No gather, no scatter, HLO size at most logarithmic in the sizes; a NaN
-stays in its bins.
+broadcast-reshape-slice (:func:`jaxpool._sliding.pick`). Bins that a window of at most
+:data:`_BIN_TAPS` taps covers may instead be one strided pool per axis with the taps outside each
+bin masked (:func:`_binned`, :func:`_max_by_axis`). With fewer bins than inputs, the derivative
+is :func:`_spread` — each position takes the cotangent of the (at most two) bins holding it, or
+for maxima of the bins it wins — whatever the lowering of the values. No gather, no scatter, HLO
+size at most logarithmic in the sizes; a NaN stays in its bins.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from typing import Literal, cast, overload
@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _sliding, _symbolic, _taps
+from jaxpool import _lowering, _sliding, _symbolic, _taps
+from jaxpool._fusion import materialize
 from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, binned_geometry, int_tuple, window_geometry
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
@@ -76,10 +77,14 @@ def _core_and_fringes(values: tuple, combine, fills, layout: Layout, i: int, siz
     shape = layout.spatial_shape(values[0].shape)
     window = tuple(q - r + 1 if j == i else 1 for j in range(len(shape)))
     strides = tuple(q if j == i else 1 for j in range(len(shape)))
-    core_shape = tuple(out * q - r + 1 if j == i else n for j, n in enumerate(shape))
-    geom = window_geometry(core_shape, window, strides)
-    core = tuple(lax.slice_in_dim(v, r - 1, out * q, axis=axis) for v in values)
-    result = _sliding.along_axis(core, combine, layout, geom, i, fills=fills, idempotent=idempotent)
+    if q - r + 1 <= _lowering.AXIS_TAPS or r == 1:
+        core_shape = tuple(out * q - r + 1 if j == i else n for j, n in enumerate(shape))
+        geom = window_geometry(core_shape, window, strides)
+        core = tuple(lax.slice_in_dim(v, r - 1, out * q, axis=axis) for v in values)
+        result = _sliding.along_axis(core, combine, layout, geom, i, fills=fills, idempotent=idempotent)
+    else:  # the last q - r + 1 elements of every block of q: a reshape of the input, never padded
+        cut = tuple(_sliding.split_axis(lax.slice_in_dim(v, 0, out * q, axis=axis), axis, out, q) for v in values)
+        result = _sliding.tree(tuple(lax.slice_in_dim(v, r - 1, q, axis=axis + 1) for v in cut), combine, fills, axis + 1)
 
     def masked(mask: np.ndarray, combined: tuple, current: tuple) -> tuple:
         if mask.all():
@@ -96,7 +101,7 @@ def _core_and_fringes(values: tuple, combine, fills, layout: Layout, i: int, siz
 
 
 # Uneven bins whose covering window (:func:`jaxpool._geometry.binned_geometry`) has at most this
-# many taps take :func:`_binned_max`.
+# many taps may be :func:`_binned`.
 _BIN_TAPS = 16
 
 
@@ -105,34 +110,6 @@ def _covered(size: int, out: int) -> bool:
     :data:`_BIN_TAPS` taps covers (:func:`jaxpool._geometry.binned_geometry`)."""
     q, r = divmod(size, out)
     return out < size and r > 0 and q + r <= _BIN_TAPS
-
-
-def _takes_binned(in_shape, out_shape) -> bool:
-    """Whether every pooled axis keeps its size, divides evenly or is :func:`_covered`."""
-    return all(n == o or (o < n and n % o == 0) or _covered(n, o) for n, o in zip(in_shape, out_shape))
-
-
-def _binned_max(x, layout: Layout, in_shape, out_shape):
-    """Maxima over adaptive bins, one axis at a time (last first): each axis is a strided max pool
-    whose windows cover every bin, with the taps outside a window's bin masked
-    (:func:`jaxpool._geometry.binned_geometry`) — :func:`jaxpool.max_pool`'s tap fold, one-byte
-    offsets and max-index derivative."""
-
-    def along(i: int):
-        n, o = in_shape[i], out_shape[i]
-        q = n // o
-
-        def geometry(shape):
-            if n == o:
-                return window_geometry(shape, (1,) * len(shape))
-            if n % o == 0:
-                return window_geometry(shape, tuple(q if j == i else 1 for j in range(len(shape))))
-            return binned_geometry(shape, i, o)
-
-        return geometry
-
-    acc = _upcast16(x)
-    return chain_passes(acc, layout, (along(i) for i in reversed(range(layout.n_spatial))), "max").astype(x.dtype)
 
 
 def _bins_along(values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent=False) -> tuple:
@@ -190,60 +167,172 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
     acc = accumulation_dtype(x.dtype)
     y = x.astype(acc)
     for i in reversed(range(layout.n_spatial)):
-        if _sums_binned(in_shape[i], out_shape[i]):
-            y = cast(jax.Array, window_sum(y, layout, binned_geometry(layout.spatial_shape(y.shape), i, out_shape[i])))
-        else:
-            y = _bin_sums(y, layout, i, in_shape[i], out_shape[i])
-        starts, ends = adaptive_bins(in_shape[i], out_shape[i])
+        size, out = in_shape[i], out_shape[i]
+        if size == out:
+            continue
+        y = (_bin_sums if _spreads(size, out) else _sums_value)(y, layout, i, size, out)
+        starts, ends = adaptive_bins(size, out)
         y = y / layout.along((ends - starts).astype(acc), i)
     return y.astype(result_dtype(x.dtype))
 
 
-# Uneven bins at least this far apart (``q``) are summed over their covering windows (:func:`_sums_binned`).
-_BINNED_SUM_STRIDE = 6
+def _spreads(size: int, out: int) -> bool:
+    """Whether the derivative of adaptive bins along an axis is :func:`_spread`: fewer bins than
+    inputs (each input in at most two bins), and a pick no longer than :data:`_PICK_LIMIT`."""
+    return out < size and out * size // math.gcd(size, out) <= _PICK_LIMIT
 
 
-def _sums_binned(size: int, out: int) -> bool:
-    """Whether uneven adaptive sums along an axis are one masked strided window sum
-    (:func:`jaxpool._geometry.binned_geometry`, JAX's own derivative) rather than :func:`_bin_sums`:
-    for :func:`_covered` bins at least :data:`_BINNED_SUM_STRIDE` apart. Measured in one process
-    (benchmarks/ab_commit.py), forward+backward time against :func:`_bin_sums`, default / heap
-    allocator: (8, 100, 100, 64) 100 -> 7 0.56 / 0.75, (32, 40, 40, 64) 40 -> 6 0.86 / 1.02; closer
-    bins were 1.7-2.2x slower this way (14 -> 9 with q = 1, 23 -> 5 with q = 4, 13 -> 5)."""
-    return _covered(size, out) and size // out >= _BINNED_SUM_STRIDE
+def _bin_cover(size: int, out: int):
+    """For every position ``p`` of an axis of ``size`` cut into ``out < size`` adaptive bins: its
+    first bin ``floor(p out / size)``, its last bin (the first or the next: bins overlap by at most
+    one position), and its offsets from the starts of both."""
+    position = np.arange(size)
+    first = position * out // size
+    last = -(-(position + 1) * out // size) - 1
+    starts, _ = adaptive_bins(size, out)
+    return first, last, position - starts[first], position - starts[last]
 
 
-# Up to this many bins along an axis, the derivative of adaptive sums is a contraction (:func:`_bin_sums`).
-_CONTRACT_BINS = 16
+def _spread(g, layout: Layout, i: int, size: int, out: int, offset=None):
+    """The transpose of summing adaptive bins along spatial axis ``i``: every position gets the sum
+    of ``g`` over the bins that hold it — or, given each bin's winner ``offset`` (from its start),
+    over the bins it wins (the max-index rule).
+
+    Two picks (:func:`jaxpool._sliding.pick`): the first bin of every position, and the last one
+    (the same pick on the reversed axis: PyTorch's bins are symmetric), selected where it differs.
+    O(1) program size for any number of bins, no gather, no scatter; XLA fuses it into one loop.
+    As the tangent map of adaptive sums (its transpose, :func:`jax.linear_transpose`) it replaced
+    the ``(size, out)`` membership contraction and JAX's derivative of the sums, forward+backward
+    in one process (benchmarks/ab_commit.py), new / before: adaptive avg 20 -> 7 on (32, 20, 20,
+    64) 0.33, 13 -> 5 on (64, 13, 13, 256) 0.36, 40 -> 6 0.58, 100 -> 7 0.51, 64 -> 40 on (16,
+    64, 64, 32) 0.06 (66 -> 3.7 ms), 62 -> 4 0.15; adaptive max 90 -> 13 0.13, 64 -> 40 0.08."""
+    axis = layout.spatial_axes[i]
+    first, last, from_first, from_last = _bin_cover(size, out)
+    zero = jnp.zeros((), g.dtype)
+    result = _sliding.pick(g, axis, out, size)
+    if offset is not None:
+        won = _sliding.pick(offset, axis, out, size).astype(jnp.int32) == layout.along(from_first.astype(np.int32), i)
+        result = jnp.where(won, result, zero)
+    if (last == first).all():
+        return result
+    flipped = lambda a: lax.rev(_sliding.pick(lax.rev(a, (axis,)), axis, out, size), (axis,))  # noqa: E731
+    second = layout.along(last != first, i)
+    if offset is not None:
+        second = second & (flipped(offset).astype(jnp.int32) == layout.along(from_last.astype(np.int32), i))
+    return result + jnp.where(second, flipped(g), zero)
+
+
+def _spread_transposed(t, layout: Layout, i: int, size: int, out: int, offset=None):
+    """The linear map whose transpose is :func:`_spread`: sums (or winners' values) over bins, as a
+    tangent map whose transpose JAX computes back into :func:`_spread`."""
+    shape = jax.ShapeDtypeStruct(t.shape[: layout.spatial_axes[i]] + (out,) + t.shape[layout.spatial_axes[i] + 1 :], t.dtype)
+    return jax.linear_transpose(lambda g: _spread(g, layout, i, size, out, offset), shape)(t)[0]
+
+
+# Covered uneven bins at least this far apart (``q``) are a strided pool (:func:`_binned`).
+_BINNED_STRIDE = 6
+
+
+def _binned(size: int, out: int) -> bool:
+    """Whether adaptive sums along an axis are one strided window sum with the taps outside each
+    bin masked (:func:`jaxpool._geometry.binned_geometry`, :func:`jaxpool.avg.window_sum`) rather
+    than :func:`_bins_along`: for :func:`_covered` bins at least :data:`_BINNED_STRIDE` apart.
+    Measured in one process (benchmarks/ab_commit.py), forward+backward time against
+    :func:`_bins_along` (both with JAX's derivative then), default / heap allocator: (8, 100, 100,
+    64) 100 -> 7 0.56 / 0.75, (32, 40, 40, 64) 40 -> 6 0.86 / 1.02; closer bins were 1.7-2.2x
+    slower this way (14 -> 9 with q = 1, 23 -> 5 with q = 4, 13 -> 5). Maxima take every
+    :func:`_covered` axis binned (:func:`_max_by_axis`)."""
+    return _covered(size, out) and size // out >= _BINNED_STRIDE
 
 
 def _add(a: tuple, b: tuple) -> tuple:
     return (a[0] + b[0],)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
-def _bin_sums(y, layout: Layout, i: int, size: int, out: int):
-    """Sums over PyTorch's adaptive bins along spatial axis ``i`` (:func:`_bins_along`).
-
-    With at most :data:`_CONTRACT_BINS` bins the tangent map is a contraction with the ``(size, out)``
-    0/1 bin-membership matrix (built from iotas in the program, not stored), whose transpose — the
-    backward pass — is one more dot: uneven 1-D 100000 -> 7 forward+backward 2.8 -> 0.6 ms, where
-    the strided core and masked fringes transpose into an interior pad per fringe tap. The values
-    stay the fringes' IEEE sums (a dot would let ``0 * inf`` leak a NaN into other bins)."""
+def _sums_value(y, layout: Layout, i: int, size: int, out: int):
+    """Sums over PyTorch's adaptive bins along spatial axis ``i``: one masked strided window sum
+    (:func:`_binned`) or :func:`_bins_along` — IEEE sums of the elements of each bin (a
+    contraction with 0/1 bin membership would let ``0 * inf`` leak a NaN into other bins)."""
+    if _binned(size, out):
+        return window_sum(y, layout, binned_geometry(layout.spatial_shape(y.shape), i, out))
     return _bins_along((y,), _add, (0,), layout, i, size, out)[0]
+
+
+_bin_sums = jax.custom_jvp(_sums_value, nondiff_argnums=(1, 2, 3, 4))
+_bin_sums.__doc__ = """:func:`_sums_value` with the tangent map :func:`_spread_transposed`: the backward is :func:`_spread`."""
 
 
 @_bin_sums.defjvp
 def _bin_sums_jvp(layout: Layout, i: int, size: int, out: int, primals, tangents):
     (y,), (ty,) = primals, tangents
-    if out > _CONTRACT_BINS:
-        return jax.jvp(lambda v: _bins_along((v,), _add, (0,), layout, i, size, out)[0], (y,), (ty,))
+    return _bin_sums(y, layout, i, size, out), _spread_transposed(ty, layout, i, size, out)
+
+
+def _bin_extremum_value(x, layout: Layout, i: int, size: int, out: int):
+    """Maxima over PyTorch's adaptive bins along spatial axis ``i`` (:func:`_bins_along`) and their
+    winners' offsets from the bin starts (uint8 for bins of at most 256 elements). The blocks
+    combine earlier with later, so PyTorch's rule is "the later wins if strictly greater or NaN"."""
+
+    def combine(a, b):
+        take = _taps.improves(b[0], a[0], "max")
+        return tuple(jnp.where(take, new, old) for new, old in zip(b, a))
+
+    position = jnp.broadcast_to(layout.along(np.arange(size, dtype=np.int32), i), x.shape)
+    fills = (_fill_value(x.dtype, "max"), np.iinfo(np.int32).max)
+    y, winner = _bins_along((x, position), combine, fills, layout, i, size, out, idempotent=True)
     starts, ends = adaptive_bins(size, out)
-    position = lax.broadcasted_iota(jnp.int32, (size, out), 0)
-    member = ((position >= starts) & (position < ends)).astype(ty.dtype)
-    axis = layout.spatial_axes[i]
-    summed = jnp.tensordot(ty, member, axes=((axis,), (0,)), precision=lax.Precision.HIGHEST)
-    return _bin_sums(y, layout, i, size, out), jnp.moveaxis(summed, -1, axis)
+    offset = winner - layout.along(starts.astype(np.int32), i)
+    return y, offset.astype(jnp.uint8 if (ends - starts).max() <= 256 else jnp.int32)
+
+
+_bin_extremum = jax.custom_jvp(_bin_extremum_value, nondiff_argnums=(1, 2, 3, 4))
+_bin_extremum.__doc__ = """:func:`_bin_extremum_value` with the max-index derivative: each bin's tangent is its winner's
+(:func:`_spread_transposed`), so the backward pass is :func:`_spread` with the offsets. Reverse
+mode keeps only the offsets (checkpointed, as :func:`jaxpool.max.route_offsets`)."""
+
+
+@_bin_extremum.defjvp
+def _bin_extremum_jvp(layout: Layout, i: int, size: int, out: int, primals, tangents):
+    (x,), (tx,) = primals, tangents
+    y, offset = _bin_extremum(x, layout, i, size, out)
+    route = jax.checkpoint(lambda t, o: _spread_transposed(t, layout, i, size, out, o))
+    return (y, offset), (route(tx, materialize(offset)), np.zeros(offset.shape, jax.dtypes.float0))
+
+
+def _pooled(size: int, out: int) -> bool:
+    """Whether :func:`_max_by_axis` takes an axis as a strided max pool: fewer bins than inputs,
+    dividing it evenly or :func:`_covered`."""
+    return out < size and (size % out == 0 or _covered(size, out))
+
+
+def _max_by_axis(x, layout: Layout, in_shape, out_shape):
+    """Maxima over adaptive bins one axis at a time (last first). Evenly dividing and
+    :func:`_covered` axes are a strided :func:`jaxpool.max_pool` pass with the taps outside each
+    bin masked (:func:`jaxpool._geometry.binned_geometry`; consecutive passes chained by
+    :func:`jaxpool.max.chain_passes`), others :func:`_bin_extremum`. Covered bins stay binned even
+    where :func:`_bin_extremum` measured faster (20 -> 7 on (32, 20, 20, 64) 0.5x): its picks
+    along a spatially sharded axis gather (adaptive max 16 -> 6 under 4-way W sharding: 5
+    all-gathers, binned none). Exact: the first maximum in row-major order of a bin is, along the
+    first axis, the first maximum of its rows' first maxima (the last NaN likewise)."""
+    y, pending = _upcast16(x), []
+
+    def pool_pass(i: int):
+        n, o = in_shape[i], out_shape[i]
+        if n % o == 0:
+            return lambda shape: window_geometry(shape, tuple(n // o if j == i else 1 for j in range(len(shape))))
+        return lambda shape: binned_geometry(shape, i, o)
+
+    for i in reversed(range(layout.n_spatial)):
+        n, o = in_shape[i], out_shape[i]
+        if n == o:
+            continue
+        if _pooled(n, o):
+            pending.append(pool_pass(i))
+            continue
+        y, pending = chain_passes(y, layout, pending, "max"), []
+        bins = _bin_extremum_value if jnp.issubdtype(y.dtype, jnp.integer) else _bin_extremum
+        y = bins(y, layout, i, n, o)[0]
+    return chain_passes(y, layout, pending, "max").astype(x.dtype)
 
 
 def _uneven_max(x, layout: Layout, in_shape, out_shape, indices: bool) -> tuple[jax.Array, jax.Array | None]:
@@ -310,8 +399,8 @@ def adaptive_max_pool(
         pooled = _extremum_pool(x, *window, "VALID", None, False, data_format, "argmax", "max", return_indices)
         y, winner, layout, geom = pooled
         index = flat_indices(winner, layout, geom) if return_indices else None
-    elif not return_indices and _takes_binned(in_shape, out_shape):
-        y, index = _binned_max(x, layout, in_shape, out_shape), None
+    elif not return_indices and all(n == o or _pooled(n, o) or _spreads(n, o) for n, o in zip(in_shape, out_shape)):
+        y, index = _max_by_axis(x, layout, in_shape, out_shape), None
     else:
         y, index = _uneven_max(_upcast16(x), layout, in_shape, out_shape, return_indices)
         y = y.astype(x.dtype)

@@ -96,7 +96,9 @@ def test_binned_adaptive_max_matches_reference_on_larger_sizes(sizes, kind, seed
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.int32])
-@pytest.mark.parametrize("spatial, out", [((23,), (5,)), ((9, 40), (4, 6)), ((7, 13, 11), (3, 5, 4))])
+@pytest.mark.parametrize(
+    "spatial, out", [((23,), (5,)), ((9, 40), (4, 6)), ((7, 13, 11), (3, 5, 4)), ((62,), (4,)), ((9, 64), (4, 40))]
+)
 def test_uneven_adaptive_max_in_1d_3d_and_other_dtypes(spatial, out, dtype):
     x = np.random.default_rng(len(spatial)).normal(size=(2, 3) + spatial) * 8
     want, _ = ref.adaptive_max_pool(np.asarray(jnp.asarray(x, dtype)).astype(np.float64), out)
@@ -129,7 +131,7 @@ def test_adaptive_avg_pool_matches_reference(sizes, layout, kind, seed):
 )
 def test_adaptive_avg_pool_matches_reference_on_bins_six_or_more_apart(sizes, kind, seed):
     """Uneven bins at least 6 apart are summed over their masked covering windows
-    (:func:`jaxpool.adaptive._sums_binned`): a NaN or inf outside a bin must not reach it."""
+    (:func:`jaxpool.adaptive._binned`): a NaN or inf outside a bin must not reach it."""
     spatial = tuple(n for n, _ in sizes)
     out = tuple(min(o, n // 6) for n, o in sizes)
     rng = np.random.default_rng(seed)
@@ -139,6 +141,39 @@ def test_adaptive_avg_pool_matches_reference_on_bins_six_or_more_apart(sizes, ki
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
     ct = rng.normal(size=want.shape).astype(np.float32)
     np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], ref.adaptive_avg_pool_grad(x, ct, out), rtol=1e-5, atol=1e-6)
+
+
+# Bins no 16-tap window covers (q + r > 16): long ones (62 -> 4: a strided core of 14 every 15 plus
+# fringes), short ones of two lengths (90 -> 13, 64 -> 40: every stride-1 window of each, picked),
+# in 1-D, 2-D and 3-D: maxima per axis with their winners' offsets, sums, both differentiated
+# through jaxpool.adaptive._spread.
+SPREAD_CASES = [((62,), (4,)), ((90,), (13,)), ((64, 9), (40, 4)), ((20, 62), (7, 4)), ((5, 34, 18), (2, 3, 17))]
+
+
+@pytest.mark.parametrize("op", ["max", "avg"])
+@pytest.mark.parametrize("kind", ["ties", "special", "normal"])
+@pytest.mark.parametrize("spatial, out", SPREAD_CASES)
+def test_uneven_bins_derivatives_match_reference_in_both_modes(op, kind, spatial, out):
+    """Values and reverse mode against the NumPy reference (PyTorch's tie and NaN winner for max;
+    a NaN or inf stays in its bins for avg), forward mode against reverse mode by the dot-product
+    test <u, J t> = <J^T u, t>."""
+    rng = np.random.default_rng(sum(spatial) + len(out))
+    x = random_input(rng, (2, 3) + spatial, kind)
+    pool = lambda v: getattr(jaxpool, f"adaptive_{op}_pool")(v, out, data_format="channels_first")  # noqa: E731
+    y, vjp = jax.vjp(pool, jnp.asarray(x))
+    want = ref.adaptive_max_pool(x, out)[0] if op == "max" else ref.adaptive_avg_pool(x, out)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    u = rng.normal(size=want.shape).astype(np.float32)
+    (dx,) = vjp(jnp.asarray(u))
+    grad = ref.adaptive_max_pool_grad if op == "max" else ref.adaptive_avg_pool_grad
+    np.testing.assert_allclose(dx, grad(x, u, out), rtol=1e-5, atol=1e-5)
+    t = rng.normal(size=x.shape).astype(np.float32)
+    _, jt = jax.jvp(pool, (jnp.asarray(x),), (jnp.asarray(t),))
+    if op == "avg" and kind == "special":
+        jt = jnp.where(jnp.isfinite(y), jt, 0)  # the tangent of a bin holding inf is not defined
+        u = np.where(np.isfinite(np.asarray(y)), u, 0)
+        (dx,) = vjp(jnp.asarray(u))
+    np.testing.assert_allclose(np.vdot(u, jt), np.vdot(dx, t), rtol=1e-4, atol=1e-3)
 
 
 def test_adaptive_none_keeps_input_size():
