@@ -170,7 +170,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
         size, out = in_shape[i], out_shape[i]
         if size == out:
             continue
-        y = (_bin_sums if _spreads(size, out) else _sums_value)(y, layout, i, size, out)
+        y = cast(jax.Array, (_bin_sums if _spreads(size, out) else _sums_value)(y, layout, i, size, out))
         starts, ends = adaptive_bins(size, out)
         y = y / layout.along((ends - starts).astype(acc), i)
     return y.astype(result_dtype(x.dtype))
