@@ -56,6 +56,9 @@ OPS = {
     "adaptive_max_pool even": lambda x: jaxpool.adaptive_max_pool(x, (2, 4)),
     "adaptive_max_pool uneven": lambda x: jaxpool.adaptive_max_pool(x, (3, 5)),
     "adaptive_max_pool upsampling": lambda x: jaxpool.adaptive_max_pool(x, (11, 3)),
+    # bins no 16-tap window covers: per-axis winner offsets (adaptive._bin_extremum), long and short
+    "adaptive_max_pool 1-D 62->4 (long bins)": lambda x: jaxpool.adaptive_max_pool(x.reshape(x.shape[0], 64, -1)[:, :62], (4,)),
+    "adaptive_max_pool 1-D 64->40 (short bins)": lambda x: jaxpool.adaptive_max_pool(x.reshape(x.shape[0], 64, -1), (40,)),
     "global_avg_pool": lambda x: jaxpool.global_avg_pool(x),
     "global_max_pool": lambda x: jaxpool.global_max_pool(x),
     "global_max_pool mask": lambda x: jaxpool.global_max_pool(x, mask=(jnp.arange(64).reshape(8, 8) % 3 > 0)),
@@ -126,6 +129,7 @@ SECOND_ORDER = [
     "avg_pool 3x3/2 p1",
     "avg_pool 9x9/1 (separable)",
     "adaptive_max_pool uneven",
+    "adaptive_max_pool 1-D 62->4 (long bins)",
     "adaptive_avg_pool uneven",
     "lp_pool",
     "gem_pool",
