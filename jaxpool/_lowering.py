@@ -45,14 +45,17 @@ process, (32, 40, 40, 64) 40 -> 6 74 -> 11 ms, (32, 23, 23, 64) 23 -> 5 13.6 -> 
     that are not a multiple of the stride: the outputs whose windows end inside the largest
     multiple of the stride (a slice of the input, whose phase view is a free reshape) and the last
     output or two over a slab one window wide, each lowered by its own geometry and concatenated
-    (:mod:`jaxpool._edges`).
-    Padding a ragged axis to a stride multiple makes XLA:CPU copy the input and its taps: 3x3/2
-    pad 1 on (32, 57, 57, 64) forward+backward 40 ms (3.6x PyTorch) -> 11-15 ms (1.1-1.5x); avg
-    3x3/2 pad 1 33 -> 6-11 ms; 3x3/2 on 55 26 -> 6.5-11 ms.
+    (:mod:`jaxpool._edges`) — the value only: the derivative is one map over the whole geometry
+    (for max, routed by the parts' concatenated offsets), which writes the input's gradient in
+    one loop. Padding a ragged axis to a stride multiple in the forward pass makes XLA:CPU copy
+    the input and its taps: 3x3/2 pad 1 on (32, 57, 57, 64) forward+backward 40 ms (3.6x
+    PyTorch); the parts with their own derivatives 11-15 ms; with the whole-geometry derivative
+    7.8-8.6 ms (max 55 and 57 pad 1, about 1.0x PyTorch).
 ``"chained"`` (max/min)
-    windows over several axes, each at most :data:`AXIS_TAPS` long or ``"blocks"``, other than the
-    phase-view folds below: one ``"taps"`` or ``"blocks"`` pass per axis, last axis first, each
-    with its own 1-byte offsets and max-index derivative (:func:`jaxpool.max._chained_extremum`). The backward pass routes through
+    windows over several axes, each at most :data:`AXIS_TAPS` long or ``"blocks"``, other than
+    the phase-view folds of at most :data:`JOINT_PHASE_TAPS` elements below: one ``"taps"`` or
+    ``"blocks"`` pass per axis, last axis first, each with its own 1-byte offsets and max-index
+    derivative (:func:`jaxpool.max._chained_extremum`). The backward pass routes through
     ``sum(k_i)`` taps instead of ``prod(k_i)``: measured in one process, forward+backward 3x3/1
     1.9x, 5x5/1 1.9x, 8x8/7 (adaptive 50 -> 7) 3.7x faster than the joint fold. The residual is
     one byte per element of each pass's output (3x3/1: 2 bytes per output instead of 1; flax keeps
@@ -84,6 +87,9 @@ from jaxpool._geometry import WindowGeometry
 # byte per output for the backward pass; sums are separable, so larger ones go axis by axis).
 JOINT_TAPS = 64
 JOINT_SUM_TAPS = 16
+# Phase-view folds (stride 2, even sizes) of windows over several axes with at most this many
+# elements fold all taps at once; larger ones run one pass per axis ("chained").
+JOINT_PHASE_TAPS = 9
 # Along one axis, windows longer than this use the doubling scheme instead of a fold over taps.
 AXIS_TAPS = 8
 # "chained" passes: XLA:CPU fuses consecutive passes' derivatives into one loop that re-reads the
@@ -162,10 +168,13 @@ def keeps_apart(fused_taps: int, taps: int) -> bool:
 def chain_axes(geom: WindowGeometry) -> bool:
     """Whether a max/min runs one routed pass per axis (``"chained"``): windows over several axes,
     each at most :data:`AXIS_TAPS` long or :func:`fits_blocks`, that neither tile cleanly nor fold
-    phase views (those fold all taps at once fastest)."""
+    phase views of at most :data:`JOINT_PHASE_TAPS` taps (those fold all taps at once fastest:
+    3x3/2; XLA:CPU runs larger joint phase-view folds many times slower than the passes, max 5x5/2
+    pad 2 on (32, 56, 56, 64) forward+backward 160 -> 19 ms chained, PyTorch 12)."""
     several = sum(k > 1 for k in geom.window) > 1
     passes = all(k <= AXIS_TAPS or fits_blocks(geom.axis_only(i, geom.in_shape)) for i, k in enumerate(geom.window))
-    return several and passes and not is_clean_tiling(geom) and not fold_phases(geom)
+    joint = fold_phases(geom) and geom.window_size <= JOINT_PHASE_TAPS
+    return several and passes and not is_clean_tiling(geom) and not joint
 
 
 def splits_edges(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> bool:

@@ -31,13 +31,12 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
     64) 42 -> 7.8 ms, 5x5/1 pad 2 on (8, 56, 56, 64) 23 -> 3.8 ms, 7x7/1 pad 3 27 -> 4.2 ms)."""
     kind = _lowering.choose(geom, "sum")
     if kind == "edges":
-        (total,) = _edges.by_parts(lambda x, layout, geom: (window_sum(x, layout, geom),), x, layout, geom)
-        return total
+        return _phase_derivative(lambda x: _edges.by_parts(_part_sum, x, layout, geom)[0], x, layout, geom)
     if kind == "tiling":
         tiled, window_axes = _sliding.tile_shape(layout, geom, x.shape)
         return jnp.sum(x.reshape(tiled), axis=window_axes)
     if kind == "taps" and geom.bins is None and _lowering.slices_unpadded(geom):
-        return _unpadded_tap_sum(x, layout, geom)
+        return _phase_derivative(lambda x: _unpadded_tap_sum(x, layout, geom), x, layout, geom)
     if kind == "taps" and geom.bins is None:  # taps outside the input read the zero padding
         return _phase_tap_sum(x, layout, geom)
     if kind == "taps":
@@ -55,18 +54,35 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
     return x
 
 
+def _part_sum(x, layout: Layout, geom: WindowGeometry) -> tuple:
+    """One :func:`jaxpool._edges.by_parts` part of an ``"edges"`` window sum."""
+    return (window_sum(x, layout, geom),)
+
+
 def _unpadded_tap_sum(x, layout: Layout, geom: WindowGeometry):
-    """The ``"taps"`` sum of strided windows (:func:`jaxpool._lowering.slices_unpadded`), its value
-    from strided slices of the unpadded input (no padded copy, nor a reshape of a ragged axis, for
-    XLA:CPU to materialise) and its derivative from phase-view taps (:class:`jaxpool._taps.Taps`),
-    whose transpose is the phase-interleaved backward pass. Both add the same taps in the same
-    order: equal values. In one process (ab_commit.py), avg 3x3/3 pad 1 on (32, 56, 56, 64) forward
-    4.3 -> 0.96 ms (PyTorch 1.37), forward+backward 9.8 -> 4.3 ms (6.1); 3x3/4 pad 1 on 57 25 -> 9.2
-    ms; 4x4/3 on 16 (adaptive 16 -> 5) 0.61 -> 0.40 ms."""
+    """Window sums from strided slices of the unpadded input, each padded with zeros."""
+    return sum(_taps.unpadded_tap(x, layout, geom, offs, 0) for _, offs in _taps.window_taps(geom))
+
+
+def _phase_derivative(value, x, layout: Layout, geom: WindowGeometry):
+    """``value(x)``, a window sum of ``geom`` computed in a form XLA:CPU runs fast forward, with the
+    derivative of :func:`_phase_tap_sum` over the whole geometry (a linear tangent map that JAX
+    transposes into the phase-interleaved backward pass, one loop writing the input's gradient).
+
+    Two forms use it. Windows strided by 3 or more (:func:`jaxpool._lowering.slices_unpadded`): the
+    value from strided slices of the unpadded input (no padded copy, nor a reshape of a ragged
+    axis, to materialise); in one process (ab_commit.py), avg 3x3/3 pad 1 on (32, 56, 56, 64)
+    forward 4.3 -> 0.96 ms (PyTorch 1.37), forward+backward 9.8 -> 4.3 ms (6.1); 3x3/4 pad 1 on 57
+    25 -> 9.2 ms; 4x4/3 on 16 (adaptive 16 -> 5) 0.61 -> 0.40 ms. ``"edges"`` windows: the value
+    part by part (:func:`jaxpool._edges.by_parts`), the gradient no longer the parts' gradients
+    padded and added (XLA:CPU runs a fused pad of the phase interleave 5-8x slower than the
+    interleave itself, and apart it is an input-sized temporary): forward+backward in one process
+    0.45-0.47x the time with the parts' derivatives for avg 3x3/2 pad 1 on (32, 57, 57, 64),
+    0.22-0.33x for 3x3/2 on 55."""
 
     @jax.custom_jvp
     def total(x):
-        return sum(_taps.unpadded_tap(x, layout, geom, offs, 0) for _, offs in _taps.window_taps(geom))
+        return value(x)
 
     @total.defjvp
     def _total_jvp(primals, tangents):

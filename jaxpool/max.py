@@ -156,8 +156,19 @@ def _routed_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
     kind = _lowering.choose(geom)
     if kind == "blocks":
         return _blocks.extremum(x, layout, geom, mode, _fill_value(x.dtype, mode))
+    if kind == "edges":
+        return _edges.by_parts(functools.partial(_part_extremum, mode=mode), x, layout, geom)
     fold = _tiling_extremum if kind == "tiling" else _taps_extremum
     return fold(x, layout, geom, mode)
+
+
+def _part_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
+    """One :func:`jaxpool._edges.by_parts` part of an ``"edges"`` window: (extremum, offset). Parts
+    tile or fold taps, so their offsets are the whole window's: the parts' offsets concatenated
+    are the full geometry's, which :func:`route_offsets` routes in one pass."""
+    if _lowering.choose(geom) == "chained":  # a chain keeps no joint offset: fold all taps
+        return _taps_extremum(x, layout, geom, mode)
+    return _routed_pool.fun(x, layout, geom, mode)
 
 
 @_routed_pool.defjvp
@@ -220,14 +231,6 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     or its flat input position (``"position"``; ``None`` unless ``indices``, when cheaper), per
     :func:`jaxpool._lowering.choose`."""
     kind = _lowering.choose(geom, indices=indices)
-    if kind == "edges":
-
-        def part(x, layout, geom):  # every part folds taps, tiles or chains: its winner is an offset
-            y, (winner, _) = extremum(x, layout, geom, mode, indices=indices)
-            return y, winner
-
-        y, winner = _edges.by_parts(part, x, layout, geom)
-        return y, (winner, "offset")
     acc = _upcast16(x)
     if kind == "chained":
         return _chained_extremum(acc, layout, geom, mode).astype(x.dtype), (None, "offset")
