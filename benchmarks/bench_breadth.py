@@ -133,6 +133,9 @@ CASES = [
     windowed("max", (32, 56, 56, 64), 5, 3, 1),  # strided and padded: taps read the padding per tap
     windowed("avg", (32, 56, 56, 64), 5, 3, 1),
     windowed("avg", (32, 56, 56, 64), 5, 2, 2),
+    windowed("max", (32, 56, 56, 64), 5, 2, 2),  # a joint 25-tap phase-view fold was 14x PyTorch
+    windowed("max", (32, 57, 57, 64), 2, 2),  # odd size, a body alone
+    windowed("avg", (32, 55, 55, 64), 3, 2),
     windowed("max", (32, 4096, 64), 3, 2, 1),
     windowed("avg", (32, 4096, 64), 9, 1, 4),
     windowed("max", (4, 16, 32, 32, 32), 2, 2),
