@@ -198,6 +198,15 @@ def window_offsets(layout: Layout, geom: WindowGeometry, tiled_ndim: int, window
     return flat
 
 
+# extremum_and_winner reduces its score in float32 (exact below 2**24) from this many outputs on:
+# XLA:CPU fuses the select into one reduction loop, where an int32 score is first materialised
+# and then reduced as a tree (forward+backward in one process, float / int: global max (2, 256, 256,
+# 16) 0.58, (32, 14, 14, 512) 0.58, (64, 13, 13, 256) 0.47, (8, 64, 64, 128) 0.80); with fewer
+# outputs the int32 tree's two threads win ((1, 512, 512, 4) 1.16-1.31, (1, 100000, 4) 1.31, (4, 64,
+# 64, 4) 1.25).
+FLOAT_SCORE_OUTPUTS = 32
+
+
 def extremum_and_winner(xt, axes: tuple[int, ...], offsets, k: int, mode: str, real=None):
     """Max/min over ``axes`` of ``xt`` (windows of ``k`` elements; ``offsets``: each element's
     row-major offset in its window, broadcastable) and PyTorch's winner: the last NaN, else the first
@@ -215,7 +224,9 @@ def extremum_and_winner(xt, axes: tuple[int, ...], offsets, k: int, mode: str, r
     floating = jnp.issubdtype(xt.dtype, jnp.floating)
     if floating:
         score = jnp.where(jnp.isnan(xt), k + offsets, score)  # any NaN beats that; the last NaN wins
-    top = jnp.max(score, axis=axes)
+    if 2 * k < 2**24 and y.size >= FLOAT_SCORE_OUTPUTS:  # exact in float32
+        score = score.astype(jnp.float32)
+    top = jnp.max(score, axis=axes).astype(jnp.int32)
     y = jnp.squeeze(y, axes)
     if floating:
         y = jnp.where(top >= k, jnp.asarray(jnp.nan, y.dtype), y)
