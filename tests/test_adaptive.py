@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import jaxpool
@@ -174,6 +174,40 @@ def test_uneven_bins_derivatives_match_reference_in_both_modes(op, kind, spatial
         u = np.where(np.isfinite(np.asarray(y)), u, 0)
         (dx,) = vjp(jnp.asarray(u))
     np.testing.assert_allclose(np.vdot(u, jt), np.vdot(dx, t), rtol=1e-4, atol=1e-3)
+
+
+@st.composite
+def _uncovered_bins(draw):
+    """1-D or 2-D sizes whose first axis has uneven bins that no 16-tap window covers (q + r > 16),
+    long or short, with or without fringes; a second axis of any kind."""
+    size = draw(st.integers(17, 90))
+    out = draw(st.integers(2, size - 1))
+    q, r = divmod(size, out)
+    assume(r > 0 and q + r > 16)
+    spatial, output = (size,), (out,)
+    if draw(st.booleans()):
+        spatial, output = spatial + (draw(st.integers(1, 12)),), output + (draw(st.integers(1, 12)),)
+    return spatial, output
+
+
+@given(sizes=_uncovered_bins(), kind=st.sampled_from(["ties", "special", "normal"]), seed=st.integers(0, 2**16))
+def test_uncovered_uneven_max_bins_match_reference(sizes, kind, seed):
+    """Uneven max bins no 16-tap window covers (jaxpool.adaptive._bin_extremum: its winners from a
+    second reduction of a score, or for long cores from plain reductions): values, the gradient to
+    PyTorch's winner (first maximum, last NaN) and forward mode equal to the routed tangent."""
+    spatial, out = sizes
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (2, 3) + spatial, kind)
+    want, want_idx = ref.adaptive_max_pool(x, out)
+    pool = lambda v: jaxpool.adaptive_max_pool(v, out, data_format="channels_first")  # noqa: E731
+    y, vjp = jax.vjp(pool, jnp.asarray(x))
+    np.testing.assert_array_equal(y, want.astype(np.float32))
+    u = rng.normal(size=want.shape).astype(np.float32)
+    np.testing.assert_allclose(vjp(jnp.asarray(u))[0], ref.adaptive_max_pool_grad(x, u, out), rtol=1e-5, atol=1e-5)
+    t = rng.normal(size=x.shape).astype(np.float32)
+    flat = lambda a: a.reshape(a.shape[:2] + (-1,))  # noqa: E731
+    routed = np.take_along_axis(flat(t), flat(want_idx), 2).reshape(want.shape)
+    np.testing.assert_array_equal(jax.jvp(pool, (jnp.asarray(x),), (jnp.asarray(t),))[1], routed)
 
 
 def test_adaptive_none_keeps_input_size():
