@@ -24,7 +24,7 @@ import math
 import jax.numpy as jnp
 from jax import lax
 
-from jaxpool import _lowering, _taps
+from jaxpool import _lowering, _symbolic, _taps
 from jaxpool._geometry import WindowGeometry
 from jaxpool._layout import Layout
 
@@ -224,7 +224,8 @@ def extremum_and_winner(xt, axes: tuple[int, ...], offsets, k: int, mode: str, r
     floating = jnp.issubdtype(xt.dtype, jnp.floating)
     if floating:
         score = jnp.where(jnp.isnan(xt), k + offsets, score)  # any NaN beats that; the last NaN wins
-    if 2 * k < 2**24 and y.size >= FLOAT_SCORE_OUTPUTS:  # exact in float32
+    many = _symbolic.is_symbolic(y.shape) or y.size >= FLOAT_SCORE_OUTPUTS  # a symbolic batch: many
+    if 2 * k < 2**24 and many:  # exact in float32
         score = score.astype(jnp.float32)
     top = jnp.max(score, axis=axes).astype(jnp.int32)
     y = jnp.squeeze(y, axes)
