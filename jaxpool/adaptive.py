@@ -301,18 +301,21 @@ def _first_max(values: tuple, axis: int) -> tuple:
     return y, lax.index_in_dim(position, 0, axis, keepdims=False) + offset
 
 
+def _later_wins(a: tuple, b: tuple) -> tuple:
+    """Combines blocks of bins, earlier ``a`` with later ``b`` (a value and its passengers): PyTorch's
+    rule, the later wins if strictly greater or NaN."""
+    take = _taps.improves(b[0], a[0], "max")
+    return tuple(jnp.where(take, new, old) for new, old in zip(b, a))
+
+
 def _bin_extremum_value(x, layout: Layout, i: int, size: int, out: int, core_reduce=None):
     """Maxima over PyTorch's adaptive bins along spatial axis ``i`` (:func:`_bins_along`) and their
     winners' offsets from the bin starts (uint8 for bins of at most 256 elements). The blocks
     combine earlier with later, so PyTorch's rule is "the later wins if strictly greater or NaN"."""
 
-    def combine(a, b):
-        take = _taps.improves(b[0], a[0], "max")
-        return tuple(jnp.where(take, new, old) for new, old in zip(b, a))
-
     position = jnp.broadcast_to(layout.along(np.arange(size, dtype=np.int32), i), x.shape)
     fills = (_fill_value(x.dtype, "max"), np.iinfo(np.int32).max)
-    y, winner = _bins_along((x, position), combine, fills, layout, i, size, out, idempotent=True, core_reduce=core_reduce)
+    y, winner = _bins_along((x, position), _later_wins, fills, layout, i, size, out, idempotent=True, core_reduce=core_reduce)
     starts, ends = adaptive_bins(size, out)
     offset = winner - layout.along(starts.astype(np.int32), i)
     return y, offset.astype(jnp.uint8 if (ends - starts).max() <= 256 else jnp.int32)
@@ -331,13 +334,8 @@ def _bin_maxima_and_offsets(x, layout: Layout, i: int, size: int, out: int):
     (8, 90, 90, 64) 0.21x (1.5x PyTorch), 64 -> 40 on (16, 64, 64, 32) 0.47x (1.1x). Long cores
     (:func:`_long_cores`) keep the pairs with :func:`_first_max` (1-D 100000 -> 7: 1.46x slower
     this way)."""
-
-    def larger(a, b):
-        take = _taps.improves(b[0], a[0], "max")
-        return (jnp.where(take, b[0], a[0]),)
-
     axis = layout.spatial_axes[i]
-    (y,) = _bins_along((x,), larger, (_fill_value(x.dtype, "max"),), layout, i, size, out, idempotent=True)
+    (y,) = _bins_along((x,), _later_wins, (_fill_value(x.dtype, "max"),), layout, i, size, out, idempotent=True)
     later = lax.rev(_sliding.pick(lax.rev(y, (axis,)), axis, out, size), (axis,))  # each position's later bin
     position = layout.along(np.arange(size, dtype=np.int32), i)
     score = jnp.where(x == later, size - 1 - position, -1)
