@@ -32,7 +32,8 @@ whose bins a window of at most 16 taps covers are one ``"taps"`` pass per axis o
 ``q + r`` every ``q``, the taps outside each bin masked (:func:`jaxpool._geometry.binned_geometry`;
 :func:`jaxpool.adaptive._max_by_axis`): forward+backward against the core and fringes, in one
 process, (32, 40, 40, 64) 40 -> 6 74 -> 11 ms, (32, 23, 23, 64) 23 -> 5 13.6 -> 1.25 ms, (8, 100,
-100, 64) 100 -> 7 67 -> 11 ms. Sums over such bins at least 6 apart are the same masked windows'
+100, 64) 100 -> 7 67 -> 11 ms; their derivative routes whole blocks of the stride and
+the head taps (:func:`routes_blocks`), not every tap. Sums over such bins at least 6 apart are the same masked windows'
 ``"taps"`` sum (:func:`jaxpool.adaptive._binned`). No gather and no scatter in either direction.
 
 ``"blocks"`` (max/min along one axis)
@@ -152,10 +153,29 @@ def fits_blocks(geom: WindowGeometry) -> bool:
 
 def route_taps(geom: WindowGeometry) -> int:
     """How many taps the max-index derivative of a one-axis max/min pass reads per output: the
-    window's length, or for ``"blocks"`` (``k = m s + h``) its ``m`` blocks and ``h`` head taps."""
+    window's length, or where it routes blocks (:func:`routes_blocks`, ``k = m s + h``) its ``m``
+    blocks and ``h`` head taps."""
     (i,) = geom.pooled_axes
     k, s = geom.window[i], geom.strides[i]
-    return sum(divmod(k, s)) if fits_blocks(geom) else k
+    return sum(divmod(k, s)) if routes_blocks(geom) else k
+
+
+def routes_blocks(geom: WindowGeometry) -> bool:
+    """Whether the max-index derivative of a one-axis max/min pass routes whole blocks of the stride
+    (:func:`jaxpool._blocks.route`: ``k = m s + h`` read as ``m`` blocks and ``h`` head taps) —
+    always for ``"blocks"``, and for other undilated strided windows when that reads at most half
+    the window's taps (the masked adaptive bins of :func:`jaxpool.adaptive._max_by_axis`, 8x8/7,
+    4x4/2). The tap route's transpose is one interior pad per tap, each a pass over the gradient;
+    the block route's is one broadcast, select and reshape per block. Forward+backward in one
+    process (benchmarks/ab_commit.py), block route / tap route: adaptive max 100 -> 7 on (8, 100,
+    100, 64) (16 taps every 14) 0.56-0.74, 40 -> 6 on (32, 40, 40, 64) 0.61-0.87, 28 -> 11 on (16,
+    28, 28, 64) 0.73-1.08; windows it would read more than half of measured no better (13 -> 5,
+    5 every 2: 0.87-1.11; max 5x5/2 pad 2, 3/2 pad 1, 3x3x3/2 pad 1: 0.86-1.11)."""
+    if len(geom.pooled_axes) != 1:
+        return False
+    (i,) = geom.pooled_axes
+    k, s = geom.window[i], geom.strides[i]
+    return fits_blocks(geom) or (geom.dilation[i] == 1 and k > s and 2 * sum(divmod(k, s)) <= k)
 
 
 def keeps_apart(fused_taps: int, taps: int) -> bool:

@@ -184,7 +184,7 @@ def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
     checkpoint: the linearized program keeps only ``offset`` and recomputes the selects from it;
     materialize: XLA:CPU would otherwise fuse (recompute) the forward fold into every select."""
     route = _tiling_route if _lowering.is_clean_tiling(geom) else _taps_route
-    if _lowering.choose(geom) == "blocks":
+    if _lowering.routes_blocks(geom):
         route = _blocks.route
     return jax.checkpoint(lambda t, o: route(t, o, layout, geom))(tx, materialize(offset)).astype(tx.dtype)
 
