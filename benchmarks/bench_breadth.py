@@ -140,6 +140,8 @@ CASES = [
     windowed("avg", (32, 4096, 64), 9, 1, 4),
     windowed("max", (4, 16, 32, 32, 32), 2, 2),
     windowed("avg", (4, 16, 32, 32, 32), 3, 2, 1),
+    windowed("max", (4, 16, 32, 32, 32), 3, 2, 1),  # a 3-D ResNet stem's pool: three chained passes
+    windowed("max", (32, 56, 56, 64), 4, 2, 1),  # chained 4-tap passes whose derivative routes blocks
     global_case("max", (32, 14, 14, 512)),
     global_case("avg", (32, 14, 14, 512)),
     global_case("max", (2, 256, 256, 16)),

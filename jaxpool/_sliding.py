@@ -109,21 +109,24 @@ def split_axis(v, axis: int, outer: int, inner: int):
     return v.reshape(shape)
 
 
-def blocked(values: tuple, combine, fills: tuple, axis: int, k: int, s: int, out: int, *, idempotent: bool = False) -> tuple:
+def blocked(
+    values: tuple, combine, fills: tuple, axis: int, k: int, s: int, out: int, *, idempotent: bool = False, block_reduce=None
+) -> tuple:
     """Windows ``[o s, o s + k)``, ``o < out``, for strides ``s > 1``: the axis is cut into blocks of
-    ``s``; a window is ``k // s`` whole blocks (each reduced once by :func:`tree`, then combined by
-    :func:`doubling` over blocks) and the first ``k % s`` elements of the next block (the heads).
-    Linear work whatever ``k`` and ``s`` — no stride-1 pass over windows that are never used. The
-    whole blocks are a slice of the input, never padded (XLA:CPU materialises a padded copy); heads
-    of up to ``AXIS_TAPS`` elements are strided slices, longer ones blocks of the input padded by
-    less than one block."""
+    ``s``; a window is ``k // s`` whole blocks (each reduced once — by :func:`tree`, or by
+    ``block_reduce(values, axis)`` when given —, then combined by :func:`doubling` over blocks)
+    and the first ``k % s`` elements of the next block (the heads). Linear work whatever ``k`` and
+    ``s`` — no stride-1 pass over windows that are never used. The whole blocks are a slice of the
+    input, never padded (XLA:CPU materialises a padded copy); heads of up to ``AXIS_TAPS`` elements
+    are strided slices, longer ones blocks of the input padded by less than one block."""
     whole, rest = divmod(k, s)
     length = values[0].shape[axis]
     parts = []  # earlier first: the whole blocks, then the next block's head
     if whole:
         blocks = out + whole - 1
         cut = tuple(split_axis(lax.slice_in_dim(v, 0, blocks * s, axis=axis), axis, blocks, s) for v in values)
-        parts.append(doubling(tree(cut, combine, fills, axis + 1), combine, axis, whole, 1, out, idempotent=idempotent))
+        reduced = block_reduce(cut, axis + 1) if block_reduce else tree(cut, combine, fills, axis + 1)
+        parts.append(doubling(reduced, combine, axis, whole, 1, out, idempotent=idempotent))
     if rest:
         first = whole * s  # the first head starts after the first window's whole blocks
         if rest <= _lowering.AXIS_TAPS:
@@ -152,6 +155,7 @@ def along_axis(
     fills: tuple,
     idempotent: bool = False,
     padded: bool = True,
+    block_reduce=None,
 ) -> tuple:
     """Windows of ``geom`` along spatial axis ``i`` of ``values`` (other axes as they are); ``fills``
     are the reduction's identities, for padding. ``values`` are padded along ``i`` as ``geom`` says
@@ -169,7 +173,7 @@ def along_axis(
             result = combine(result, tuple(view({i: t}) for view in taps))
         return result
     if s > 1 and d == 1 and out > 1:
-        return blocked(values, combine, fills, axis, k, s, out, idempotent=idempotent)
+        return blocked(values, combine, fills, axis, k, s, out, idempotent=idempotent, block_reduce=block_reduce)
     windows = doubling(values, combine, axis, k, d, (out - 1) * s + 1, idempotent=idempotent)
     return strided(windows, axis, out, s)
 

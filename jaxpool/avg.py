@@ -50,7 +50,7 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
         if _lowering.keeps_apart(fused, taps):
             x, fused = _fusion.cotangent_once(x), 1
         fused *= taps
-        (x,) = _sliding.along_axis((x,), _add, layout, geom, i, fills=(0,), padded=False)
+        (x,) = _sliding.along_axis((x,), _add, layout, geom, i, fills=(0,), padded=False, block_reduce=_block_sum)
     return x
 
 
@@ -95,6 +95,15 @@ def _phase_tap_sum(x, layout: Layout, geom: WindowGeometry):
     """Every window's sum as a sum of phase-view taps (:class:`jaxpool._taps.Taps`), zero padding."""
     taps = _taps.Taps(x, layout, geom)
     return sum(taps(offs) for _, offs in _taps.window_taps(geom))
+
+
+def _block_sum(values: tuple, axis: int) -> tuple:
+    """Whole blocks of strided windows (:func:`jaxpool._sliding.blocked`) summed by one reduction,
+    whose transpose is a broadcast — :func:`jaxpool._sliding.tree`'s halvings transpose into one pad
+    per level and width (avg 12x12/11 on (32, 56, 56, 64), adaptive 56 -> 5, forward+backward 0.55x
+    in one process; adaptive 512 -> 7 0.58x). XLA's reductions keep float32 sums accurate (4097-long
+    windows every 4000: 1e-7 relative, tests/test_cost_guards.py)."""
+    return (jnp.sum(values[0], axis=axis),)
 
 
 def _add(a, b):

@@ -96,7 +96,8 @@ def test_uneven_adaptive_avg_matches_reference(spatial, out):
 
 
 def test_long_axis_float32_sums_stay_accurate():
-    """Bins of ~14k elements and a 4097-long sliding window, float32 against float64."""
+    """Bins of ~14k elements, a 4097-long sliding window and strided 4097-long windows, float32
+    against float64."""
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(2, 100_000, 3)) + 3.0).astype(np.float32)  # a mean offset: naive sums drift
     got = np.asarray(jaxpool.adaptive_avg_pool(x, (7,)), np.float64)
@@ -106,6 +107,10 @@ def test_long_axis_float32_sums_stay_accurate():
     got = np.asarray(jaxpool.avg_pool(x[:, :20_000], (4097,), 1), np.float64)
     csum = np.concatenate([np.zeros((2, 1, 3)), np.cumsum(x[:, :20_000].astype(np.float64), axis=1)], axis=1)
     want = (csum[:, 4097:] - csum[:, :-4097]) / 4097
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+    # strided windows of whole blocks (each block one reduction) and a head: 4097 every 4000
+    got = np.asarray(jaxpool.avg_pool(x, (4097,), 4000), np.float64)
+    want = np.stack([x[:, o * 4000 : o * 4000 + 4097].astype(np.float64).mean(axis=1) for o in range(got.shape[1])], axis=1)
     np.testing.assert_allclose(got, want, rtol=2e-6)
 
 
