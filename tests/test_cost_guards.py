@@ -208,3 +208,34 @@ def test_masked_bin_gradient_routes_blocks_not_taps(size, out):
     text = step.lower(x, jnp.ones((2, out, out, 4))).as_text()
     interior = [p for p in re.findall(r"stablehlo.pad .*interior = \[([\d, ]+)\]", text) if p.strip("0, ")]
     assert len(interior) <= 2 * r, len(interior)
+
+
+def _float_conds_returning(jaxpr, shape) -> int:
+    """How many ``cond`` equations (at any depth) return a float32 array of ``shape``."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "cond" and any(v.aval.shape == shape and v.aval.dtype == jnp.float32 for v in eqn.outvars):
+            count += 1
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    count += _float_conds_returning(inner, shape)
+    return count
+
+
+@pytest.mark.parametrize("window, stride, padding, between", [(4, 2, 1, (2, 16, 8, 4)), (5, 1, 2, (2, 16, 16, 4))])
+def test_chained_passes_compute_the_intermediate_once(window, stride, padding, between):
+    """Chained max passes (one per axis) whose derivatives would re-read more than 9 taps per
+    element fused get a barrier between them (jaxpool._lowering.keeps_apart): the first pass's
+    output, and its cotangent, are computed once — on XLA:CPU a conditional returns each. Without
+    it, 4x4/2 pad 1 on (32, 56, 56, 64) ran 3-6x slower (61 ms against 10-22; an eleventh-session
+    change to route_taps dropped it silently), 5x5/1 pad 2 2x."""
+    x = jnp.ones((2, 16, 16, 4))
+
+    def step(v, ct):
+        y, vjp = jax.vjp(lambda u: jaxpool.max_pool(u, (window, window), stride, padding), v)
+        return y, vjp(ct)[0]
+
+    ct = jnp.ones(jax.eval_shape(lambda v: jaxpool.max_pool(v, (window, window), stride, padding), x).shape)
+    assert _float_conds_returning(jax.make_jaxpr(step)(x, ct).jaxpr, between) >= 2
