@@ -9,7 +9,8 @@ dividing sizes, a tiling pool, but also 50 -> 7, windows of 8 every 7) they go t
 at most ``2r - 1`` masked edge taps (:func:`_core_and_fringes`: linear work for any bin length);
 short bins have one of at most two lengths, every stride-1 window of each length is reduced by
 doubling (:func:`jaxpool._sliding.doubling`) and each bin's start is picked by a
-broadcast-reshape-slice (:func:`jaxpool._sliding.pick`). Bins that a window of at most
+broadcast-reshape-slice (:func:`jaxpool._sliding.pick`); bins of one or two elements pick their
+first and second elements instead. Bins that a window of at most
 :data:`_BIN_TAPS` taps covers may instead be one strided pool per axis with the taps outside each
 bin masked (:func:`_binned`, :func:`_max_by_axis`). With fewer bins than inputs, the derivative
 is :func:`_spread` — each position takes the cotangent of the (at most two) bins holding it, or
