@@ -248,18 +248,20 @@ def repeat_rows(a, axis: int, repeat: int):
     return jnp.broadcast_to(expanded, shape).reshape(flat)
 
 
-def pick(a, axis: int, n: int, o: int):
-    """``a[floor(i * n / o)]`` for ``i < o`` along ``axis``: broadcast, reshape, strided slice.
+def pick(a, axis: int, n: int, o: int, shift: int = 0):
+    """``a[floor(i * n / o) + shift]`` for ``i < o`` along ``axis``: broadcast, reshape, strided slice.
 
     With ``g = gcd(n, o)``, ``floor(i n / o) = floor(i (n/g) / (o/g))``: repeating every element
-    ``o/g`` times puts that element at flat position ``i * n/g``. Costs ``o/g`` times the axis in
-    (fused) work; the transpose is an interior pad, a reshape and a sum — no scatter.
+    ``o/g`` times puts that element at flat position ``i * n/g``, and the one ``shift`` rows on at
+    ``i * n/g + shift * o/g``; outputs past the end of ``a`` are zeros. Costs ``o/g`` times the
+    axis in (fused) work; the transpose is an interior pad, a reshape and a sum — no scatter.
     """
     g = math.gcd(n, o)
     step, repeat = n // g, o // g
-    if repeat == 1:
-        return lax.slice_in_dim(a, 0, (o - 1) * step + 1, step, axis=axis) if o > 1 else lax.slice_in_dim(a, 0, 1, axis=axis)
-    expanded = repeat_rows(a, axis, repeat)
-    if o == 1:
-        return lax.slice_in_dim(expanded, 0, 1, axis=axis)
-    return lax.slice_in_dim(expanded, 0, (o - 1) * step + 1, step, axis=axis)
+    expanded = a if repeat == 1 else repeat_rows(a, axis, repeat)
+    start = shift * repeat
+    inside = min(o, (n * repeat - 1 - start) // step + 1)  # outputs whose row is in ``a``
+    picked = lax.slice_in_dim(expanded, start, start + (inside - 1) * step + 1, step if inside > 1 else 1, axis=axis)
+    config = [(0, 0, 0)] * a.ndim
+    config[axis] = (0, o - inside, 0)
+    return lax.pad(picked, jnp.zeros((), a.dtype), config) if inside < o else picked

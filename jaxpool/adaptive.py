@@ -9,8 +9,9 @@ dividing sizes, a tiling pool, but also 50 -> 7, windows of 8 every 7) they go t
 at most ``2r - 1`` masked edge taps (:func:`_core_and_fringes`: linear work for any bin length);
 short bins have one of at most two lengths, every stride-1 window of each length is reduced by
 doubling (:func:`jaxpool._sliding.doubling`) and each bin's start is picked by a
-broadcast-reshape-slice (:func:`jaxpool._sliding.pick`); bins of one or two elements pick their
-first and second elements instead. Bins that a window of at most
+broadcast-reshape-slice (:func:`jaxpool._sliding.pick`); bins of one or two elements, and the
+sums of bins of at most four on inputs with several spatial axes (:func:`_picks_sums`), pick each
+of their elements instead. Bins that a window of at most
 :data:`_BIN_TAPS` taps covers may instead be one strided pool per axis with the taps outside each
 bin masked (:func:`_binned`, :func:`_max_by_axis`). With fewer bins than inputs, the derivative
 is :func:`_spread` — each position takes the cotangent of the (at most two) bins holding it, or
@@ -31,7 +32,7 @@ import numpy as np
 from jax import lax
 
 from jaxpool import _lowering, _sliding, _symbolic, _taps
-from jaxpool._fusion import cotangent_once, materialize
+from jaxpool._fusion import computed_once, cotangent_once, materialize
 from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, binned_geometry, int_tuple, window_geometry
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
@@ -147,6 +148,30 @@ def _long_cores(size: int, out: int) -> bool:
     return _fringed(size, out) and q - r + 1 > _lowering.CORE_TAPS and r > 1
 
 
+# Short bins of at most this many elements are their elements picked and combined (:func:`_bins_along`).
+_PICKED_BIN_LENGTH = 4
+
+
+def _picks_sums(layout: Layout, size: int, out: int) -> bool:
+    """Whether adaptive sums along an axis pick every element of each bin (:func:`_bins_along`)
+    instead of summing every stride-1 window of each bin length and picking its start: short bins
+    (at most :data:`_PICKED_BIN_LENGTH`) of inputs with more than one spatial axis, no wider than
+    the pick limit. The windows are input-sized arrays XLA:CPU writes; the picks fuse into one
+    output-sized loop. Forward+backward in one process (benchmarks/ab_commit.py), picks / windows:
+    64 -> 40 on (16, 64, 64, 32) 0.55, 13 -> 5 on (64, 13, 13, 256) 0.70, 50 -> 30 on (32, 50, 50,
+    64) 0.92, 3-D 20 -> 7 and 13 -> 5 0.55; 1-D 2000 -> 700 1.49 (kept as windows), bins of 5-8
+    (44 -> 9, 31 -> 8, 90 -> 13) 4-18x slower (XLA:CPU materialised the repeated rows)."""
+    if out >= size or layout.n_spatial == 1:
+        return False
+    starts, ends = adaptive_bins(size, out)
+    return (
+        (ends - starts).max() <= _PICKED_BIN_LENGTH
+        and not _fringed(size, out)
+        and not _binned(size, out)
+        and size * (out // math.gcd(size, out)) <= _PICK_LIMIT
+    )
+
+
 # Uneven bins whose covering window (:func:`jaxpool._geometry.binned_geometry`) has at most this
 # many taps may be :func:`_binned`.
 _BIN_TAPS = 16
@@ -160,26 +185,28 @@ def _covered(size: int, out: int) -> bool:
 
 
 def _bins_along(
-    values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent=False, core_reduce=None
+    values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent=False, core_reduce=None, picked=2
 ) -> tuple:
     """Reduces PyTorch's adaptive bins along spatial axis ``i`` of ``values`` (a tuple of arrays):
     :func:`_core_and_fringes` when ``size % out`` is small, else every stride-1 window of each bin
-    length by doubling and each bin's start picked. Bins of one or two elements (``out > size / 2``)
-    pick their first and second elements and combine them: no stride-1 window of two to compute
-    and keep for its pick (forward+backward per call, benchmarks/profile_fusions.py, adaptive avg
-    64 -> 40 on (16, 64, 64, 32) 3.3-4.8 ms against 5.7-6.7, max 2.9 against 3.5; ab_commit.py
-    read 0.77-1.3x on a drifting box). Longer bins that way (the short window, then the next
-    element) measured no faster (13 -> 5, 90 -> 13: 1.04-1.5x)."""
+    length by doubling and each bin's start picked. Bins of at most ``picked`` elements (sums:
+    :func:`_picks_sums`; maxima: one or two elements) pick each of their elements
+    (:func:`_bin_elements`) and combine them: no input-sized stride-1 window to compute and keep
+    for its pick. For maxima of longer bins that measured slower (adaptive max 50 -> 30 on (32,
+    50, 50, 64), bins of 2-3: 15.5 against 8.7 ms per call, profile_fusions.py; so did the short
+    window then the next element, 13 -> 5, 90 -> 13: 1.04-1.5x)."""
     if _fringed(size, out):
         return _core_and_fringes(values, combine, fills, layout, i, size, out, idempotent, core_reduce)
     axis = layout.spatial_axes[i]
     starts, ends = adaptive_bins(size, out)
     lengths = ends - starts
-    if lengths.max() == 2:  # bins of one or two elements: no window to reduce, the second combined in
-        first = _bin_starts(values, fills, axis, size, out, starts)
-        second = _bin_starts(_sliding.strided(values, axis, size - 1, 1, 1), fills, axis, size, out, starts)
-        longer = layout.along(lengths == 2, i)
-        return tuple(jnp.where(longer, c, r) for c, r in zip(combine(first, second), first))
+    if lengths.max() <= picked:  # each element of every bin picked and combined in
+        result = _bin_starts(values, fills, axis, size, out, starts)
+        for j in range(1, int(lengths.max())):
+            element = _bin_elements(values, axis, size, out, starts, j)
+            longer = layout.along(lengths > j, i)
+            result = tuple(jnp.where(longer, c, r) for c, r in zip(combine(result, element), result))
+        return result
     result: tuple = ()
     for length in sorted(set(lengths.tolist())):
         windows = _sliding.doubling(values, combine, axis, length, 1, size - length + 1, idempotent=idempotent)
@@ -200,6 +227,15 @@ def _bin_starts(rows: tuple, fills: tuple, axis: int, size: int, out: int, start
         return tuple(jnp.take(r, np.minimum(starts, r.shape[axis] - 1), axis=axis) for r in rows)
     padded = tuple(_taps.pad_axis(r, axis, size - r.shape[axis], f) for r, f in zip(rows, fills))
     return tuple(_sliding.pick(r, axis, size, out) for r in padded)
+
+
+def _bin_elements(values: tuple, axis: int, size: int, out: int, starts: np.ndarray, shift: int) -> tuple:
+    """Row ``starts[b] + shift`` of each of ``values`` for every bin ``b`` (clamped to the last
+    row, for bins shorter than ``shift + 1``): a pick of the unpadded rows, or a gather past
+    :data:`_PICK_LIMIT`."""
+    if size * (out // math.gcd(size, out)) > _PICK_LIMIT:
+        return tuple(jnp.take(v, np.minimum(starts + shift, size - 1), axis=axis) for v in values)
+    return tuple(_sliding.pick(v, axis, size, out, shift) for v in values)
 
 
 def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_format: str = "channels_last") -> jax.Array:
@@ -228,13 +264,14 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
         return avg_pool(x, *window, data_format=data_format)
     acc = accumulation_dtype(x.dtype)
     y = x.astype(acc)
-    for i in reversed(range(layout.n_spatial)):
+    reduced = [i for i in reversed(range(layout.n_spatial)) if in_shape[i] != out_shape[i]]
+    for i in reduced:
         size, out = in_shape[i], out_shape[i]
-        if size == out:
-            continue
         y = cast(jax.Array, (_bin_sums if _spreads(size, out) else _sums_value)(y, layout, i, size, out))
         starts, ends = adaptive_bins(size, out)
         y = y / layout.along((ends - starts).astype(acc), i)
+        if i != reduced[-1] and _picks_sums(layout, size, out):
+            y = computed_once(y)  # fused into the next axis's picks, XLA:CPU would materialise repeated rows
     return y.astype(result_dtype(x.dtype))
 
 
@@ -317,7 +354,8 @@ def _sums_value(y, layout: Layout, i: int, size: int, out: int):
     contraction with 0/1 bin membership would let ``0 * inf`` leak a NaN into other bins)."""
     if _binned(size, out):
         return window_sum(y, layout, binned_geometry(layout.spatial_shape(y.shape), i, out))
-    return _bins_along((y,), _add, (0,), layout, i, size, out)[0]
+    picked = _PICKED_BIN_LENGTH if _picks_sums(layout, size, out) else 2
+    return _bins_along((y,), _add, (0,), layout, i, size, out, picked=picked)[0]
 
 
 _bin_sums = jax.custom_jvp(_sums_value, nondiff_argnums=(1, 2, 3, 4))

@@ -146,8 +146,17 @@ def test_adaptive_avg_pool_matches_reference_on_bins_six_or_more_apart(sizes, ki
 # Bins no 16-tap window covers (q + r > 16): long ones (62 -> 4: a strided core of 14 every 15 plus
 # fringes), short ones of two lengths (90 -> 13, 64 -> 40: every stride-1 window of each, picked),
 # in 1-D, 2-D and 3-D: maxima per axis with their winners' offsets, sums, both differentiated
-# through jaxpool.adaptive._spread.
-SPREAD_CASES = [((62,), (4,)), ((90,), (13,)), ((64, 9), (40, 4)), ((20, 62), (7, 4)), ((5, 34, 18), (2, 3, 17))]
+# through jaxpool.adaptive._spread. Sums of 2-D and 3-D bins of 2-4 elements pick each element
+# (jaxpool.adaptive._picks_sums; 50 -> 30: the last bin is shorter than the longest).
+SPREAD_CASES = [
+    ((62,), (4,)),
+    ((90,), (13,)),
+    ((64, 9), (40, 4)),
+    ((20, 62), (7, 4)),
+    ((5, 34, 18), (2, 3, 17)),
+    ((50, 13), (30, 5)),
+    ((20, 13, 11), (7, 5, 4)),
+]
 
 
 @pytest.mark.parametrize("op", ["max", "avg"])

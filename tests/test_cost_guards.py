@@ -176,6 +176,24 @@ def test_uneven_adaptive_core_copies_no_slice_of_the_input(op):
     assert len(large) == 2, large  # the parameter and the gradient
 
 
+@pytest.mark.parametrize("size, out", [(64, 40), (50, 30), (13, 5)])
+def test_short_adaptive_sum_bins_keep_no_input_sized_window(size, out):
+    """Short uneven bins of a 2-D adaptive average (2-4 elements) pick each element of every bin
+    (jaxpool.adaptive._picks_sums): in the compiled forward+backward no array but the input and its
+    gradient is as large as the input. Before, every stride-1 window of each bin length was an
+    input-sized array XLA:CPU wrote per call (two of them for 64 -> 40 and 50 -> 30; 50 -> 30 on
+    (32, 50, 50, 64): 39 MiB of temporaries, above glibc's mmap ceiling, 12,000 page faults per call)."""
+    x = jnp.ones((2, size, size, 4))
+
+    def step(v, ct):
+        y, vjp = jax.vjp(lambda u: jaxpool.adaptive_avg_pool(u, (out, out)), v)
+        return y, vjp(ct)[0]
+
+    text = jax.jit(step).lower(x, jnp.ones((2, out, out, 4))).compile().as_text()
+    large = _large_arrays(text, x.size)
+    assert len(large) == 2, large  # the parameter and the gradient
+
+
 @pytest.mark.parametrize(
     "pool, window, stride, padding",
     [
