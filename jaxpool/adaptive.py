@@ -62,6 +62,12 @@ def _resolve(x, output_size, data_format):
 _PICK_LIMIT = 2**24
 
 
+def _pickable(size: int, out: int) -> bool:
+    """Whether picks between ``size`` and ``out`` rows, either way, stay within :data:`_PICK_LIMIT`
+    repeated elements (``lcm(size, out)``)."""
+    return math.lcm(size, out) <= _PICK_LIMIT
+
+
 # Bins of ``q, r = divmod(size, out)`` with at most this many ``r`` go core + fringe (:func:`_core_and_fringes`).
 _FRINGE_LIMIT = 16
 
@@ -168,7 +174,7 @@ def _picks_sums(layout: Layout, size: int, out: int) -> bool:
         (ends - starts).max() <= _PICKED_BIN_LENGTH
         and not _fringed(size, out)
         and not _binned(size, out)
-        and size * (out // math.gcd(size, out)) <= _PICK_LIMIT
+        and _pickable(size, out)
     )
 
 
@@ -191,7 +197,7 @@ def _bins_along(
     :func:`_core_and_fringes` when ``size % out`` is small, else every stride-1 window of each bin
     length by doubling and each bin's start picked. Bins of at most ``picked`` elements (sums:
     :func:`_picks_sums`; maxima: one or two elements) pick each of their elements
-    (:func:`_bin_elements`) and combine them: no input-sized stride-1 window to compute and keep
+    (:func:`_bin_rows`) and combine them: no input-sized stride-1 window to compute and keep
     for its pick. For maxima of longer bins that measured slower (adaptive max 50 -> 30 on (32,
     50, 50, 64), bins of 2-3: 15.5 against 8.7 ms per call, profile_fusions.py; so did the short
     window then the next element, 13 -> 5, 90 -> 13: 1.04-1.5x)."""
@@ -201,16 +207,16 @@ def _bins_along(
     starts, ends = adaptive_bins(size, out)
     lengths = ends - starts
     if lengths.max() <= picked:  # each element of every bin picked and combined in
-        result = _bin_starts(values, fills, axis, size, out, starts)
+        result = _bin_rows(values, fills, axis, size, out, starts)
         for j in range(1, int(lengths.max())):
-            element = _bin_elements(values, axis, size, out, starts, j)
+            element = _bin_rows(values, fills, axis, size, out, starts, shift=j)
             longer = layout.along(lengths > j, i)
             result = tuple(jnp.where(longer, c, r) for c, r in zip(combine(result, element), result))
         return result
     result: tuple = ()
     for length in sorted(set(lengths.tolist())):
         windows = _sliding.doubling(values, combine, axis, length, 1, size - length + 1, idempotent=idempotent)
-        picked = _bin_starts(windows, fills, axis, size, out, starts)
+        picked = _bin_rows(windows, fills, axis, size, out, starts)
         if not result:
             result = picked
         else:
@@ -219,23 +225,14 @@ def _bins_along(
     return result
 
 
-def _bin_starts(rows: tuple, fills: tuple, axis: int, size: int, out: int, starts: np.ndarray) -> tuple:
-    """Row ``starts[b]`` of each of ``rows`` for every bin ``b`` (rows that no start reaches may be
-    missing at the end): a pick (:func:`jaxpool._sliding.pick`, the rows padded to ``size``), or a
-    gather past :data:`_PICK_LIMIT`."""
-    if size * (out // math.gcd(size, out)) > _PICK_LIMIT:
-        return tuple(jnp.take(r, np.minimum(starts, r.shape[axis] - 1), axis=axis) for r in rows)
+def _bin_rows(rows: tuple, fills: tuple, axis: int, size: int, out: int, starts: np.ndarray, shift: int = 0) -> tuple:
+    """Row ``starts[b] + shift`` of each of ``rows`` for every bin ``b`` (rows that no start reaches
+    may be missing at the end; bins shorter than ``shift + 1`` get any value): a pick
+    (:func:`jaxpool._sliding.pick`, the rows padded to ``size``), or a gather past :data:`_PICK_LIMIT`."""
+    if not _pickable(size, out):
+        return tuple(jnp.take(r, np.minimum(starts + shift, r.shape[axis] - 1), axis=axis) for r in rows)
     padded = tuple(_taps.pad_axis(r, axis, size - r.shape[axis], f) for r, f in zip(rows, fills))
-    return tuple(_sliding.pick(r, axis, size, out) for r in padded)
-
-
-def _bin_elements(values: tuple, axis: int, size: int, out: int, starts: np.ndarray, shift: int) -> tuple:
-    """Row ``starts[b] + shift`` of each of ``values`` for every bin ``b`` (clamped to the last
-    row, for bins shorter than ``shift + 1``): a pick of the unpadded rows, or a gather past
-    :data:`_PICK_LIMIT`."""
-    if size * (out // math.gcd(size, out)) > _PICK_LIMIT:
-        return tuple(jnp.take(v, np.minimum(starts + shift, size - 1), axis=axis) for v in values)
-    return tuple(_sliding.pick(v, axis, size, out, shift) for v in values)
+    return tuple(_sliding.pick(r, axis, size, out, shift) for r in padded)
 
 
 def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_format: str = "channels_last") -> jax.Array:
@@ -278,7 +275,7 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
 def _spreads(size: int, out: int) -> bool:
     """Whether the derivative of adaptive bins along an axis is :func:`_spread`: fewer bins than
     inputs (each input in at most two bins), and a pick no longer than :data:`_PICK_LIMIT`."""
-    return out < size and out * size // math.gcd(size, out) <= _PICK_LIMIT
+    return out < size and _pickable(size, out)
 
 
 def _bin_cover(size: int, out: int):
