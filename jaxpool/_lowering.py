@@ -10,9 +10,11 @@ size independent of the window size — a 512x512 global max compiles as fast as
     window its own axes and plain reductions (sums: one; max/min: the extremum and a winner score
     that encodes PyTorch's first argmax). The backward pass is one broadcast and select. O(1) HLO ops.
 ``"taps"``
-    small windows (max/min: at most :data:`JOINT_TAPS` elements; sums: :data:`JOINT_SUM_TAPS`): one
+    small windows (max/min: at most :data:`JOINT_TAPS` elements; sums: :data:`JOINT_SUM_TAPS`, or
+    :data:`JOINT_STRIDED_SUM_TAPS` when every axis is strided and a multiple of its stride): one
     fused elementwise fold over the window's taps, the fastest form on every backend for small
-    windows; max/min keep one byte per output (the winner's offset) for the backward pass.
+    windows; max/min keep one byte per output (the winner's offset) for the backward pass. Strided
+    sums are transposed in a form that pads the cotangent once (:func:`jaxpool._taps.tap_sum`).
 ``"separable"``
     larger windows: one axis at a time; along each axis a fold over at most :data:`AXIS_TAPS` taps,
     or for longer axes a doubling (sparse-table) scheme — ``log2(k)`` elementwise passes for a
@@ -92,6 +94,14 @@ from jaxpool._geometry import WindowGeometry
 # byte per output for the backward pass; sums are separable, so larger ones go axis by axis).
 JOINT_TAPS = 64
 JOINT_SUM_TAPS = 16
+# Sums whose every pooled axis is strided, each a multiple of its stride, fold up to this many taps
+# at once (transposed by jaxpool._taps.tap_sum): forward+backward in one process, joint / axis
+# passes, avg 5x5/2 pad 2 on (32, 56, 56, 64) 0.31-0.55 (50 MiB of temporaries -> 7), on (64, 14,
+# 14, 256) 0.73-0.93, on (16, 28, 28, 64) 0.95; 3x3x3/2 pad 1 on (4, 32, 32, 32, 32) 0.59, on (2,
+# 32, 64, 64, 16) 0.79. Larger windows measured slower joint (6x6/2 on (16, 28, 28, 64) 2-2.4x, 7x7/2
+# pad 3 on (8, 112, 112, 32) 1.4-1.5x), as did stride 1 (5x5/1 pad 2 2.8x) and ragged sizes (5x5/2
+# pad 2 on 57: 3.4x), whose phase views do not split.
+JOINT_STRIDED_SUM_TAPS = 27
 # Phase-view folds (stride 2, even sizes) of windows over several axes with at most this many
 # elements fold all taps at once; larger ones run one pass per axis ("chained").
 JOINT_PHASE_TAPS = 9
@@ -218,7 +228,9 @@ def splits_edges(geom: WindowGeometry, reduction: str = "extremum", *, indices: 
     if not _edges.ragged_parts(geom) or is_clean_tiling(geom):
         return False
     body = _edges.body(geom)
-    return fold_phases(body) and choose(body, reduction, indices=indices) == "taps"
+    # a ragged size keeps sums to JOINT_SUM_TAPS: 5x5/2 pad 2 on 57 as edges measured 3.4x slower
+    small = reduction == "extremum" or body.window_size <= JOINT_SUM_TAPS
+    return small and fold_phases(body) and choose(body, reduction, indices=indices) == "taps"
 
 
 def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> str:
@@ -238,6 +250,14 @@ def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool =
         return "blocks"
     if reduction == "extremum" and not indices and chain_axes(geom):
         return "chained"
-    if geom.window_size <= (JOINT_TAPS if reduction == "extremum" else JOINT_SUM_TAPS):
+    if geom.window_size <= (JOINT_TAPS if reduction == "extremum" else joint_sum_taps(geom)):
         return "taps"
     return "separable"
+
+
+def joint_sum_taps(geom: WindowGeometry) -> int:
+    """How many taps a window sum folds at once: :data:`JOINT_STRIDED_SUM_TAPS` when every pooled
+    axis is strided, else :data:`JOINT_SUM_TAPS`."""
+    axes = [i for i in geom.pooled_axes if geom.out_shape[i] > 1]
+    split = all(geom.strides[i] > 1 and geom.in_shape[i] % geom.strides[i] == 0 for i in axes)
+    return JOINT_STRIDED_SUM_TAPS if split else JOINT_SUM_TAPS

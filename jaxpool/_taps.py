@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxpool import _linear
 from jaxpool._geometry import WindowGeometry
 from jaxpool._layout import Layout
 
@@ -134,6 +135,8 @@ class Taps:
         self._pieces: dict[tuple[int, ...], jax.Array] = {}
         self.view_shape = view_shape
         self.sliced = sliced and ragged and self.split
+        # whether framed_sum() applies (see tap_sum())
+        self.framed = self.split and not self.sliced and all(self._stride(i) > 1 for i in self.axes)
         if self.strided or self.sliced:
             return
         if ragged:
@@ -180,7 +183,7 @@ class Taps:
         phases, config = [], [(0, 0, 0)] * len(self.view_shape)
         out_shape: list[int | None] = list(self.view_shape)
         for i in self.axes:
-            q, p = divmod(offsets.get(i, 0) * self.geom.dilation[i] - self.lo[i], self._stride(i))
+            q, p = self._row_shift(i, offsets)
             row, m = self._row_axis[i], self.geom.out_shape[i]
             phases.append(p)
             config[row] = (-q, m - self.rows[i] + q, 0)
@@ -189,6 +192,69 @@ class Taps:
             out_shape[row : row + 2] = [m, None]
         source = self._piece(tuple(phases)) if self.split else self.view
         return lax.pad(source, self.fill, config).reshape([d for d in out_shape if d is not None])
+
+    def framed_sum(self, taps: list[dict[int, int]]):
+        """The sum of ``taps`` (``offsets`` as for calling) in the form whose transpose pads the
+        cotangent once: each tap is a pad of its phase piece by non-negative widths into a frame
+        of rows around the output (transposed: a slice), the taps are added there, and the frame
+        is cropped to the output (transposed: the one pad). Called and summed, the taps transpose
+        into one pad of the cotangent per distinct row shift, each of which XLA:CPU materialises
+        (avg 5x5/2 pad 2 on (32, 56, 56, 64): five, 50 MiB of temporaries). Only for views that
+        split into phase pieces at strides of 2 or more (:attr:`framed`)."""
+        frame = {}  # spatial index: (frame rows before output 0, frame rows)
+        for i in self.axes:
+            before = max(0, -min(self._row_shift(i, offsets)[0] for offsets in taps))
+            frame[i] = (before, max(self.geom.out_shape[i] + before, self.rows[i] + 2 * before))
+        placed = []
+        for offsets in taps:
+            phases, config = [], [(0, 0, 0)] * len(self.view_shape)
+            out_shape: list[int | None] = list(self.view_shape)
+            for i in self.axes:
+                q, p = self._row_shift(i, offsets)
+                (before, rows), row = frame[i], self._row_axis[i]
+                phases.append(p)
+                config[row] = (before - q, rows - self.rows[i] - before + q, 0)  # both >= 0
+                out_shape[row : row + 2] = [rows, None]
+            piece = self._piece(tuple(phases))
+            placed.append(lax.pad(piece, self.fill, config).reshape([d for d in out_shape if d is not None]))
+        total = placed[0]
+        for tap in placed[1:]:
+            total = total + tap
+        start, limit = [0] * self.layout.ndim, list(total.shape)
+        for i in self.axes:
+            axis = self.layout.spatial_axes[i]
+            start[axis], limit[axis] = frame[i][0], frame[i][0] + self.geom.out_shape[i]
+        return lax.slice(total, start, limit)
+
+    def _row_shift(self, i: int, offsets: dict[int, int]) -> tuple[int, int]:
+        """``(q, p)``: tap ``offsets`` reads row ``o + q`` of phase ``p`` along axis ``i`` for output ``o``."""
+        return divmod(offsets.get(i, 0) * self.geom.dilation[i] - self.lo[i], self._stride(i))
+
+
+def tap_sum(x, layout: Layout, geom: WindowGeometry):
+    """Every window's sum as a sum of :class:`Taps` of ``x`` (zero padding). Where the view splits
+    into phase pieces at strides of 2 or more (:attr:`Taps.framed`), a linear map
+    (:func:`jaxpool._linear.linear`) evaluated as the taps called and summed (XLA:CPU's fastest
+    forward loop) and transposed as :meth:`Taps.framed_sum` (the cotangent padded once). Each form
+    alone loses in the other direction; forward+backward in one process (benchmarks/ab_commit.py),
+    against the called taps transposed by JAX: avg 4x4/2 pad 1 on (32, 56, 56, 64) 0.74-0.85 (the
+    framed sum both ways 1.56), 3x3/2 pad 1 0.86-1.0, 5x5/3 pad 1 0.53 (the derivative of
+    :func:`jaxpool.avg._phase_derivative`), 4x4/2 pad 1 on 57 (ragged: split) 0.36. At stride 1 the
+    calls' own transposes win (avg 3x3/1 pad 1 2.6x slower framed)."""
+    offsets = [offs for _, offs in window_taps(geom)]
+
+    def called(v):
+        taps = Taps(v, layout, geom)
+        return sum(taps(offs) for offs in offsets)
+
+    if not Taps(x, layout, geom).framed:
+        return called(x)
+    primal = jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+    def transposed(ct):
+        return jax.linear_transpose(lambda v: Taps(v, layout, geom).framed_sum(offsets), primal)(ct)[0]
+
+    return _linear.linear(called, transposed, x)
 
 
 def splits_phases(ragged: bool, taps: int, per_phase: int) -> bool:

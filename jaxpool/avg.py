@@ -93,8 +93,7 @@ def _phase_derivative(value, x, layout: Layout, geom: WindowGeometry):
 
 def _phase_tap_sum(x, layout: Layout, geom: WindowGeometry):
     """Every window's sum as a sum of phase-view taps (:class:`jaxpool._taps.Taps`), zero padding."""
-    taps = _taps.Taps(x, layout, geom)
-    return sum(taps(offs) for _, offs in _taps.window_taps(geom))
+    return _taps.tap_sum(x, layout, geom)
 
 
 def _block_sum(values: tuple, axis: int) -> tuple:

@@ -123,13 +123,20 @@ def test_integer_input_averages_to_float32():
         ((14, 13), (3, 3), (3, 3), 1, True),
         ((20,), (5,), (3,), 2, False),
         ((7, 8, 9), (2, 2, 2), (3, 3, 3), 1, False),
+        ((12, 12), (5, 5), (2, 2), 2, False),  # the joint strided sums below: framed transposes
+        ((8, 10, 12), (3, 3, 3), (2, 2, 2), 1, False),
+        ((10, 14), (4, 4), (2, 2), 1, False),
+        ((12, 16), (5, 3), (2, 4), (2, 1), False),
+        ((10,), (5,), (2,), 2, False),
+        ((13, 11), (4, 4), (2, 2), 1, True),  # ragged, split: 16 taps over 4 per phase
     ],
 )
 def test_strided_tap_sums_in_every_mode(spatial, window, strides, padding, ceil_mode):
     """Sums of windows strided by >= 3 take their value from strided slices of the unpadded input
-    and their derivative from phase-view taps (jaxpool.avg._unpadded_tap_sum). The NumPy reference
-    decides both: the value, the gradient, and (avg_pool being linear) the forward-mode tangent,
-    which must be the reference's average of the tangent."""
+    and their derivative from phase-view taps (jaxpool.avg._unpadded_tap_sum); strided phase-view
+    sums are evaluated as called taps and transposed as the framed sum (jaxpool._taps.tap_sum). The
+    NumPy reference decides all: the value, the gradient, and (avg_pool being linear) the
+    forward-mode tangent, which must be the reference's average of the tangent."""
     rng = np.random.default_rng(len(spatial) * 100 + sum(window))
     x = random_input(rng, (2, 3) + spatial, "normal")
     t = random_input(rng, x.shape, "normal")
@@ -143,6 +150,29 @@ def test_strided_tap_sums_in_every_mode(spatial, window, strides, padding, ceil_
     (dx,) = jax.vjp(f, jnp.asarray(x))[1](jnp.asarray(ct))
     np.testing.assert_allclose(dx, ref.avg_pool_grad(x, ct, *args), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(jax.jit(f)(x), y)  # the same taps in the same order, under jit too
+
+
+@pytest.mark.parametrize("window, strides, padding", [((5, 5), 2, 2), ((3, 3, 3), 2, 1)])
+def test_framed_transpose_in_higher_orders_and_vmap(window, strides, padding):
+    """The strided sums' own transpose (a jaxpool._linear primitive) through every composition of
+    modes: hessian-vector products of sum(avg(x)**2) (forward over reverse, reverse over reverse)
+    equal the reference's 2 A^T A v, and vmap over a non-batch axis equals the loop."""
+    nd = len(window)
+    rng = np.random.default_rng(nd)
+    x = random_input(rng, (2, 3) + (8,) * nd, "normal")
+    v = random_input(rng, x.shape, "normal")
+    pairs = ((padding, padding),) * nd
+    args = (window, (strides,) * nd, pairs, False)
+    f = lambda u: jaxpool.avg_pool(u, window, strides, padding, data_format="channels_first")  # noqa: E731
+    loss = lambda u: jnp.sum(f(u) ** 2)  # noqa: E731
+    want = 2 * ref.avg_pool_grad(x, ref.avg_pool(v, *args), *args)
+    forward_over_reverse = jax.jvp(jax.grad(loss), (jnp.asarray(x),), (jnp.asarray(v),))[1]
+    reverse_over_reverse = jax.grad(lambda u: jnp.vdot(jax.grad(loss)(u), jnp.asarray(v)))(jnp.asarray(x))
+    np.testing.assert_allclose(forward_over_reverse, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reverse_over_reverse, want, rtol=1e-5, atol=1e-6)
+    batched = jax.vmap(jax.grad(loss), in_axes=1, out_axes=1)(jnp.asarray(x)[:, :, None])
+    looped = np.stack([jax.grad(loss)(jnp.asarray(x)[:, c : c + 1]) for c in range(3)], axis=1)
+    np.testing.assert_allclose(batched, looped, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("window, strides, padding", [((2, 2), None, 0), ((3, 3), 2, 1), ((3, 3), 1, "SAME")])
