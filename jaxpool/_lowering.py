@@ -68,7 +68,7 @@ masked windows' ``"taps"`` sum (:func:`jaxpool.adaptive._binned`). No gather and
     one byte per element of each pass's output (3x3/1: 2 bytes per output instead of 1; flax keeps
     the 4-byte input). Indices (``return_indices``) use the joint fold. Passes whose taps multiply
     past :data:`FUSED_PASS_TAPS` are kept apart in every mode
-    (:func:`jaxpool._fusion.materialize_with_derivatives`): 5x5/1 on (8, 20, 20, 256)
+    (:func:`jaxpool._fusion.materialize`): 5x5/1 on (8, 20, 20, 256)
     forward+backward 10.9 -> 5.9 ms, jvp 20.8 -> 3.1 ms; 3x3x3/1 35 -> 14 ms.
 
 Max/min ``"taps"`` fold strided slices of the padded input, except stride-2 windows on even sizes,
@@ -201,7 +201,7 @@ def routes_blocks(geom: WindowGeometry) -> bool:
 
 def keeps_apart(fused_taps: int, taps: int) -> bool:
     """Whether a pass reading ``taps`` taps per element gets its input computed once, with its
-    derivatives (:func:`jaxpool._fusion.materialize_with_derivatives`), after passes that fused
+    derivatives (:func:`jaxpool._fusion.materialize`), after passes that fused
     ``fused_taps`` taps per element since the last barrier: past :data:`FUSED_PASS_TAPS`."""
     return fused_taps > 1 and fused_taps * taps > FUSED_PASS_TAPS
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _lowering, _taps
-from jaxpool._fusion import cotangent_once, materialize_with_derivatives
+from jaxpool._fusion import cotangent_once, materialize
 from jaxpool._geometry import PaddingLike, WindowGeometry, int_tuple, same_padding, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import max_pool
@@ -93,7 +93,7 @@ def _blur(x, layout: Layout, strides, filter_size):
         # Each element of this pass is read by ceil(f / s) taps of the next: fused, they recompute it.
         reads = -(-geom.window[i + 1] // geom.strides[i + 1]) if i + 1 < geom.ndim else 0
         if _lowering.keeps_apart(fused, reads):
-            y, fused = materialize_with_derivatives(y), 1
+            y, fused = materialize(y), 1
         elif geom.window[i] > 1:
             y = cotangent_once(y)  # this pass's backward reads several taps of the cotangent: compute it once
     return y.astype(result_dtype(x.dtype))

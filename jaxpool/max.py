@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from jaxpool import _blocks, _edges, _lowering, _sliding, _symbolic, _taps
-from jaxpool._fusion import apart, materialize, materialize_with_derivatives
+from jaxpool._fusion import apart, materialize
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
 
@@ -197,7 +197,7 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     axis, so padding never beats a real element. Each pass saves its own offsets and routes its
     own derivative; JAX chains them in both modes. A pass whose taps, times those of the passes
     before it since the last barrier, exceed :data:`jaxpool._lowering.FUSED_PASS_TAPS` first
-    computes its input once with its derivatives (:func:`jaxpool._fusion.materialize_with_derivatives`):
+    computes its input once with its derivatives (:func:`jaxpool._fusion.materialize`):
     fused, each of its backward taps would recompute all of the earlier passes' (5x5/1: 25 taps per
     element, not 10)."""
     passes = (lambda shape, i=i: geom.axis_only(i, shape) for i in reversed(range(geom.ndim)))
@@ -214,7 +214,7 @@ def chain_passes(x, layout: Layout, passes, mode: str):
             continue
         taps = _lowering.route_taps(g)
         if _lowering.keeps_apart(fused, taps):
-            x, fused = materialize_with_derivatives(x), 1
+            x, fused = materialize(x), 1
         x = _routed(x, layout, g, mode)[0]
         fused *= taps
     return x
