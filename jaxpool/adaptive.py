@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 
 from jaxpool import _lowering, _sliding, _symbolic, _taps
-from jaxpool._fusion import computed_once, cotangent_once, materialize
+from jaxpool._fusion import computed_once, cotangent_once, materialize, results_once
 from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, binned_geometry, int_tuple, window_geometry
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
@@ -235,6 +235,7 @@ def _bin_rows(rows: tuple, fills: tuple, axis: int, size: int, out: int, starts:
     return tuple(_sliding.pick(r, axis, size, out, shift) for r in padded)
 
 
+@results_once
 def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_format: str = "channels_last") -> jax.Array:
     """Average over PyTorch's adaptive bins so that the spatial output is ``output_size``.
 
@@ -568,6 +569,7 @@ def adaptive_max_pool(
 ) -> jax.Array | tuple[jax.Array, jax.Array]: ...
 
 
+@results_once
 def adaptive_max_pool(
     x: jax.Array, output_size: Sequence[int | None], *, return_indices: bool = False, data_format: str = "channels_last"
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
@@ -632,6 +634,7 @@ def _channel_mask(mask, x, layout: Layout):
     return jnp.expand_dims(mask, layout.channel_axis)
 
 
+@results_once
 def global_avg_pool(
     x: jax.Array,
     *,
@@ -671,6 +674,7 @@ def global_avg_pool(
     return y.astype(result_dtype(x.dtype))
 
 
+@results_once
 def global_max_pool(
     x: jax.Array,
     *,
@@ -706,6 +710,7 @@ def global_max_pool(
     return y if keepdims else jnp.squeeze(y, axis=layout.spatial_axes)
 
 
+@results_once
 def spatial_pyramid_pool(
     x: jax.Array,
     levels: Sequence[int | Sequence[int]] = (1, 2, 4),

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _edges, _fusion, _lowering, _sliding, _symbolic, _taps
+from jaxpool._fusion import results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, not_a_window, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import max_pool
@@ -117,6 +118,7 @@ def _prepare(x, window_shape, strides, padding, ceil_mode, data_format, dilation
     return x, layout, geom
 
 
+@results_once
 def avg_pool(
     x: jax.Array,
     window_shape: Sequence[int],
@@ -189,6 +191,7 @@ def avg_pool(
     return jnp.asarray(total * scale).astype(result_dtype(x.dtype))
 
 
+@results_once
 def lp_pool(
     x: jax.Array,
     norm_type: float,

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _lowering, _taps
-from jaxpool._fusion import cotangent_once, materialize
+from jaxpool._fusion import cotangent_once, materialize, results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, int_tuple, same_padding, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.max import max_pool
@@ -99,6 +99,7 @@ def _blur(x, layout: Layout, strides, filter_size):
     return y.astype(result_dtype(x.dtype))
 
 
+@results_once
 def blur_pool(
     x: jax.Array,
     window_shape: Sequence[int] = (2, 2),
@@ -139,6 +140,7 @@ def blur_pool(
     return _blur(x, layout, window if strides is None else strides, filter_size)
 
 
+@results_once
 def max_blur_pool(
     x: jax.Array,
     window_shape: Sequence[int] = (2, 2),

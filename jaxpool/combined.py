@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxpool._fusion import results_once
 from jaxpool._geometry import PaddingLike, window_tuple
 from jaxpool._layout import accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool.adaptive import global_avg_pool, global_max_pool
@@ -41,6 +42,7 @@ def _combine(avg, mx, combine: str, channel_axis: int, dtype):
     return (0.5 * total if combine == "mean" else total).astype(dtype)
 
 
+@results_once
 def avgmax_pool(
     x: jax.Array,
     window_shape: Sequence[int],
@@ -84,6 +86,7 @@ def avgmax_pool(
     return _combine(avg, mx, combine, channel_axis, result_dtype(x.dtype))
 
 
+@results_once
 def global_avgmax_pool(
     x: jax.Array,
     *,

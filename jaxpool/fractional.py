@@ -21,7 +21,7 @@ import numpy as np
 from jax import lax
 
 from jaxpool import _taps
-from jaxpool._fusion import materialize
+from jaxpool._fusion import materialize, results_once
 from jaxpool._geometry import check_bool, fractional_output_shape, fractional_rank, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
 from jaxpool._validate import check_unit_samples
@@ -260,6 +260,7 @@ def fractional_max_pool(
 ) -> jax.Array | tuple[jax.Array, jax.Array]: ...
 
 
+@results_once
 def fractional_max_pool(
     x: jax.Array,
     window_shape: Sequence[int] | None = None,

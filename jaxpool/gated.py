@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpool import _taps
+from jaxpool._fusion import results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry
 from jaxpool._layout import Layout, accumulation_dtype
 from jaxpool.avg import _prepare, avg_pool
@@ -75,6 +76,7 @@ def _gate(logit, first, second):
     return jnp.where(jnp.isinf(first) & (first == second), first, mixed)
 
 
+@results_once
 def gated_pool(
     x: jax.Array,
     gate_weights: jax.Array,
@@ -152,6 +154,7 @@ def _tree_weights(leaf_weights, gate_weights, geom: WindowGeometry, channels: in
     return leaves, gates, per_channel
 
 
+@results_once
 def tree_pool(
     x: jax.Array,
     leaf_weights: jax.Array,

@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from jaxpool import _blocks, _edges, _lowering, _sliding, _symbolic, _taps
-from jaxpool._fusion import apart, materialize
+from jaxpool._fusion import apart, materialize, results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
 
@@ -348,6 +348,7 @@ def max_pool(
 ) -> jax.Array | tuple[jax.Array, jax.Array]: ...
 
 
+@results_once
 def max_pool(
     x: jax.Array,
     window_shape: Sequence[int],
@@ -407,6 +408,7 @@ def max_pool(
     return (y, flat_indices(offset, layout, geom)) if return_indices else y
 
 
+@results_once
 def min_pool(
     x: jax.Array,
     window_shape: Sequence[int],

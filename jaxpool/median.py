@@ -9,11 +9,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxpool import _taps
+from jaxpool._fusion import results_once
 from jaxpool._geometry import PaddingLike
 from jaxpool.avg import _prepare
 from jaxpool.max import _fill_value
 
 
+@results_once
 def median_pool(
     x: jax.Array,
     window_shape: Sequence[int],

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
+from jaxpool._fusion import results_once
 from jaxpool._geometry import PaddingLike, not_a_window, window_tuple
 from jaxpool._layout import accumulation_dtype, as_pool_input, result_dtype
 from jaxpool._validate import check_num_spatial_dims, real_number
@@ -46,6 +47,7 @@ def _global_spatial_dims(window_shape, num_spatial_dims):
     return n
 
 
+@results_once
 def gem_pool(
     x: jax.Array,
     p: float | jax.Array = 3.0,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxpool import _taps
+from jaxpool._fusion import results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry
 from jaxpool._layout import Layout, accumulation_dtype, result_dtype
 from jaxpool.avg import _prepare
@@ -44,6 +45,7 @@ def _merge_axis(partial, layout: Layout, geom: WindowGeometry, i: int) -> tuple[
     return top, weight, weighted
 
 
+@results_once
 def soft_pool(
     x: jax.Array,
     window_shape: Sequence[int],

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _taps
-from jaxpool._fusion import computed_once
+from jaxpool._fusion import computed_once, results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_choice, real_number
@@ -132,6 +132,7 @@ def _stochastic_pool(x, window_shape, strides, padding, key, deterministic, ceil
     return sample(x, uniforms, layout, geom)
 
 
+@results_once
 def stochastic_pool(
     x: jax.Array,
     window_shape: Sequence[int],
@@ -194,6 +195,7 @@ def _choice_shape(per: str, x, y, window_shape, data_format) -> tuple[int, ...]:
     return layout.with_spatial(y.shape, (1,) * layout.n_spatial)
 
 
+@results_once
 def mixed_pool(
     x: jax.Array,
     window_shape: Sequence[int],

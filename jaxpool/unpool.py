@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
+from jaxpool._fusion import results_once
 from jaxpool._geometry import int_tuple
 from jaxpool._layout import as_pool_input, layout_of
 from jaxpool._validate import check_addressable
 
 
+@results_once
 def max_unpool(y: jax.Array, indices: jax.Array, output_size: Sequence[int], *, data_format: str = "channels_last") -> jax.Array:
     """Writes pooled values back to the positions their indices name; zeros elsewhere.
 
