@@ -7,6 +7,7 @@ minutes for global and adaptive windows); the bounds below allow the logarithmic
 doubling scheme and nothing more.
 """
 
+import functools
 import re
 
 import jax
@@ -318,18 +319,42 @@ def _copies_outside_loop_bodies(text: str) -> list[str]:
     ],
     ids=["max 4x4/2 pad 1", "max 3x3/2 pad 1", "adaptive max 40->6"],
 )
-def test_fusion_barriers_copy_nothing(pool):
+@pytest.mark.parametrize("cotangent", ["computed", "given"])
+def test_fusion_barriers_copy_nothing(pool, cotangent):
     """jaxpool._fusion's barrier is a while loop that never runs, whose state takes over the held
     array's buffer: the compiled forward+backward has no conditional and copies no array. The
     conditional it replaced copied the array in its identity branch (adaptive max 40 -> 6 on (32,
-    40, 40, 64): 12% of the forward+backward thread time). The cotangent is computed, as in
-    training: a loop cannot take over a program argument's buffer, so the barrier on the result's
-    cotangent (:func:`jaxpool._fusion.results_once`) copies a cotangent passed in as an argument."""
+    40, 40, 64): 12% of the forward+backward thread time). A loop cannot take over a program
+    argument's buffer: the barrier skips the program's arguments (a cotangent passed in, as in the
+    breadth benchmark, which the barrier of jaxpool._fusion.results_once copied once per call) —
+    and keeps a computed cotangent, as in training."""
     x = jnp.ones((2, 40, 40, 8))
-    step = jax.jit(lambda v, ct: jax.vjp(pool, v)[1](2 * ct)[0] + 0 * jnp.sum(pool(v)))
+    prepare = (lambda ct: 2 * ct) if cotangent == "computed" else (lambda ct: ct)
+    step = jax.jit(lambda v, ct: jax.vjp(pool, v)[1](prepare(ct))[0] + 0 * jnp.sum(pool(v)))
     text = step.lower(x, jnp.ones(jax.eval_shape(pool, x).shape)).compile().as_text()
     assert "conditional(" not in text
     assert _copies_outside_loop_bodies(text) == []
+    assert " while(" in text  # the barriers are there
+
+
+def test_barriers_skip_only_the_programs_own_arguments():
+    """The barrier on a cotangent that is an argument of the jitted program is dropped (nothing to
+    fuse); inside a nested ``jit`` the same argument may be computed by the caller, so the barrier
+    stays there — and the derivative of ``sin`` computed by such a caller is computed once, in a
+    fusion shaped like the result, not per window tap."""
+    pool = functools.partial(jaxpool.avg_pool, window_shape=(3, 3), strides=2)
+    x = jnp.linspace(0.1, 2.0, 2 * 9 * 9 * 4, dtype=jnp.float32).reshape(2, 9, 9, 4)
+    ct = jnp.ones((2, 4, 4, 4))
+
+    def step(v, ct):
+        return jax.vjp(pool, v)[1](ct)[0]
+
+    def loops(fn, *args):
+        return jax.jit(fn).lower(*args).as_text().count("stablehlo.while")
+
+    assert loops(step, x, ct) + 1 == loops(lambda v, ct: jax.jit(step)(v, ct), x, ct)
+    nested = jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(jax.jit(pool)(v))))).lower(x).compile().as_text()
+    assert _cosine_fusion_shapes(nested) == ["f32[2,4,4,4]"]
 
 
 def _cosine_fusion_shapes(text: str) -> list[str]:
