@@ -24,7 +24,6 @@ import jax.extend
 import jax.numpy as jnp
 from jax import lax
 from jax.interpreters import ad, batching, mlir
-from jaxlib.mlir import ir
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,16 +58,16 @@ def _is_program_argument(value) -> bool:
     was copied once per call (max 2x2/2 on (32, 56, 56, 64), forward+backward 4.9 against 3.7 ms).
     Arguments of any other function (a nested ``jit``, a ``shard_map`` body) keep the barrier: XLA
     inlines those calls, and their callers may compute the argument."""
-    while isinstance(value, ir.OpResult) and value.owner.name == "stablehlo.optimization_barrier":
+    while isinstance(value, mlir.ir.OpResult) and value.owner.name == "stablehlo.optimization_barrier":
         value = value.owner.operands[value.result_number]  # stripped by XLA:CPU before fusion
-    if not isinstance(value, ir.BlockArgument):
+    if not isinstance(value, mlir.ir.BlockArgument):
         return False
     function = value.owner.owner
     attributes = function.operation.attributes
     if function.operation.name != "func.func" or "sym_name" not in attributes:
         return False
-    visibility = ir.StringAttr(attributes["sym_visibility"]).value if "sym_visibility" in attributes else "public"
-    return ir.StringAttr(attributes["sym_name"]).value == "main" and visibility == "public"
+    visibility = mlir.ir.StringAttr(attributes["sym_visibility"]).value if "sym_visibility" in attributes else "public"
+    return mlir.ir.StringAttr(attributes["sym_name"]).value == "main" and visibility == "public"
 
 
 def _lower_cpu_barrier(ctx, a):
