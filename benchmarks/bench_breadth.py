@@ -204,12 +204,6 @@ def compile_seconds(fn, x, ct) -> float:
     return time.perf_counter() - start
 
 
-def _torch_tensor(a: np.ndarray, dtype: str):
-    t = torch.from_numpy(a).movedim(-1, 1).to(getattr(torch, dtype))
-    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.ndim, torch.contiguous_format)
-    return t.contiguous(memory_format=fmt)
-
-
 def prepare(case: Case, rng):
     x_np = rng.standard_normal(case.shape, dtype=np.float32)
     dtype = jnp.dtype(case.dtype)
@@ -225,10 +219,13 @@ def prepare(case: Case, rng):
         f(x, ct)
         thunks[name] = lambda f=f: jax.block_until_ready(f(x, ct))
     if case.torch is not None:
-        xt = _torch_tensor(x_np, case.dtype).requires_grad_(True)
+        xt = bench_core.torch_channels_last(x_np, case.dtype).requires_grad_(True)
         ct_np = np.asarray(ct.astype(jnp.float32))
         same_rank = ct_np.ndim == x_np.ndim
-        ctt = _torch_tensor(ct_np, case.dtype) if same_rank else torch.from_numpy(ct_np).to(getattr(torch, case.dtype))
+        if same_rank:
+            ctt = bench_core.torch_channels_last(ct_np, case.dtype)
+        else:
+            ctt = torch.from_numpy(ct_np).to(getattr(torch, case.dtype))
 
         def torch_fwd_bwd():
             xt.grad = None

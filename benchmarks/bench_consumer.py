@@ -20,27 +20,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import bench_core  # noqa: E402  (torch_channels_last, TORCH_THREADS)
+
 import jaxpool  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(bench_core.TORCH_THREADS)
 
 
-def bench(f, *a, n=10):
-    jax.block_until_ready(f(*a))
+def median_ms(thunk, n=10):
+    """Median milliseconds of ``n`` calls of ``thunk`` after one warm-up call."""
+    thunk()
     ts = []
     for _ in range(n):
         t = time.perf_counter()
-        jax.block_until_ready(f(*a))
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) * 1e3
-
-
-def tb(f, n=10):
-    f()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
+        thunk()
         ts.append(time.perf_counter() - t)
     return float(np.median(ts)) * 1e3
 
@@ -102,10 +97,7 @@ def run_case(name, shape, f, tf):
     r = {"ct": [], "sin": [], "torch": []}
     timed_torch = None
     if tf is not None:
-        nd = len(shape) - 2
-        perm = (0, nd + 1) + tuple(range(1, nd + 1))
-        mf = torch.channels_last if nd == 2 else (torch.channels_last_3d if nd == 3 else torch.contiguous_format)
-        xt = torch.tensor(np.asarray(x)).permute(*perm).contiguous(memory_format=mf).requires_grad_()
+        xt = bench_core.torch_channels_last(np.asarray(x)).requires_grad_()
 
         def tsin():
             xt.grad = None
@@ -114,10 +106,10 @@ def run_case(name, shape, f, tf):
 
         timed_torch = tsin
     for _ in range(3):
-        r["ct"].append(bench(fb, x, ct))
-        r["sin"].append(bench(sn, x))
+        r["ct"].append(median_ms(lambda: jax.block_until_ready(fb(x, ct))))
+        r["sin"].append(median_ms(lambda: jax.block_until_ready(sn(x))))
         if timed_torch is not None:
-            r["torch"].append(tb(timed_torch))
+            r["torch"].append(median_ms(timed_torch))
     m = {k: np.median(v) if v else float("nan") for k, v in r.items()}
     flag = " <<<" if m["sin"] > 2 * m["ct"] + 0.5 else ""
     print(

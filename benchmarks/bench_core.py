@@ -131,12 +131,16 @@ def jax_thunks(pool, x, ct, dtype):
     }
 
 
-def torch_thunks(pool, x, ct, dtype):
-    def to_torch(a):  # NHWC numpy -> NCHW tensor, channels_last memory format
-        t = torch.from_numpy(a).permute(0, 3, 1, 2).to(TORCH_DTYPES[dtype])
-        return t.contiguous(memory_format=torch.channels_last)
+def torch_channels_last(a: np.ndarray, dtype: str = "float32"):
+    """A copy of a channels-last array (N, *spatial, C) as PyTorch's (N, C, *spatial) tensor of ``dtype``,
+    in the channels_last (3-D: channels_last_3d) memory format PyTorch's CPU pooling is fastest in."""
+    t = torch.from_numpy(np.array(a)).movedim(-1, 1).to(getattr(torch, dtype))
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.ndim, torch.contiguous_format)
+    return t.contiguous(memory_format=fmt)
 
-    x, ct = to_torch(x), to_torch(ct)
+
+def torch_thunks(pool, x, ct, dtype):
+    x, ct = torch_channels_last(x, dtype), torch_channels_last(ct, dtype)
     xg = x.clone().requires_grad_(True)
 
     def fwd_bwd():

@@ -58,7 +58,7 @@ def _is_program_argument(value) -> bool:
     was copied once per call (max 2x2/2 on (32, 56, 56, 64), forward+backward 4.9 against 3.7 ms).
     Arguments of any other function (a nested ``jit``, a ``shard_map`` body) keep the barrier: XLA
     inlines those calls, and their callers may compute the argument."""
-    while isinstance(value, mlir.ir.OpResult) and value.owner.name == "stablehlo.optimization_barrier":
+    while isinstance(value, mlir.ir.OpResult) and value.owner.operation.name == "stablehlo.optimization_barrier":
         value = value.owner.operands[value.result_number]  # stripped by XLA:CPU before fusion
     if not isinstance(value, mlir.ir.BlockArgument):
         return False
