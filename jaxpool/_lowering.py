@@ -39,8 +39,9 @@ whose bins a window of at most 16 taps covers are one ``"taps"`` pass per axis o
 :func:`jaxpool.adaptive._max_by_axis`): forward+backward against the core and fringes, in one
 process, (32, 40, 40, 64) 40 -> 6 74 -> 11 ms, (32, 23, 23, 64) 23 -> 5 13.6 -> 1.25 ms, (8, 100,
 100, 64) 100 -> 7 67 -> 11 ms; their derivative routes whole blocks of the stride and the head
-taps (:func:`routes_blocks`), not every tap. Sums over such bins at least 6 apart are the same
-masked windows' ``"taps"`` sum (:func:`jaxpool.adaptive._binned`). No gather and no scatter in either direction.
+taps (:func:`routes_blocks`), not every tap. Sums over bins at least 3 apart covered by up to
+24 taps are the same masked windows' ``"taps"`` sum, from strided slices of the unpadded input
+(:func:`jaxpool.adaptive._binned`). No gather and no scatter in either direction.
 
 ``"blocks"`` (max/min along one axis)
     strided windows ``k = m s + h`` longer than :data:`AXIS_TAPS` (:func:`fits_blocks`): the axis cut into blocks

@@ -126,10 +126,8 @@ class Taps:
                 view_shape += [self.rows[i], self._stride(i)]
             else:
                 view_shape.append(size)
-        taps = math.prod(geom.window[i] for i in self.axes)
-        per_phase = math.prod(-(-geom.window[i] * geom.dilation[i] // self._stride(i)) for i in self.axes)
         ragged = any(c != (0, 0, 0) for c in config)
-        self.split = splits_phases(ragged, taps, per_phase)
+        self.split = splits_phases(ragged, *_terms(geom, self.axes))
         self.strided = ragged and not self.split and max(self._stride(i) for i in self.axes) >= 3
         self.x = x
         self._pieces: dict[tuple[int, ...], jax.Array] = {}
@@ -255,6 +253,21 @@ def tap_sum(x, layout: Layout, geom: WindowGeometry):
         return jax.linear_transpose(lambda v: Taps(v, layout, geom).framed_sum(offsets), primal)(ct)[0]
 
     return _linear.linear(called, transposed, x)
+
+
+def _terms(geom: WindowGeometry, axes) -> tuple[int, int]:
+    """Taps per window over ``axes``, and per phase piece (:func:`splits_phases`)."""
+    stride = [geom.strides[i] if geom.out_shape[i] > 1 else 1 for i in range(geom.ndim)]
+    taps = math.prod(geom.window[i] for i in axes)
+    return taps, math.prod(-(-geom.window[i] * geom.dilation[i] // stride[i]) for i in axes)
+
+
+def pads_a_copy(layout: Layout, geom: WindowGeometry, shape, axes) -> bool:
+    """Whether :class:`Taps` of an unpadded input of ``shape`` over ``axes`` (neither ``sliced``)
+    reshapes a padded copy of it: some axis is not a multiple of its stride and the view splits."""
+    stride = [geom.strides[i] if geom.out_shape[i] > 1 else 1 for i in range(geom.ndim)]
+    ragged = any(shape[layout.spatial_axes[i]] % stride[i] for i in axes)
+    return ragged and splits_phases(ragged, *_terms(geom, axes))
 
 
 def splits_phases(ragged: bool, taps: int, per_phase: int) -> bool:

@@ -11,12 +11,12 @@ short bins have one of at most two lengths, every stride-1 window of each length
 doubling (:func:`jaxpool._sliding.doubling`) and each bin's start is picked by a
 broadcast-reshape-slice (:func:`jaxpool._sliding.pick`); bins of one or two elements, and the
 sums of bins of at most four on inputs with several spatial axes (:func:`_picks_sums`), pick each
-of their elements instead. Bins that a window of at most
-:data:`_BIN_TAPS` taps covers may instead be one strided pool per axis with the taps outside each
-bin masked (:func:`_binned`, :func:`_max_by_axis`). With fewer bins than inputs, the derivative
-is :func:`_spread` — each position takes the cotangent of the (at most two) bins holding it, or
-for maxima of the bins it wins — whatever the lowering of the values. No gather, no scatter, HLO
-size at most logarithmic in the sizes; a NaN stays in its bins.
+of their elements instead. Bins that a window of a few taps covers
+(:data:`_BIN_TAPS` for maxima, :data:`_BINNED_SUM_TAPS` for sums) may instead be one strided pool
+per axis with the taps outside each bin masked (:func:`_binned`, :func:`_max_by_axis`). With
+fewer bins than inputs, the derivative is :func:`_spread` — each position takes the cotangent of
+the (at most two) bins holding it, or for maxima of the bins it wins — whatever the lowering of the
+values. No gather, no scatter, HLO size at most logarithmic in the sizes; a NaN stays in its bins.
 """
 
 from __future__ import annotations
@@ -268,8 +268,10 @@ def adaptive_avg_pool(x: jax.Array, output_size: Sequence[int | None], *, data_f
         y = cast(jax.Array, (_bin_sums if _spreads(size, out) else _sums_value)(y, layout, i, size, out))
         starts, ends = adaptive_bins(size, out)
         y = y / layout.along((ends - starts).astype(acc), i)
-        if i != reduced[-1] and _picks_sums(layout, size, out):
-            y = computed_once(y)  # fused into the next axis's picks, XLA:CPU would materialise repeated rows
+        if i != reduced[-1] and (_picks_sums(layout, size, out) or _binned(size, out)):
+            # fused into the next axis's picks, XLA:CPU would materialise repeated rows; into its
+            # masked taps, recompute this axis's taps for each of them
+            y = computed_once(y)
     return y.astype(result_dtype(x.dtype))
 
 
@@ -326,20 +328,27 @@ def _spread_transposed(t, layout: Layout, i: int, size: int, out: int, offset=No
     return jax.linear_transpose(lambda g: _spread(g, layout, i, size, out, offset), shape)(t)[0]
 
 
-# Covered uneven bins at least this far apart (``q``) are a strided pool (:func:`_binned`).
-_BINNED_STRIDE = 6
+# Uneven bins at least this far apart (``q``) whose covering window has at most this many taps
+# (``q + r``) are summed as a masked strided pool (:func:`_binned`).
+_BINNED_STRIDE = 3
+_BINNED_SUM_TAPS = 24
 
 
 def _binned(size: int, out: int) -> bool:
     """Whether adaptive sums along an axis are one strided window sum with the taps outside each
     bin masked (:func:`jaxpool._geometry.binned_geometry`, :func:`jaxpool.avg.window_sum`) rather
-    than :func:`_bins_along`: for :func:`_covered` bins at least :data:`_BINNED_STRIDE` apart.
-    Measured in one process (benchmarks/ab_commit.py), forward+backward time against
-    :func:`_bins_along` (both with JAX's derivative then), default / heap allocator: (8, 100, 100,
-    64) 100 -> 7 0.56 / 0.75, (32, 40, 40, 64) 40 -> 6 0.86 / 1.02; closer bins were 1.7-2.2x
-    slower this way (14 -> 9 with q = 1, 23 -> 5 with q = 4, 13 -> 5). Maxima take every
-    :func:`_covered` axis binned (:func:`_max_by_axis`)."""
-    return _covered(size, out) and size // out >= _BINNED_STRIDE
+    than :func:`_bins_along`: bins at least :data:`_BINNED_STRIDE` apart that a window of at most
+    :data:`_BINNED_SUM_TAPS` taps covers. The masked taps are strided slices of the unpadded input
+    (:func:`jaxpool.avg.window_sum`), so nothing input-sized is written before the sums; the
+    derivative is :func:`_spread`. Forward+backward in one process (benchmarks/ab_commit.py)
+    against the previous rule (bins at least 6 apart covered by 16 taps, summed from a padded
+    phase view, or :func:`_bins_along`): 40 -> 6 on (32, 40, 40, 64) 0.43-0.58, 100 -> 7 on (8,
+    100, 100, 64) 0.29-0.48, 90 -> 13 (18 taps) 0.33-0.34, 62 -> 4 on (16, 62, 62, 64) 0.73, 87 ->
+    24 0.21-0.52, 44 -> 9 (q = 4) 0.42-0.44, 40 -> 11 (q = 3) 0.30-0.51, 31 -> 8 0.48, 100 -> 30
+    0.72-1.11; bins 2 apart measured slower (13 -> 5 on (64, 13, 13, 256) 1.56, 20 -> 7 1.12).
+    Maxima take every :func:`_covered` axis binned (:func:`_max_by_axis`)."""
+    q, r = divmod(size, out)
+    return out < size and r > 0 and q + r <= _BINNED_SUM_TAPS and q >= _BINNED_STRIDE
 
 
 def _add(a: tuple, b: tuple) -> tuple:

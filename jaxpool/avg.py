@@ -40,19 +40,63 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
         return _phase_derivative(lambda x: _unpadded_tap_sum(x, layout, geom), x, layout, geom)
     if kind == "taps" and geom.bins is None:  # taps outside the input read the zero padding
         return _phase_tap_sum(x, layout, geom)
+    if kind == "taps" and _lowering.slices_unpadded(geom):  # masked bins, from unpadded slices
+        return _phase_derivative(lambda x: _masked_tap_sum(x, layout, geom, unpadded=True), x, layout, geom, _masked_tap_sum)
     if kind == "taps":
-        taps = _taps.Taps(x, layout, geom)
-        zero = jnp.zeros((), x.dtype)
-        masks = ((offs, _taps.tap_inside(layout, geom, offs)) for _, offs in _taps.window_taps(geom))
-        return sum(taps(offs) if inside is None else jnp.where(inside, taps(offs), zero) for offs, inside in masks)
+        return _masked_tap_sum(x, layout, geom)
     fused = 1  # taps per element fused since the last barrier (see _lowering.keeps_apart)
     for i in reversed(range(geom.ndim)):
         taps = geom.window[i] if geom.window[i] <= _lowering.AXIS_TAPS else 1
         if _lowering.keeps_apart(fused, taps):
             x, fused = _fusion.cotangent_once(x), 1
         fused *= taps
-        (x,) = _sliding.along_axis((x,), _add, layout, geom, i, fills=(0,), padded=False, block_reduce=_block_sum)
+        x = _axis_sum(x, layout, geom, i)
     return x
+
+
+def _axis_sum(x, layout: Layout, geom: WindowGeometry, i: int) -> jax.Array:
+    """The sums of ``geom``'s windows along spatial axis ``i`` alone (one separable pass), lowered by
+    :func:`jaxpool._sliding.along_axis`. A tap fold whose phase view would reshape a padded copy of
+    the input (:func:`jaxpool._taps.pads_a_copy`: a length that is not a multiple of a stride of 3
+    or more, split into phases) takes its value from strided slices of the unpadded input instead,
+    and keeps the phase view's derivative (:func:`_phase_derivative`): avg 8x8/7 on (32, 50, 50,
+    64) (adaptive avg 50 -> 7) forward+backward 0.48x in one process (benchmarks/ab_commit.py), the
+    5 ms pad 50 -> 56 gone."""
+
+    def phase(v, layout: Layout = layout, geom: WindowGeometry = geom):
+        return _sliding.along_axis((v,), _add, layout, geom, i, fills=(0,), padded=False, block_reduce=_block_sum)[0]
+
+    def sliced(v):
+        return _added([_taps.unpadded_tap(v, layout, geom, {i: t}, 0, {i: geom.pad_lo[i]}) for t in range(k)])
+
+    k = geom.window[i]
+    if 1 < k <= _lowering.AXIS_TAPS and _lowering.slices_unpadded(geom, (i,)) and _taps.pads_a_copy(layout, geom, x.shape, (i,)):
+        return _phase_derivative(sliced, x, layout, geom, phase)
+    return phase(x)
+
+
+def _masked_tap_sum(x, layout: Layout, geom: WindowGeometry, unpadded: bool = False) -> jax.Array:
+    """Window sums of ``geom`` with the taps outside each window's bin (``geom.bins``) masked: phase-view
+    taps (:class:`jaxpool._taps.Taps`), or with ``unpadded`` strided slices of the unpadded input
+    (:func:`jaxpool._taps.unpadded_tap`): the phase view of an axis that is not a multiple of the
+    stride is a padded copy of the input, which XLA:CPU writes before the taps (adaptive avg 40 -> 6
+    on (32, 40, 40, 64), windows of 10 every 6: a 1.7-3.2 ms pad of a 4.5 ms forward+backward)."""
+    taps = _taps.Taps(x, layout, geom) if not unpadded else None
+    zero = jnp.zeros((), x.dtype)
+    terms = []
+    for _, offs in _taps.window_taps(geom):
+        tap = taps(offs) if taps is not None else _taps.unpadded_tap(x, layout, geom, offs, 0)
+        inside = _taps.tap_inside(layout, geom, offs)
+        terms.append(tap if inside is None else jnp.where(inside, tap, zero))
+    return _added(terms)
+
+
+def _added(terms: list[jax.Array]) -> jax.Array:
+    """``terms`` added in order."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def _part_sum(x, layout: Layout, geom: WindowGeometry) -> tuple:
@@ -65,10 +109,11 @@ def _unpadded_tap_sum(x, layout: Layout, geom: WindowGeometry):
     return sum(_taps.unpadded_tap(x, layout, geom, offs, 0) for _, offs in _taps.window_taps(geom))
 
 
-def _phase_derivative(value, x, layout: Layout, geom: WindowGeometry):
+def _phase_derivative(value, x, layout: Layout, geom: WindowGeometry, tangent=None):
     """``value(x)``, a window sum of ``geom`` computed in a form XLA:CPU runs fast forward, with the
-    derivative of :func:`_phase_tap_sum` over the whole geometry (a linear tangent map that JAX
-    transposes into the phase-interleaved backward pass, one loop writing the input's gradient).
+    derivative of :func:`_phase_tap_sum` (or ``tangent``: :func:`_masked_tap_sum` for masked bins)
+    over the whole geometry (a linear tangent map that JAX transposes into the phase-interleaved
+    backward pass, one loop writing the input's gradient).
 
     Two forms use it. Windows strided by 3 or more (:func:`jaxpool._lowering.slices_unpadded`): the
     value from strided slices of the unpadded input (no padded copy, nor a reshape of a ragged
@@ -87,7 +132,7 @@ def _phase_derivative(value, x, layout: Layout, geom: WindowGeometry):
 
     @total.defjvp
     def _total_jvp(primals, tangents):
-        return total(primals[0]), _phase_tap_sum(tangents[0], layout, geom)
+        return total(primals[0]), (tangent or _phase_tap_sum)(tangents[0], layout, geom)
 
     return total(x)
 
@@ -97,13 +142,14 @@ def _phase_tap_sum(x, layout: Layout, geom: WindowGeometry):
     return _taps.tap_sum(x, layout, geom)
 
 
-def _block_sum(values: tuple, axis: int) -> tuple:
-    """Whole blocks of strided windows (:func:`jaxpool._sliding.blocked`) summed by one reduction,
-    whose transpose is a broadcast — :func:`jaxpool._sliding.tree`'s halvings transpose into one pad
-    per level and width (avg 12x12/11 on (32, 56, 56, 64), adaptive 56 -> 5, forward+backward 0.55x
-    in one process; adaptive 512 -> 7 0.58x). XLA's reductions keep float32 sums accurate (4097-long
-    windows every 4000: 1e-7 relative, tests/test_cost_guards.py)."""
-    return (jnp.sum(values[0], axis=axis),)
+def _block_sum(values: tuple, axis: int, blocks: int, s: int) -> tuple:
+    """Whole blocks of strided windows (:func:`jaxpool._sliding.blocked`) summed by one reduction
+    each (:func:`jaxpool._sliding.block_sums`), whose transpose is a broadcast —
+    :func:`jaxpool._sliding.tree`'s halvings transpose into one pad per level and width (avg 12x12/11
+    on (32, 56, 56, 64), adaptive 56 -> 5, forward+backward 0.55x in one process; adaptive 512 -> 7
+    0.58x). XLA's reductions keep float32 sums accurate (4097-long windows every 4000: 1e-7
+    relative, tests/test_cost_guards.py)."""
+    return _sliding.block_sums(values, axis, blocks, s)
 
 
 def _add(a, b):

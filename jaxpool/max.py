@@ -373,7 +373,9 @@ def max_pool(
       dilation: N spacings between window elements (default 1).
       ceil_mode: round output sizes up; the last window must start inside the input or left padding.
       return_indices: also return int32 indices of the maxima, flattened over the unpadded spatial
-        volume per (batch, channel) — PyTorch's, usable by :func:`jaxpool.max_unpool`.
+        volume per (batch, channel) — PyTorch's, usable by :func:`jaxpool.max_unpool`. A dilated
+        window that holds padding only (``-inf``) has index -1, which ``max_unpool`` drops; PyTorch
+        returns an index past that window's first tap there, possibly outside the input.
       data_format: ``"channels_last"`` or ``"channels_first"``.
       backward: ``"argmax"`` (default): the max-index derivative, which routes each tangent and
         cotangent to the first maximum (a NaN if present) without scatter, saving one small integer
