@@ -178,6 +178,26 @@ def test_uneven_adaptive_core_copies_no_slice_of_the_input(op):
     assert len(large) == 2, large  # the parameter and the gradient
 
 
+@pytest.mark.parametrize("size, out", [(40, 6), (50, 7), (56, 5), (90, 13), (44, 9)])
+def test_adaptive_sums_copy_no_input(size, out):
+    """Adaptive averages whose bins are masked strided windows (40 -> 6, 90 -> 13, 44 -> 9:
+    jaxpool.adaptive._binned), a pool on a length that is not a multiple of its stride (50 -> 7:
+    8x8/7, jaxpool.avg._axis_sum) or whole blocks of an axis that does not end on a block (56 -> 5:
+    12x12/11, jaxpool._sliding.block_sums): in the compiled forward+backward no array but the input
+    and its gradient is half the input's size. Before, XLA:CPU wrote a padded copy of the input
+    for the phase view (40 -> 42, 50 -> 56), a sliced copy for the blocks' reshape, or input-sized
+    windows of each bin length (90 -> 13, 44 -> 9)."""
+    x = jnp.ones((2, size, size, 4))
+
+    def step(v, ct):
+        y, vjp = jax.vjp(lambda u: jaxpool.adaptive_avg_pool(u, (out, out)), v)
+        return y, vjp(ct)[0]
+
+    text = jax.jit(step).lower(x, jnp.ones((2, out, out, 4))).compile().as_text()
+    large = _large_arrays(text, x.size // 2)
+    assert len(large) == 2, large  # the parameter and the gradient
+
+
 @pytest.mark.parametrize("size, out", [(64, 40), (50, 30), (13, 5)])
 def test_short_adaptive_sum_bins_keep_no_input_sized_window(size, out):
     """Short uneven bins of a 2-D adaptive average (2-4 elements) pick each element of every bin
