@@ -63,13 +63,14 @@ def _axis_sum(x, layout: Layout, geom: WindowGeometry, i: int) -> jax.Array:
     64) (adaptive avg 50 -> 7) forward+backward 0.48x in one process (benchmarks/ab_commit.py), the
     5 ms pad 50 -> 56 gone."""
 
+    k = geom.window[i]
+
     def phase(v, layout: Layout = layout, geom: WindowGeometry = geom):
         return _sliding.along_axis((v,), _add, layout, geom, i, fills=(0,), padded=False, block_reduce=_block_sum)[0]
 
     def sliced(v):
         return _added([_taps.unpadded_tap(v, layout, geom, {i: t}, 0, {i: geom.pad_lo[i]}) for t in range(k)])
 
-    k = geom.window[i]
     if 1 < k <= _lowering.AXIS_TAPS and _lowering.slices_unpadded(geom, (i,)) and _taps.pads_a_copy(layout, geom, x.shape, (i,)):
         return _phase_derivative(sliced, x, layout, geom, phase)
     return phase(x)
