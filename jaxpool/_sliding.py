@@ -149,13 +149,13 @@ def blocked(
 ) -> tuple:
     """Windows ``[o s, o s + k)``, ``o < out``, for strides ``s > 1``: the axis is cut into blocks of
     ``s``; a window is ``k // s`` whole blocks (each reduced once — by :func:`tree`, or by
-    ``block_reduce(values, axis)`` when given —, then combined by :func:`doubling` over blocks)
-    and the first ``k % s`` elements of the next block (the heads). Linear work whatever ``k`` and
-    ``s`` — no stride-1 pass over windows that are never used. ``block_reduce(values, axis, blocks,
-    s)`` reduces the first ``blocks`` blocks of ``s`` along ``axis`` (e.g. :func:`block_sums`).
-    The whole blocks are a slice of the input, never padded (XLA:CPU materialises a padded copy);
-    heads of up to ``AXIS_TAPS`` elements are strided slices, longer ones blocks of the input padded
-    by less than one block."""
+    ``block_reduce(values, axis, blocks, s)`` when given, which reduces the first ``blocks`` blocks
+    of ``s`` along ``axis``, e.g. :func:`block_sums` —, then combined by :func:`doubling` over
+    blocks) and the first ``k % s`` elements of the next block (the heads). Linear work whatever
+    ``k`` and ``s`` — no stride-1 pass over windows that are never used. The whole blocks are a
+    slice of the input, never padded (XLA:CPU materialises a padded copy); heads of up to
+    ``AXIS_TAPS`` elements are strided slices, longer ones blocks of the input padded by less than
+    one block."""
     whole, rest = divmod(k, s)
     length = values[0].shape[axis]
     parts = []  # earlier first: the whole blocks, then the next block's head

@@ -143,7 +143,7 @@ class Taps:
         self._pieces[()] = self.view
 
     def _stride(self, i: int) -> int:
-        return self.geom.strides[i] if self.geom.out_shape[i] > 1 else 1
+        return view_stride(self.geom, i)
 
     def _piece(self, phases: tuple[int, ...]):
         """The view restricted to ``phases`` (for the first ``len(phases)`` axes; size-1 phase axes)."""
@@ -255,18 +255,21 @@ def tap_sum(x, layout: Layout, geom: WindowGeometry):
     return _linear.linear(called, transposed, x)
 
 
+def view_stride(geom: WindowGeometry, i: int) -> int:
+    """The stride of axis ``i``'s phase view (:class:`Taps`): 1 where it has one output."""
+    return geom.strides[i] if geom.out_shape[i] > 1 else 1
+
+
 def _terms(geom: WindowGeometry, axes) -> tuple[int, int]:
     """Taps per window over ``axes``, and per phase piece (:func:`splits_phases`)."""
-    stride = [geom.strides[i] if geom.out_shape[i] > 1 else 1 for i in range(geom.ndim)]
     taps = math.prod(geom.window[i] for i in axes)
-    return taps, math.prod(-(-geom.window[i] * geom.dilation[i] // stride[i]) for i in axes)
+    return taps, math.prod(-(-geom.window[i] * geom.dilation[i] // view_stride(geom, i)) for i in axes)
 
 
 def pads_a_copy(layout: Layout, geom: WindowGeometry, shape, axes) -> bool:
     """Whether :class:`Taps` of an unpadded input of ``shape`` over ``axes`` (neither ``sliced``)
     reshapes a padded copy of it: some axis is not a multiple of its stride and the view splits."""
-    stride = [geom.strides[i] if geom.out_shape[i] > 1 else 1 for i in range(geom.ndim)]
-    ragged = any(shape[layout.spatial_axes[i]] % stride[i] for i in axes)
+    ragged = any(shape[layout.spatial_axes[i]] % view_stride(geom, i) for i in axes)
     return ragged and splits_phases(ragged, *_terms(geom, axes))
 
 

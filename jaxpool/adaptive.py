@@ -183,11 +183,11 @@ def _picks_sums(layout: Layout, size: int, out: int) -> bool:
 _BIN_TAPS = 16
 
 
-def _covered(size: int, out: int) -> bool:
-    """Whether an axis has uneven bins, fewer than its inputs, that a window of at most
-    :data:`_BIN_TAPS` taps covers (:func:`jaxpool._geometry.binned_geometry`)."""
+def _covered(size: int, out: int, taps: int = _BIN_TAPS) -> bool:
+    """Whether an axis has uneven bins, fewer than its inputs, that a window of at most ``taps``
+    taps covers (:func:`jaxpool._geometry.binned_geometry`)."""
     q, r = divmod(size, out)
-    return out < size and r > 0 and q + r <= _BIN_TAPS
+    return out < size and r > 0 and q + r <= taps
 
 
 def _bins_along(
@@ -347,8 +347,7 @@ def _binned(size: int, out: int) -> bool:
     24 0.21-0.52, 44 -> 9 (q = 4) 0.42-0.44, 40 -> 11 (q = 3) 0.30-0.51, 31 -> 8 0.48, 100 -> 30
     0.72-1.11; bins 2 apart measured slower (13 -> 5 on (64, 13, 13, 256) 1.56, 20 -> 7 1.12).
     Maxima take every :func:`_covered` axis binned (:func:`_max_by_axis`)."""
-    q, r = divmod(size, out)
-    return out < size and r > 0 and q + r <= _BINNED_SUM_TAPS and q >= _BINNED_STRIDE
+    return _covered(size, out, _BINNED_SUM_TAPS) and size // out >= _BINNED_STRIDE
 
 
 def _add(a: tuple, b: tuple) -> tuple:
