@@ -56,28 +56,46 @@ def _iota(layout: Layout, i: int, s: int):
     return lax.broadcasted_iota(jnp.int32, tuple(_along_cut(layout, i, np.zeros((1, s))).shape), layout.spatial_axes[i] + 1)
 
 
-def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, fill):
-    """``(extremum, in-window offset of PyTorch's winner)`` of every window of the single-axis ``geom``."""
+def candidates(
+    x, layout: Layout, geom: WindowGeometry, mode: str, fill, rank=None, scale: int = 1, stride: int = 1, total: int = 0
+):
+    """``(value, inside mask, position)`` of every window's candidates in input order: each whole
+    block's winner (:func:`jaxpool._sliding.extremum_and_winner`), then each head tap. The position
+    is the in-window offset — or, given each element's ``rank`` (its row-major position among axes
+    pooled before: ``rank * scale``, below ``total``), the rank plus the offset times ``stride``
+    (:func:`jaxpool._rowmajor.winner`)."""
     i = strided_axis(geom)
     axis, s, k, out = layout.spatial_axes[i], geom.strides[i], geom.window[i], geom.out_shape[i]
-    m, h = divmod(k, s)
+    m = k // s
     xp = _taps.pad_input(x, layout, geom, fill, axes=(i,))
     cut, blocks = _cut(xp, layout, geom, i)
     real = _real(geom, i, blocks)
     mask = None if real.all() else _along_cut(layout, i, real)
-    best, inner = _sliding.extremum_and_winner(cut, (axis + 1,), _iota(layout, i, s), s, mode, mask)
-    dtype = _taps.offset_dtype(k)
+    inner = _iota(layout, i, s)
+    unit, bound = (1, k) if rank is None else (stride, total)  # of an in-window offset in a position
+    if rank is not None:
+        rp = _taps.pad_input(rank, layout, geom, 0, axes=(i,))
+        inner = _cut(rp, layout, geom, i)[0].astype(jnp.int32) * scale + inner * stride
+    best, winner = _sliding.extremum_and_winner(cut, (axis + 1,), inner, bound, mode, mask)
     has_real = np.asarray(real.any(axis=1))
-    candidates = []
+    found = []
     for b in range(m):
         inside = has_real[b : b + out]
         value = lax.slice_in_dim(best, b, b + out, axis=axis)
-        offset = (lax.slice_in_dim(inner, b, b + out, axis=axis) + b * s).astype(dtype)
-        candidates.append((value, None if inside.all() else layout.along(inside, i), offset))
+        position = lax.slice_in_dim(winner, b, b + out, axis=axis) + b * s * unit
+        found.append((value, None if inside.all() else layout.along(inside, i), position))
     for t in range(m * s, k):
         (value,) = _sliding.strided((xp,), axis, out, s, t)
-        candidates.append((value, _taps.tap_inside(layout, geom, {i: t}), t))
-    return _taps.select_fold(candidates, mode, dtype)
+        position = t if rank is None else _sliding.strided((rp,), axis, out, s, t)[0].astype(jnp.int32) * scale + t * stride
+        found.append((value, _taps.tap_inside(layout, geom, {i: t}), position))
+    return found
+
+
+def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, fill):
+    """``(extremum, in-window offset of PyTorch's winner)`` of every window of the single-axis ``geom``."""
+    dtype = _taps.offset_dtype(geom.window_size)
+    found = candidates(x, layout, geom, mode, fill)
+    return _taps.select_fold(((v, inside, jnp.asarray(p).astype(dtype)) for v, inside, p in found), mode, dtype)
 
 
 def route(tx, offset, layout: Layout, geom: WindowGeometry):

@@ -153,8 +153,11 @@ class Taps:
             parent = self._piece(phases[:-1])
             i = self.axes[len(phases) - 1]
             s, axis = self._stride(i), self._row_axis[i] + 1
-            for p, part in enumerate(lax.split(parent, (1,) * s, axis) if s > 1 else [parent]):
-                self._pieces[phases[:-1] + (p,)] = part
+            if s > SPLIT_PHASES:  # only the phase asked for: a split would be s slices, whatever is used
+                self._pieces[phases] = lax.slice_in_dim(parent, phases[-1], phases[-1] + 1, axis=axis)
+            else:
+                for p, part in enumerate(lax.split(parent, (1,) * s, axis) if s > 1 else [parent]):
+                    self._pieces[phases[:-1] + (p,)] = part
         return self._pieces[phases]
 
     def _sliced_piece(self, phases: tuple[int, ...]):
@@ -271,6 +274,14 @@ def pads_a_copy(layout: Layout, geom: WindowGeometry, shape, axes) -> bool:
     reshapes a padded copy of it: some axis is not a multiple of its stride and the view splits."""
     ragged = any(shape[layout.spatial_axes[i]] % view_stride(geom, i) for i in axes)
     return ragged and splits_phases(ragged, *_terms(geom, axes))
+
+
+# Phase views of strides up to this many split into all their phase pieces at once (one op, whose
+# transpose is one concatenate); larger strides slice out only the pieces used, so that program size
+# does not grow with the stride (``"blocks"`` routes read a few head taps of blocks of any length:
+# adaptive 2059 -> 7 split 294 pieces per axis). Slicing the 2 head taps of 100 -> 7's 16-tap bins
+# every 14 instead of splitting measured 1.16x slower forward+backward, so small strides still split.
+SPLIT_PHASES = 32
 
 
 def splits_phases(ragged: bool, taps: int, per_phase: int) -> bool:

@@ -502,10 +502,11 @@ def _pooled(size: int, out: int) -> bool:
 
 
 def _max_by_axis(x, layout: Layout, in_shape, out_shape):
-    """Maxima over adaptive bins one axis at a time (last first). Evenly dividing and
-    :func:`_covered` axes are a strided :func:`jaxpool.max_pool` pass with the taps outside each
-    bin masked (:func:`jaxpool._geometry.binned_geometry`; consecutive passes chained by
-    :func:`jaxpool.max.chain_passes`), others :func:`_bin_extremum`, whose output's cotangent is
+    """Maxima over adaptive bins one axis at a time. Evenly dividing and :func:`_covered` axes are
+    a strided :func:`jaxpool.max_pool` pass with the taps outside each bin masked
+    (:func:`jaxpool._geometry.binned_geometry`), chained by :func:`jaxpool.max.chain_passes` — in
+    :func:`jaxpool._lowering.pass_order` when every reduced axis is one (40 -> 6, 100 -> 7: first
+    axis first) —; others, last axis first, are :func:`_bin_extremum`, whose output's cotangent is
     computed once (:func:`jaxpool._fusion.cotangent_once`) when it at least halves the axis: the
     next :func:`_spread` reads it twice per element (forward+backward in one process, with / without:
     62 -> 4 on (16, 62, 62, 64) 0.92-0.94x, 90 -> 13 on (8, 90, 90, 64) 0.90-0.99x, but 64 -> 40 on
@@ -513,7 +514,8 @@ def _max_by_axis(x, layout: Layout, in_shape, out_shape):
     where :func:`_bin_extremum` measured faster (20 -> 7 on (32, 20, 20, 64) 0.5x): its picks
     along a spatially sharded axis gather (adaptive max 16 -> 6 under 4-way W sharding: 5
     all-gathers, binned none). Exact: the first maximum in row-major order of a bin is, along the
-    first axis, the first maximum of its rows' first maxima (the last NaN likewise)."""
+    first axis, the first maximum of its rows' first maxima (the last NaN likewise; in another
+    order, :mod:`jaxpool._rowmajor`)."""
     y, pending = _upcast16(x), []
 
     def pool_pass(i: int):
@@ -522,12 +524,14 @@ def _max_by_axis(x, layout: Layout, in_shape, out_shape):
             return lambda shape: window_geometry(shape, tuple(n // o if j == i else 1 for j in range(len(shape))))
         return lambda shape: binned_geometry(shape, i, o)
 
-    for i in reversed(range(layout.n_spatial)):
+    reduced = [i for i in range(layout.n_spatial) if in_shape[i] != out_shape[i]]
+    if all(_pooled(in_shape[i], out_shape[i]) for i in reduced):
+        order = _lowering.pass_order({i: pool_pass(i)(in_shape) for i in reduced})
+        return chain_passes(y, layout, [(i, pool_pass(i)) for i in order], "max").astype(x.dtype)
+    for i in reversed(reduced):
         n, o = in_shape[i], out_shape[i]
-        if n == o:
-            continue
         if _pooled(n, o):
-            pending.append(pool_pass(i))
+            pending.append((i, pool_pass(i)))
             continue
         y, pending = chain_passes(y, layout, pending, "max"), []
         bins = _bin_extremum_value if jnp.issubdtype(y.dtype, jnp.integer) else _bin_extremum

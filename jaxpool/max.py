@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _blocks, _edges, _lowering, _sliding, _symbolic, _taps
+from jaxpool import _blocks, _edges, _lowering, _rowmajor, _sliding, _symbolic, _taps
 from jaxpool._fusion import apart, materialize, results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
@@ -175,49 +175,88 @@ def _part_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
 def _routed_pool_jvp(layout, geom, mode, primals, tangents):
     (x,), (tx,) = primals, tangents
     y, offset = _routed_pool(x, layout, geom, mode)
+    offset = materialize(offset)
     return (y, offset), (route_offsets(tx, offset, layout, geom), np.zeros(offset.shape, jax.dtypes.float0))
 
 
 def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
     """The tangent of each output is that of the element at its window ``offset`` (0 where the
     offset is ``window_size``, i.e. none). Linear in ``tx``; JAX transposes it into the backward pass.
-    checkpoint: the linearized program keeps only ``offset`` and recomputes the selects from it;
-    materialize: XLA:CPU would otherwise fuse (recompute) the forward fold into every select."""
+    checkpoint: the linearized program keeps only ``offset`` and recomputes the selects from it.
+    Callers pass ``offset`` through :func:`jaxpool._fusion.materialize` — XLA:CPU would otherwise fuse
+    (recompute) the forward fold into every select — and return that held offset as their primal
+    output too: a barrier's operand read elsewhere is copied first."""
     route = _tiling_route if _lowering.is_clean_tiling(geom) else _taps_route
     if _lowering.routes_blocks(geom):
         route = _blocks.route
-    return jax.checkpoint(lambda t, o: route(t, o, layout, geom))(tx, materialize(offset)).astype(tx.dtype)
+    return jax.checkpoint(lambda t, o: route(t, o, layout, geom))(tx, offset).astype(tx.dtype)
 
 
 def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
-    """One :func:`_routed_pool` per axis, last axis first (:mod:`jaxpool._lowering`, ``"chained"``).
+    """One :func:`_routed_pool` per axis (:mod:`jaxpool._lowering`, ``"chained"``), in
+    :func:`jaxpool._lowering.pass_order`.
 
     Exact: the first maximum of a window in row-major order is, along the first axis, the first
-    maximum of the rows' first maxima (the last NaN likewise), and each pass pads only its own
-    axis, so padding never beats a real element. Each pass saves its own offsets and routes its
-    own derivative; JAX chains them in both modes. A pass whose taps, times those of the passes
-    before it since the last barrier, exceed :data:`jaxpool._lowering.FUSED_PASS_TAPS` first
-    computes its input once with its derivatives (:func:`jaxpool._fusion.materialize`):
-    fused, each of its backward taps would recompute all of the earlier passes' (5x5/1: 25 taps per
-    element, not 10)."""
-    passes = (lambda shape, i=i: geom.axis_only(i, shape) for i in reversed(range(geom.ndim)))
-    return chain_passes(x, layout, passes, mode)
+    maximum of the rows' first maxima (the last NaN likewise; passes in another order rank their
+    candidates, :mod:`jaxpool._rowmajor`), and each pass pads only its own axis, so padding never
+    beats a real element. Each pass saves its own offsets and routes its own derivative; JAX
+    chains them in both modes. A pass whose taps, times those of the passes before it since the
+    last barrier, exceed :data:`jaxpool._lowering.FUSED_PASS_TAPS` first computes its input once
+    with its derivatives (:func:`jaxpool._fusion.materialize`): fused, each of its backward taps
+    would recompute all of the earlier passes' (5x5/1: 25 taps per element, not 10)."""
+    order = _lowering.pass_order({i: geom.axis_only(i, geom.in_shape) for i in range(geom.ndim)})
+    return chain_passes(x, layout, [(i, lambda shape, i=i: geom.axis_only(i, shape)) for i in order], mode)
 
 
 def chain_passes(x, layout: Layout, passes, mode: str):
-    """Runs single-axis routed passes in order: each of ``passes`` maps the current spatial shape to
-    its geometry. The barrier rule of :func:`_chained_extremum`."""
-    fused = 1
-    for make in passes:
+    """Runs single-axis routed passes in order: ``passes`` are ``(axis, geometry of the current
+    spatial shape)`` pairs. The barrier rule of :func:`_chained_extremum`. Passes over an axis after
+    an inner one rank their candidates (:func:`_ranked_pass`) to keep PyTorch's row-major winner."""
+    passes = list(passes)
+    ranked = any(a < b for (a, _), (b, _) in zip(passes, passes[1:]))
+    windows, shape = {}, layout.spatial_shape(x.shape)
+    for i, make in passes:
+        g = make(shape)
+        windows[i], shape = g.window[i], g.out_shape
+    total = math.prod(windows.values())
+    fused, rank, scale = 1, None, 1
+    for i, make in passes:
         g = make(layout.spatial_shape(x.shape))
         if not g.pooled_axes:
             continue
         taps = _lowering.route_taps(g)
         if _lowering.keeps_apart(fused, taps):
             x, fused = materialize(x), 1
-        x = _routed(x, layout, g, mode)[0]
+        stride = math.prod(w for j, w in windows.items() if j > i)  # of this axis in a row-major rank
+        if not ranked or jnp.issubdtype(x.dtype, jnp.integer):
+            x = _routed(x, layout, g, mode)[0]
+        elif rank is None:
+            x, rank = _routed(x, layout, g, mode)  # the offset: a rank in units of ``stride``
+            scale = stride
+        else:
+            x, _, rank = _ranked_pass(x, rank, layout, g, mode, total, stride, scale)
+            scale = 1
         fused *= taps
     return x
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _ranked_pass(x, rank, layout: Layout, geom: WindowGeometry, mode: str, total: int, stride: int, scale: int):
+    """A pass after one over an inner axis: ``(extremum, in-window offset, winner's row-major
+    rank)`` (:func:`jaxpool._rowmajor.winner`; ``rank * scale``: each element's), with the
+    max-index derivative of its offsets."""
+    y = _routed_pool.fun(x, layout, geom, mode)[0]
+    offset, rank = _rowmajor.winner(apart(x), rank, scale, total, stride, layout, geom, mode, _fill_value(x.dtype, mode))
+    return y, offset, rank
+
+
+@_ranked_pass.defjvp
+def _ranked_pass_jvp(layout: Layout, geom: WindowGeometry, mode: str, total: int, stride: int, scale: int, primals, tangents):
+    (x, rank), (tx, _) = primals, tangents
+    y, offset, rank = _ranked_pass(x, rank, layout, geom, mode, total, stride, scale)
+    offset = materialize(offset)
+    zeros = (np.zeros(offset.shape, jax.dtypes.float0), np.zeros(rank.shape, jax.dtypes.float0))
+    return (y, offset, rank), (route_offsets(tx, offset, layout, geom), *zeros)
 
 
 def _routed(x, layout: Layout, geom: WindowGeometry, mode: str):

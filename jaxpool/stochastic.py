@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _taps
-from jaxpool._fusion import computed_once, results_once
+from jaxpool._fusion import computed_once, materialize, results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_choice, real_number
@@ -78,6 +78,7 @@ def _sampled_pool_jvp(layout, geom, primals, tangents):
     """The sampled element (always positive, so the clamp passes it) carries the tangent; ``u`` none."""
     (x, u), (tx, _) = primals, tangents
     y, offset = _sampled_pool(x, u, layout, geom)
+    offset = materialize(offset)
     ty = route_offsets(tx.astype(y.dtype), offset, layout, geom)
     return (y, offset), (ty, np.zeros(offset.shape, jax.dtypes.float0))
 
