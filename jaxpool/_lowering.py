@@ -269,14 +269,17 @@ def joint_sum_taps(geom: WindowGeometry) -> int:
 def pass_order(passes: dict) -> list[int]:
     """The order of one-axis max/min passes (``{spatial axis: its geometry on the input}``): last
     axis first — exact with no bookkeeping (:func:`jaxpool.max.chain_passes`) — except for two
-    pooled axes where the first one's pass is ``"blocks"`` and shrinks its axis at least as much as
-    the other's: that one first, its blocks whole contiguous rows of the later axes, which XLA:CPU
-    reduces several times faster than blocks along the axis next to the channels; the second pass
-    then ranks its candidates (:mod:`jaxpool._rowmajor`). Forward+backward in one process, first /
-    last axis first: adaptive max 512 -> 7 on (1, 512, 512, 4) (74 every 73) 0.35, 40 -> 6 on (32,
-    40, 40, 64) 0.75, 100 -> 7 on (8, 100, 100, 64) 0.85; with tap-fold passes no gain (13 -> 5,
-    28 -> 11, 20 -> 7: 0.99-1.03) or a loss (13 -> 6 on (64, 13, 13, 256) 1.22), and with three
-    axes a loss (16x40x40 -> 5x6x6 1.14), from ranking the later passes' candidates."""
+    pooled axes where the first one's window is longer than :data:`AXIS_TAPS` and shrinks its axis
+    at least as much as the other's: that one first, its taps or blocks whole contiguous rows of the
+    later axes, which XLA:CPU reduces several times faster than along the axis next to the
+    channels; the second pass then ranks its candidates (:mod:`jaxpool._rowmajor`).
+    Forward+backward in one process (benchmarks/ab_commit.py), first / last axis first: adaptive
+    max 512 -> 7 on (1, 512, 512, 4) (74 every 73) 0.38-0.61, 40 -> 6 on (32, 40, 40, 64) 0.64-0.89,
+    100 -> 7 on (8, 100, 100, 64) 0.76-0.99, max 12x12/10 on (8, 56, 56, 64) 0.77-0.85, 31x31/30 on
+    (2, 128, 128, 8) 0.56; but 256 -> 3 on (2, 256, 256, 16) 1.17-1.21, left as measured. Windows of
+    at most 8 taps measured no gain (adaptive 13 -> 5, 28 -> 11, 20 -> 7: 0.99-1.03) or a loss (13 ->
+    6 on (64, 13, 13, 256) 1.22, max 5x5/3 pad 1 1.03-1.38), and so did three axes (adaptive
+    16x40x40 -> 5x6x6 1.14): ranking the later passes' candidates costs more than it saves."""
     pooled = sorted((i for i, g in passes.items() if g.pooled_axes), reverse=True)
     if len(pooled) == 2:
         inner, outer = pooled
