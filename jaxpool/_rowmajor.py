@@ -25,7 +25,7 @@ from typing import cast
 import jax
 import jax.numpy as jnp
 
-from jaxpool import _blocks, _lowering, _taps
+from jaxpool import _blocks, _lowering, _sliding, _taps
 from jaxpool._geometry import WindowGeometry
 from jaxpool._layout import Layout
 
@@ -36,11 +36,11 @@ def winner(x, rank, scale: int, total: int, stride: int, layout: Layout, geom: W
     ``rank * scale`` is each element's row-major position among the axes reduced before (``rank``
     compact, scaled in the fold; below ``total``, the window's size over all axes), to which tap
     ``t`` adds ``t * stride``. The winner is the candidate equal to the window's extremum ``y`` of
-    smallest rank, or the NaN of largest rank: the maximum of the scores ``total - 1 - rank`` and
-    ``total + rank``. Candidates are the taps, or for ``"blocks"`` each whole block's own winner and
-    the head taps (:func:`jaxpool._blocks.candidates`): HLO size and work per output independent of
-    the window. ``y`` is the candidates' own extremum, computed in the same loop (the pass's output,
-    read here, would be copied for the barrier that holds it). The winner's rank comes back compact.
+    smallest rank, or the NaN of largest rank (:func:`jaxpool._sliding.winner_score`). Candidates
+    are the taps, or for ``"blocks"`` each whole block's own winner and the head taps
+    (:func:`jaxpool._blocks.candidates`): HLO size and work per output independent of the window.
+    ``y`` is the candidates' own extremum, computed in the same loop (the pass's output, read here,
+    would be copied for the barrier that holds it). The winner's rank comes back compact.
     """
     if _lowering.choose(geom) == "blocks":
         found = _blocks.candidates(x, layout, geom, mode, fill, rank, scale, stride, total)
@@ -58,15 +58,9 @@ def winner(x, rank, scale: int, total: int, stride: int, layout: Layout, geom: W
     score_dtype = jnp.float32 if 2 * total < 2**24 else jnp.int32  # exact; XLA:CPU vectorises f32 best
     best = None
     for value, inside, position in found:
-        position = jnp.asarray(position).astype(score_dtype)
-        score = jnp.where(value == y, total - 1 - position, -1)
-        if jnp.issubdtype(x.dtype, jnp.floating):
-            score = jnp.where(jnp.isnan(value), total + position, score)
-        if inside is not None:
-            score = jnp.where(inside, score, -1)
+        score = _sliding.winner_score(value, y, jnp.asarray(position).astype(score_dtype), total, inside)
         best = score if best is None else jnp.maximum(best, score)
-    best = cast(jax.Array, best).astype(jnp.int32)
-    rank = jnp.where(best >= total, best - total, total - 1 - best)
+    rank = _sliding.winner_position(cast(jax.Array, best).astype(jnp.int32), total)
     offset = (rank // stride % geom.window_size).astype(_taps.offset_dtype(geom.window_size))
     return offset, rank.astype(_taps.offset_dtype(total))
 

@@ -263,19 +263,32 @@ def extremum_and_winner(xt, axes: tuple[int, ...], offsets, k: int, mode: str, r
     tests/test_max.py::test_xla_cpu_row_reductions_drop_nan), so a NaN winner sets the result itself.
     """
     y = (jnp.max if mode == "max" else jnp.min)(xt, axis=axes, keepdims=True)
-    equal = xt == y if real is None else (xt == y) & real
-    score = jnp.where(equal, k - 1 - offsets, -1)  # the first equal element scores highest
-    floating = jnp.issubdtype(xt.dtype, jnp.floating)
-    if floating:
-        score = jnp.where(jnp.isnan(xt), k + offsets, score)  # any NaN beats that; the last NaN wins
+    score = winner_score(xt, y, offsets, k, real)
     many = _symbolic.is_symbolic(y.shape) or y.size >= FLOAT_SCORE_OUTPUTS  # a symbolic batch: many
     if 2 * k < 2**24 and many:  # exact in float32
         score = score.astype(jnp.float32)
     top = jnp.max(score, axis=axes).astype(jnp.int32)
     y = jnp.squeeze(y, axes)
-    if floating:
+    if jnp.issubdtype(xt.dtype, jnp.floating):
         y = jnp.where(top >= k, jnp.asarray(jnp.nan, y.dtype), y)
-    return y, jnp.where(top >= k, top - k, k - 1 - top)
+    return y, winner_position(top, k)
+
+
+def winner_score(value, extremum, position, bound: int, inside=None):
+    """PyTorch's winner as the maximum of one score per candidate (``position < bound``, its
+    row-major place): ``bound - 1 - position`` where ``value`` equals the ``extremum`` (the first
+    such scores highest), ``bound + position`` at a NaN (beating those; the last NaN wins), else -1
+    (also outside ``inside``). :func:`winner_position` reads the winner back."""
+    score = jnp.where(value == extremum, bound - 1 - position, -1)
+    if jnp.issubdtype(value.dtype, jnp.floating):
+        score = jnp.where(jnp.isnan(value), bound + position, score)
+    return score if inside is None else jnp.where(inside, score, -1)
+
+
+def winner_position(top, bound: int):
+    """The winner's position from the maximum ``top`` (int32) of :func:`winner_score`; ``bound``
+    where no candidate scored."""
+    return jnp.where(top >= bound, top - bound, bound - 1 - top)
 
 
 def repeat_rows(a, axis: int, repeat: int):
