@@ -172,6 +172,16 @@ class WindowGeometry:
             inside &= (pos >= starts) & (pos < ends)
         return inside
 
+    def tap_in_bin(self, axis: int) -> np.ndarray:
+        """Boolean ``(out, window)``: does the tap lie inside its window's bin along ``axis`` (all
+        true without ``bins``; padding counts as inside)."""
+        pos = self.tap_positions(axis)
+        bins = None if self.bins is None else self.bins[axis]
+        if bins is None:
+            return np.ones(pos.shape, bool)
+        starts, ends = (np.asarray(v)[:, None] for v in bins)
+        return (pos >= starts) & (pos < ends)
+
     def reflected_positions(self, axis: int) -> np.ndarray:
         """``tap_positions`` with the padding reflected into the input (edge not repeated, NumPy's
         ``mode="reflect"``); needs padding below the size along ``axis``."""

@@ -298,6 +298,16 @@ def tap_inside(layout: Layout, geom: WindowGeometry, offsets: dict[int, int]) ->
     return None if mask.all() else mask
 
 
+def tap_in_bins(layout: Layout, geom: WindowGeometry, offsets: dict[int, int]) -> np.ndarray | None:
+    """Static mask of outputs whose tap ``offsets`` lies inside their window's bins (adaptive bins
+    covered by a window, :func:`jaxpool._geometry.binned_geometry`); ``None`` when all do. Unlike
+    :func:`tap_inside`, padding counts as inside: taps hold the fill value there."""
+    mask = np.ones((1,) * layout.ndim, bool)
+    for i, t in offsets.items():
+        mask = mask & layout.along(geom.tap_in_bin(i)[:, t], i)
+    return None if mask.all() else mask
+
+
 def window_taps(geom: WindowGeometry, axes=None) -> Iterable[tuple[int, dict[int, int]]]:
     """Row-major (first axis outermost) enumeration of window elements: ``(flat offset, offsets)``."""
     axes = tuple(range(geom.ndim)) if axes is None else tuple(axes)
@@ -318,6 +328,28 @@ def improves(value, best, mode: str):
     if jnp.issubdtype(value.dtype, jnp.floating):
         better = better | jnp.isnan(value)
     return better
+
+
+def extremum_fold(candidates: Iterable[tuple], mode: str, fill):
+    """The extremum alone of ``(value, mask, ...)`` candidates: ``lax.max`` (``lax.min``) over the
+    values, those outside ``mask`` (``None``: everywhere inside) replaced by ``fill`` (the dtype's
+    lowest, or highest, so a window with any real element takes its extremum; one without,
+    ``fill``). Taps of padding that already hold ``fill`` need no mask (:func:`tap_in_bins`).
+
+    Equal to :func:`select_fold`'s extremum — XLA's ``max``/``min`` propagate NaN — except for the
+    sign of a zero: where a window's maximum is zero and holds both ``-0.0`` and ``+0.0``, ``max``
+    returns ``+0.0`` whichever comes first, PyTorch the first (``min``: ``-0.0``). The winner
+    (:func:`select_fold`, :func:`jaxpool._sliding.winner_score`) still follows PyTorch's first.
+    XLA:CPU runs this fold 2-3x faster than the select fold, which carries a comparison, a NaN test
+    and a select per tap (adaptive 28 -> 11's first pass over (16, 28, 28, 64), 8 masked taps: 0.11
+    against 0.32 ms, the select fold over pre-masked taps 0.21 ms)."""
+    combine = lax.max if mode == "max" else lax.min
+    best = None
+    for value, inside, *_ in candidates:
+        if inside is not None:
+            value = jnp.where(inside, value, jnp.asarray(fill, value.dtype))
+        best = value if best is None else combine(best, value)
+    return best
 
 
 def select_fold(candidates: Iterable[tuple], mode: str, index_dtype):

@@ -80,28 +80,38 @@ def _tiling_route(tx, offset, layout: Layout, geom: WindowGeometry):
     return jnp.sum(jnp.where(winner, tx.reshape(tiled), jnp.zeros((), tx.dtype)), axis=window_axes)
 
 
-def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
+def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, select_values: bool = False):
     """Small windows: fused folds over all taps to (extremum, in-window offset).
 
-    The extremum and the offset are two folds, the second over :func:`jaxpool._fusion.apart` of ``x``:
-    XLA:CPU computes them in separate loops anyway, and from shared taps it would materialise every
-    tap (forward+backward returning y and dx: 3x3/2 on (32, 56, 56, 64) 19.5 -> 7.5 ms). A program
-    that uses only one of them (inference: y; reverse mode's residual: the offset) drops the other."""
+    The extremum (:func:`jaxpool._taps.extremum_fold`, a fold of ``lax.max``) and the offset
+    (:func:`jaxpool._taps.select_fold`) are two folds, the second over
+    :func:`jaxpool._fusion.apart` of ``x``: XLA:CPU computes them in separate loops anyway, and from
+    shared taps it would materialise every tap (forward+backward returning y and dx: 3x3/2 on (32,
+    56, 56, 64) 19.5 -> 7.5 ms). A program that uses only one of them (inference: y; reverse
+    mode's residual: the offset) drops the other. ``lax.max`` against the select fold's extremum,
+    in one process (benchmarks/ab_commit.py): inference 3x3/2 pad 1 on (32, 56, 56, 64) 0.55x,
+    5x5/2 pad 2 0.70x; forward+backward adaptive max 28 -> 11 on (16, 28, 28, 64) 0.76-0.78x, 13 ->
+    5 0.84-0.89x, 3x3x3/2 pad 1 0.69-0.92x. With ``select_values`` (the parts of an ``"edges"``
+    window, concatenated: ``lax.max`` there ran 3x3/2 pad 1 on 57 1.37x slower) the extremum is
+    the select fold's."""
     dtype = _taps.offset_dtype(geom.window_size)
     fill = _fill_value(x.dtype, mode)
 
-    def fold(x):
+    def tap_values(x):
         if _lowering.fold_phases(geom):
             taps = _taps.Taps(x, layout, geom, fill=fill)
-            values = (taps(offs) for _, offs in _taps.window_taps(geom))
-        elif _lowering.slices_unpadded(geom):
-            values = (_taps.unpadded_tap(x, layout, geom, offs, fill) for _, offs in _taps.window_taps(geom))
-        else:
-            xp = _taps.pad_input(x, layout, geom, fill)
-            values = (_taps.tap(xp, layout, geom, offs) for _, offs in _taps.window_taps(geom))
-        return _taps.select_fold(_candidates(values, layout, geom), mode, dtype)
+            return [taps(offs) for _, offs in _taps.window_taps(geom)]
+        if _lowering.slices_unpadded(geom):
+            return [_taps.unpadded_tap(x, layout, geom, offs, fill) for _, offs in _taps.window_taps(geom)]
+        xp = _taps.pad_input(x, layout, geom, fill)
+        return [_taps.tap(xp, layout, geom, offs) for _, offs in _taps.window_taps(geom)]
 
-    return fold(x)[0], fold(apart(x))[1]
+    if select_values:
+        y = _taps.select_fold(_candidates(tap_values(x), layout, geom), mode, dtype)[0]
+    else:  # taps of padding hold ``fill``: only taps outside a window's bins need a mask
+        binned = (_taps.tap_in_bins(layout, geom, offs) for _, offs in _taps.window_taps(geom))
+        y = _taps.extremum_fold(zip(tap_values(x), binned), mode, fill)
+    return y, _taps.select_fold(_candidates(tap_values(apart(x)), layout, geom), mode, dtype)[1]
 
 
 def _candidates(values, layout: Layout, geom: WindowGeometry):
@@ -166,8 +176,8 @@ def _part_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     """One :func:`jaxpool._edges.by_parts` part of an ``"edges"`` window: (extremum, offset). Parts
     tile or fold taps, so their offsets are the whole window's: the parts' offsets concatenated
     are the full geometry's, which :func:`route_offsets` routes in one pass."""
-    if _lowering.choose(geom) == "chained":  # a chain keeps no joint offset: fold all taps
-        return _taps_extremum(x, layout, geom, mode)
+    if _lowering.choose(geom) in ("chained", "taps"):  # a chain keeps no joint offset: fold all taps
+        return _taps_extremum(x, layout, geom, mode, select_values=True)
     return _routed_pool.fun(x, layout, geom, mode)
 
 

@@ -1,6 +1,7 @@
 """max_pool / min_pool against the NumPy reference: values, indices, the max-index gradient,
 dtypes, ties and NaN, the XLA path, transforms, compiled HLO and residual memory."""
 
+import functools
 import math
 
 import chex
@@ -129,6 +130,29 @@ def test_ties_go_to_first_and_nan_wins_last():
     assert int(idx[0, 0, 0]) == 1  # first of the tied fives
     g = jax.grad(lambda v: jaxpool.max_pool(v, (4,)).sum())(jnp.asarray([1.0, np.nan, 3.0, np.nan])[None, :, None])
     np.testing.assert_array_equal(np.asarray(g)[0, :, 0], [0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+@pytest.mark.parametrize(
+    "window, strides, padding", [((2, 2), (2, 2), 0), ((3, 3), (2, 2), 1), ((3, 3), (1, 1), 0), ((8, 1), (2, 1), 0)]
+)
+def test_signed_zeros_tie_to_the_first(mode, window, strides, padding):
+    """-0.0 and +0.0 are tied maxima (minima): the index and the gradient go to the first in
+    row-major window order, as PyTorch's; the value is a zero (its sign follows XLA's max/min,
+    documented in docs/semantics.md)."""
+    rng = np.random.default_rng(0)
+    x = rng.choice(np.asarray([-0.0, 0.0, -1.0 if mode == "max" else 1.0], np.float32), (2, 3, 9, 9))  # (B, C, H, W)
+    pool = functools.partial(jaxpool.max_pool if mode == "max" else jaxpool.min_pool, data_format="channels_first")
+    pads = ((padding, padding),) * 2
+    want, want_idx = getattr(ref, f"{mode}_pool")(x, window, strides, pads, (1, 1), False)
+    np.testing.assert_array_equal(np.asarray(pool(jnp.asarray(x), window, strides, padding)), want)  # -0.0 == +0.0
+    if mode == "max":
+        index = pool(jnp.asarray(x), window, strides, padding, return_indices=True)[1]
+        np.testing.assert_array_equal(np.asarray(index), want_idx)
+    ct = rng.standard_normal(want.shape).astype(np.float32)
+    g = jax.grad(lambda v: jnp.vdot(pool(v, window, strides, padding), ct))(jnp.asarray(x))
+    want_g = getattr(ref, f"{mode}_pool_grad")(x, ct, window, strides, pads, (1, 1), False)  # float64 sums
+    np.testing.assert_allclose(np.asarray(g), want_g, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32])
