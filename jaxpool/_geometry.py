@@ -326,20 +326,46 @@ def binned_geometry(in_shape: Sequence[int], axis: int, out: int) -> WindowGeome
     return dataclasses.replace(window_geometry(in_shape, window, strides), bins=bins)
 
 
-def adaptive_as_pool(in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """``(window, strides)`` when PyTorch's adaptive bins are an ordinary pool on every axis — every bin
-    of one length, starting every ``stride`` (``in % out == 0``, but also e.g. 50 -> 7: windows of 8
-    every 7, or 512 -> 7: 74 every 73) — else ``None``."""
-    window, strides = [], []
+AdaptivePool = tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]
+
+
+def adaptive_as_pool(in_shape: Sequence[int], out_shape: Sequence[int]) -> AdaptivePool | None:
+    """``(window, strides, padding)`` when PyTorch's adaptive bins are an ordinary pool on every axis,
+    else ``None``: bin ``i`` is window ``i`` (``[i s - lo, i s - lo + k)``) cut to the input. Evenly
+    dividing sizes, but also e.g. 50 -> 7 (windows of 8 every 7) or 512 -> 7 (74 every 73); with
+    padding (at most half the window, PyTorch's limit) e.g. 90 -> 13 (8 every 7, padded by 1: the
+    first and last bins are 7 long), 14 -> 5 and 20 -> 7 (4 every 3, padded by 1): a max pool's
+    padding never wins (an average would have to count none)."""
+    window, strides, padding = [], [], []
     for n, o in zip(in_shape, out_shape):
-        starts, ends = adaptive_bins(n, o)
-        lengths = ends - starts
-        stride = int(starts[1] - starts[0]) if o > 1 else int(lengths[0])
-        if (lengths != lengths[0]).any() or (starts != np.arange(o) * stride).any() or stride < 1:
+        found = _bins_as_windows(n, o)
+        if found is None:
             return None
-        window.append(int(lengths[0]))
+        k, stride, lo, hi = found
+        window.append(k)
         strides.append(stride)
-    return tuple(window), tuple(strides)
+        padding.append((lo, hi))
+    return tuple(window), tuple(strides), tuple(padding)
+
+
+def _bins_as_windows(size: int, out: int) -> tuple[int, int, int, int] | None:
+    """``(window, stride, pad_lo, pad_hi)`` of the pool whose windows, cut to the input, are the
+    ``out`` adaptive bins over ``size`` (the least padding), or ``None``."""
+    starts, ends = adaptive_bins(size, out)
+    if out == 1:
+        return size, size, 0, 0
+    if out > size:
+        return None
+    # window i starts at i s - lo: bin 1 gives s = starts[1] + lo, the last bin lo itself
+    lo, uneven = divmod(int(starts[-1]) - int(starts[1]) * (out - 1), max(out - 2, 1))
+    lo = 0 if out == 2 else lo
+    if lo < 0 or uneven and out > 2:
+        return None
+    stride, k = int(starts[1]) + lo, int(ends[0]) + lo
+    hi = stride * (out - 1) - lo + k - size
+    i = np.arange(out)
+    inside = (np.maximum(0, stride * i - lo) == starts).all() and (np.minimum(size, stride * i - lo + k) == ends).all()
+    return (k, stride, lo, hi) if inside and 0 <= hi and 2 * max(lo, hi) <= k else None
 
 
 def adaptive_output_shape(in_shape: Sequence[int], output_size, name: str = "output_size") -> tuple[int, ...]:

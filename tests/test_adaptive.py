@@ -8,6 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import jaxpool
+from jaxpool import _geometry
 from tests import reference as ref
 from tests.layouts import from_layout, random_input, to_layout
 from tests.strategies import layouts
@@ -58,7 +59,8 @@ def test_adaptive_max_pool_without_indices_matches_reference(sizes, layout, kind
 
 
 @pytest.mark.parametrize(
-    "n, o", [(7, 5), (13, 5), (13, 6), (10, 4), (20, 7), (14, 9), (28, 11), (23, 5), (40, 6), (100, 7), (33, 4)]
+    "n, o",
+    [(7, 5), (13, 5), (13, 6), (10, 4), (20, 7), (14, 9), (28, 11), (23, 5), (40, 6), (100, 7), (33, 4), (90, 13), (14, 5)],
 )
 def test_uneven_adaptive_max_keeps_pytorchs_tie_and_nan_rules(n, o):
     """Bins start at different offsets of their covering windows, and the masked taps sit at both
@@ -93,6 +95,32 @@ def test_binned_adaptive_max_matches_reference_on_larger_sizes(sizes, kind, seed
     np.testing.assert_array_equal(y, want.astype(np.float32))
     ct = rng.normal(size=want.shape).astype(np.float32)
     np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], ref.adaptive_max_pool_grad(x, ct, out), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("spatial, out", [((14, 20), (5, 7)), ((90,), (13,)), ((14, 20, 9), (5, 7, 3)), ((20, 13), (7, 5))])
+def test_adaptive_max_bins_as_padded_windows(spatial, out, data_format):
+    """Bins that are a max pool's windows cut to the input (14 -> 5, 20 -> 7: 4 every 3 padded by
+    1; 90 -> 13: 8 every 7 padded by 1), alone and beside uneven bins on another axis: values,
+    PyTorch's indices (never in the padding) and both derivatives against the reference."""
+    assert (_geometry.adaptive_as_pool(spatial, out) is not None) == (spatial != (20, 13))  # which route is tested
+    rng = np.random.default_rng(sum(spatial))
+    put = lambda a: jnp.asarray(to_layout(a, data_format, (2,)))  # noqa: E731
+    back = lambda a: from_layout(np.asarray(a), data_format, (2,))  # noqa: E731
+    pool = lambda v: jaxpool.adaptive_max_pool(v, out, data_format=data_format)  # noqa: E731
+    for kind in ("ties", "special"):
+        x = random_input(rng, (2, 3) + spatial, kind)
+        want, want_idx = ref.adaptive_max_pool(x, out)
+        y, idx = jaxpool.adaptive_max_pool(put(x), out, return_indices=True, data_format=data_format)
+        np.testing.assert_array_equal(back(y), want.astype(np.float32))
+        np.testing.assert_array_equal(back(idx), want_idx)
+        y, vjp = jax.vjp(pool, put(x))
+        ct = rng.normal(size=want.shape).astype(np.float32)
+        want_grad = ref.adaptive_max_pool_grad(x, ct, out)
+        np.testing.assert_allclose(back(vjp(put(ct))[0]), want_grad, rtol=1e-6, atol=1e-6)
+        tangent = np.where(np.isfinite(x), rng.normal(size=x.shape), 0).astype(np.float32)
+        _, jvp_out = jax.jvp(pool, (put(x),), (put(tangent),))
+        np.testing.assert_allclose(np.vdot(back(jvp_out), ct), np.vdot(tangent, want_grad), rtol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.int32])

@@ -146,3 +146,25 @@ def test_flax_pairs_may_exceed_half_the_window_but_not_leave_a_window_empty():
         jaxpool.max_pool(x, (3,), 1, 2)  # the same amount as an int: PyTorch refuses it
     with pytest.raises(ValueError, match="entirely in padding"):
         jax.jit(lambda v: jaxpool.avg_pool(v, (2,), 1, ((3, 0),)))(x)
+
+
+@given(size=st.integers(2, 60), out=st.integers(1, 60))
+def test_adaptive_bins_as_windows_against_a_search(size, out):
+    """:func:`jaxpool._geometry.adaptive_as_pool` finds a pool (window k, stride s, padding lo, hi at
+    most k / 2) whose windows cut to the input are PyTorch's adaptive bins exactly when a search
+    over every stride and left padding finds one, and the same one (the least padding)."""
+    bins = ref.adaptive_bins(size, out)
+    found = []
+    if 1 < out <= size:
+        for lo in range(bins[0][1] + 1):  # 2 lo <= k = first bin's end + lo
+            for stride in range(1, size + 1):
+                k = bins[0][1] + lo
+                hi = stride * (out - 1) - lo + k - size
+                windows = [(max(0, i * stride - lo), min(size, i * stride - lo + k)) for i in range(out)]
+                if 0 <= hi and 2 * max(lo, hi) <= k and windows == bins:
+                    found.append(((k,), (stride,), ((lo, hi),)))
+    pool = _geometry.adaptive_as_pool((size,), (out,))
+    if out == 1:
+        assert pool == ((size,), (size,), ((0, 0),))
+    else:
+        assert pool == (found[0] if found else None)
