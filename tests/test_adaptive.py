@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import jaxpool
-from jaxpool import _geometry
+from jaxpool import _geometry, adaptive
 from tests import reference as ref
 from tests.layouts import from_layout, random_input, to_layout
 from tests.strategies import layouts
@@ -121,6 +121,45 @@ def test_adaptive_max_bins_as_padded_windows(spatial, out, data_format):
         tangent = np.where(np.isfinite(x), rng.normal(size=x.shape), 0).astype(np.float32)
         _, jvp_out = jax.jvp(pool, (put(x),), (put(tangent),))
         np.testing.assert_allclose(np.vdot(back(jvp_out), ct), np.vdot(tangent, want_grad), rtol=1e-4)
+
+
+@given(size=st.integers(2, 80), out=st.integers(1, 80))
+def test_phases_are_the_bins(size, out):
+    """Where :func:`jaxpool.adaptive._phases` splits an axis into interleaved regular pools, they
+    are PyTorch's bins exactly (window ``lengths[p]`` every ``D`` from ``starts[p]``)."""
+    found = adaptive._phases(size, out)
+    if found is None:
+        return
+    period, step, starts, lengths = found
+    for b, (start, end) in enumerate(ref.adaptive_bins(size, out)):
+        p, j = b % period, b // period
+        assert (start, end) == (starts[p] + j * step, starts[p] + j * step + lengths[p])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.int32])
+@pytest.mark.parametrize("spatial, out", [((28, 28), (11, 11)), ((38, 12), (15, 8)), ((9,), (6,)), ((20, 7, 28), (8, 3, 11))])
+def test_phased_adaptive_max_matches_reference(spatial, out, dtype):
+    """Bins of two interleaved regular pools (:func:`jaxpool.adaptive._phases`), beside other
+    axes: values in every dtype, and for float32 PyTorch's ties and NaN in both derivatives."""
+    assert any(adaptive._phases(n, o) for n, o in zip(spatial, out))
+    rng = np.random.default_rng(len(spatial))
+    pool = lambda v: jaxpool.adaptive_max_pool(v, out, data_format="channels_first")  # noqa: E731
+    for kind in ("ties", "special", "normal"):
+        x = random_input(rng, (2, 3) + spatial, kind)
+        if dtype != jnp.float32:
+            x = np.nan_to_num(x, nan=0.0, neginf=-5.0)
+            x = np.asarray(jnp.asarray(x * 8, dtype)).astype(np.float32)
+        want, _ = ref.adaptive_max_pool(x, out)
+        y = pool(jnp.asarray(x, dtype))
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(y).astype(np.float32), want.astype(np.float32))
+        if dtype == jnp.float32:
+            ct = rng.normal(size=want.shape).astype(np.float32)
+            want_grad = ref.adaptive_max_pool_grad(x, ct, out)
+            np.testing.assert_allclose(jax.vjp(pool, jnp.asarray(x))[1](jnp.asarray(ct))[0], want_grad, rtol=1e-6, atol=1e-6)
+            tangent = np.where(np.isfinite(x), rng.normal(size=x.shape), 0).astype(np.float32)
+            _, y_dot = jax.jvp(pool, (jnp.asarray(x),), (jnp.asarray(tangent),))
+            np.testing.assert_allclose(np.vdot(y_dot, ct), np.vdot(tangent, want_grad), rtol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.int32])
