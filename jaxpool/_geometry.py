@@ -165,12 +165,7 @@ class WindowGeometry:
         """Boolean ``(out, window)``: does the tap lie inside the unpadded input (and inside its
         window's bin, with ``bins``) along ``axis``."""
         pos = self.tap_positions(axis)
-        inside = (pos >= 0) & (pos < self.in_shape[axis])
-        bins = None if self.bins is None else self.bins[axis]
-        if bins is not None:
-            starts, ends = (np.asarray(v)[:, None] for v in bins)
-            inside &= (pos >= starts) & (pos < ends)
-        return inside
+        return (pos >= 0) & (pos < self.in_shape[axis]) & self.tap_in_bin(axis)
 
     def tap_in_bin(self, axis: int) -> np.ndarray:
         """Boolean ``(out, window)``: does the tap lie inside its window's bin along ``axis`` (all
@@ -356,11 +351,11 @@ def _bins_as_windows(size: int, out: int) -> tuple[int, int, int, int] | None:
         return size, size, 0, 0
     if out > size:
         return None
-    # window i starts at i s - lo: bin 1 gives s = starts[1] + lo, the last bin lo itself
-    lo, uneven = divmod(int(starts[-1]) - int(starts[1]) * (out - 1), max(out - 2, 1))
-    lo = 0 if out == 2 else lo
-    if lo < 0 or uneven and out > 2:
-        return None
+    lo = 0  # two bins: a window of the first's length at the second's start, unpadded
+    if out > 2:  # window i starts at i s - lo: bin 1 gives s = starts[1] + lo, the last bin lo itself
+        lo, uneven = divmod(int(starts[-1]) - int(starts[1]) * (out - 1), out - 2)
+        if lo < 0 or uneven:
+            return None
     stride, k = int(starts[1]) + lo, int(ends[0]) + lo
     hi = stride * (out - 1) - lo + k - size
     i = np.arange(out)

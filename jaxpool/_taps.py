@@ -290,21 +290,15 @@ def splits_phases(ragged: bool, taps: int, per_phase: int) -> bool:
     return not ragged or taps >= 4 * per_phase
 
 
-def tap_inside(layout: Layout, geom: WindowGeometry, offsets: dict[int, int]) -> np.ndarray | None:
-    """Static mask of outputs whose tap ``offsets`` lies inside the input; ``None`` when all do."""
+def tap_inside(
+    layout: Layout, geom: WindowGeometry, offsets: dict[int, int], *, padding_inside: bool = False
+) -> np.ndarray | None:
+    """Static mask of outputs whose tap ``offsets`` lies inside the input and inside their window's
+    bins (adaptive bins covered by a window, :func:`jaxpool._geometry.binned_geometry`); ``None``
+    when all do. With ``padding_inside`` only the bins count: taps of padding hold the fill value."""
     mask = np.ones((1,) * layout.ndim, bool)
     for i, t in offsets.items():
-        mask = mask & layout.along(geom.tap_inside(i)[:, t], i)
-    return None if mask.all() else mask
-
-
-def tap_in_bins(layout: Layout, geom: WindowGeometry, offsets: dict[int, int]) -> np.ndarray | None:
-    """Static mask of outputs whose tap ``offsets`` lies inside their window's bins (adaptive bins
-    covered by a window, :func:`jaxpool._geometry.binned_geometry`); ``None`` when all do. Unlike
-    :func:`tap_inside`, padding counts as inside: taps hold the fill value there."""
-    mask = np.ones((1,) * layout.ndim, bool)
-    for i, t in offsets.items():
-        mask = mask & layout.along(geom.tap_in_bin(i)[:, t], i)
+        mask = mask & layout.along((geom.tap_in_bin(i) if padding_inside else geom.tap_inside(i))[:, t], i)
     return None if mask.all() else mask
 
 
@@ -334,7 +328,7 @@ def extremum_fold(candidates: Iterable[tuple], mode: str, fill):
     """The extremum alone of ``(value, mask, ...)`` candidates: ``lax.max`` (``lax.min``) over the
     values, those outside ``mask`` (``None``: everywhere inside) replaced by ``fill`` (the dtype's
     lowest, or highest, so a window with any real element takes its extremum; one without,
-    ``fill``). Taps of padding that already hold ``fill`` need no mask (:func:`tap_in_bins`).
+    ``fill``). Taps of padding that already hold ``fill`` need no mask (:func:`tap_inside`'s ``padding_inside``).
 
     Equal to :func:`select_fold`'s extremum — XLA's ``max``/``min`` propagate NaN — except for the
     sign of a zero: where a window's maximum is zero and holds both ``-0.0`` and ``+0.0``, ``max``

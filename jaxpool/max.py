@@ -109,7 +109,7 @@ def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, select_va
     if select_values:
         y = _taps.select_fold(_candidates(tap_values(x), layout, geom), mode, dtype)[0]
     else:  # taps of padding hold ``fill``: only taps outside a window's bins need a mask
-        binned = (_taps.tap_in_bins(layout, geom, offs) for _, offs in _taps.window_taps(geom))
+        binned = (_taps.tap_inside(layout, geom, offs, padding_inside=True) for _, offs in _taps.window_taps(geom))
         y = _taps.extremum_fold(zip(tap_values(x), binned), mode, fill)
     return y, _taps.select_fold(_candidates(tap_values(apart(x)), layout, geom), mode, dtype)[1]
 
