@@ -8,10 +8,16 @@ reported as medians of per-round ratios (robust on a shared, noisy machine). A s
 compile time against window size.
 
     python benchmarks/bench_breadth.py [--quick] [--rounds N] [--only SUBSTRING ...] [--out FILE] [--heap]
+    python benchmarks/bench_breadth.py --gpu [--calls K] --out FILE   # JAX's GPU, PyTorch's CUDA
 
 Defaults: 15 rounds, best of 2 calls per sample; --out benchmarks/RESULTS_breadth.md (or
 RESULTS_breadth_heap.md with --heap: glibc told to keep large blocks on the heap, see bench_core).
 PyTorch runs channels_last (channels_last_3d in 3-D) with 2 threads and OMP_WAIT_POLICY=PASSIVE.
+
+With --gpu, JAX runs on its default GPU and PyTorch on CUDA (when its build has CUDA; otherwise the
+PyTorch column is empty). A sample there is K (--calls, default 10) back-to-back calls and one
+synchronisation, divided by K, so that the time is the device's rather than one dispatch's; each
+case is compiled once (the compile column's executable is the one timed).
 """
 
 from __future__ import annotations
@@ -198,10 +204,65 @@ def _jax_fwd_bwd(fn, x, ct):
 
 
 def compile_seconds(fn, x, ct) -> float:
+    return compiled_fwd_bwd(fn, x, ct)[0]
+
+
+def compiled_fwd_bwd(fn, x, ct):
+    """(trace + lower + compile seconds with cleared caches, the compiled forward+backward)."""
     jax.clear_caches()
     start = time.perf_counter()
-    _jax_fwd_bwd(fn, x, ct).lower(x, ct).compile()
-    return time.perf_counter() - start
+    compiled = _jax_fwd_bwd(fn, x, ct).lower(x, ct).compile()
+    return time.perf_counter() - start, compiled
+
+
+def _calls(thunk, calls: int, sync):
+    """``calls`` back-to-back calls of ``thunk`` and one ``sync`` of the last result (GPU timing)."""
+
+    def run():
+        for _ in range(calls):
+            out = thunk()
+        return sync(out)
+
+    return run
+
+
+def prepare_gpu(case: Case, rng, calls: int, batch_scale: int = 1):
+    """GPU thunks: each runs ``calls`` asynchronous forward+backward calls, then synchronises; the
+    case's batch is multiplied by ``batch_scale`` (the table's shapes are dispatch-bound on a GPU)."""
+    x_np = rng.standard_normal((case.shape[0] * batch_scale, *case.shape[1:]), dtype=np.float32)
+    dtype = jnp.dtype(case.dtype)
+    x = jnp.asarray(x_np, dtype)
+    y = case.jaxpool(x)
+    ct = jnp.asarray(rng.standard_normal(y.shape, dtype=np.float32), dtype)
+    thunks, compile_s = {}, {}
+    for name, fn in (("jaxpool", case.jaxpool), ("flax", case.flax)):
+        if fn is None:
+            continue
+        compile_s[name], f = compiled_fwd_bwd(fn, x, ct)
+        thunks[name] = _calls(lambda f=f: f(x, ct), calls, jax.block_until_ready)
+    if case.torch is not None and torch.cuda.is_available():
+        xt = bench_core.torch_channels_last(x_np, case.dtype).cuda().requires_grad_(True)
+        ct_np = np.asarray(ct.astype(jnp.float32))
+        ctt = bench_core.torch_channels_last(ct_np, case.dtype) if ct_np.ndim == x_np.ndim else torch.from_numpy(ct_np)
+        ctt = ctt.to(getattr(torch, case.dtype)).cuda()
+
+        def torch_fwd_bwd():
+            xt.grad = None
+            out = case.torch(xt)
+            out.backward(ctt.reshape(out.shape))
+            return xt.grad
+
+        thunks["torch"] = _calls(torch_fwd_bwd, calls, lambda out: torch.cuda.synchronize())
+        reference = np.asarray(case.torch(xt).detach().float().cpu().numpy())
+        got = np.asarray(y.astype(jnp.float32))
+        if reference.ndim == got.ndim and reference.ndim > 2 and reference.shape != got.shape:
+            reference = np.moveaxis(reference, 1, -1)
+        tol = 2e-2 if case.dtype != "float32" else 1e-4
+        if reference.ndim > 2 and reference.shape == got.shape and not np.allclose(reference, got, rtol=tol, atol=tol):
+            print(f"WARNING {case.name}: jaxpool and torch differ by {np.max(np.abs(reference - got)):.3g}", file=sys.stderr)
+    for thunk in thunks.values():
+        thunk()
+    return thunks, compile_s
 
 
 def prepare(case: Case, rng):
@@ -262,6 +323,12 @@ def window_table(rng) -> list[list[str]]:
     return rows
 
 
+def gpu_info(calls: int, batch_scale: int) -> str:
+    cuda = f"PyTorch on CUDA {torch.version.cuda}" if torch.cuda.is_available() else "PyTorch without CUDA (no column)"
+    sample = f"a sample is {calls} back-to-back calls, one synchronisation; every batch x{batch_scale}"
+    return f"; GPU {jax.devices()[0].device_kind} ({cuda}); {sample}"
+
+
 NOTES = "## Reading this run"
 
 
@@ -272,7 +339,12 @@ def main():
     ap.add_argument("--only", nargs="*", default=(), help="run the cases whose name contains one of these")
     ap.add_argument("--out")
     ap.add_argument("--heap", action="store_true")
+    ap.add_argument("--gpu", action="store_true", help="JAX's GPU and PyTorch's CUDA (see above)")
+    ap.add_argument("--calls", type=int, default=10, help="with --gpu: calls per sample")
+    ap.add_argument("--batch-scale", type=int, default=1, help="with --gpu: multiply every case's batch")
     args = ap.parse_args()
+    if args.gpu and jax.default_backend() != "gpu":
+        ap.error(f"--gpu: JAX's default backend is {jax.default_backend()!r}, not 'gpu'")
     if args.heap and os.environ.get("GLIBC_TUNABLES") != bench_core.HEAP_TUNABLES:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": bench_core.HEAP_TUNABLES})
     here = os.path.dirname(os.path.abspath(__file__))
@@ -285,18 +357,25 @@ def main():
     rows = []
     for case in cases:
         print(f"{case.name} ...", file=sys.stderr, flush=True)
-        thunks, compile_s = prepare(case, rng)
+        try:
+            thunks, compile_s = prepare_gpu(case, rng, args.calls, args.batch_scale) if args.gpu else prepare(case, rng)
+        except Exception as e:  # noqa: BLE001 -- one failing case (a new JAX on a GPU) must not lose the table
+            rows.append([case.name, f"error: {type(e).__name__}: {str(e)[:80]}", *["–"] * 6])
+            print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+            continue
         times = bench_core.run_rounds({case.name: thunks}, rounds, repeat)[case.name]
+        times = {n: t / (args.calls if args.gpu else 1) for n, t in times.items()}
         med = {n: np.median(t) * 1e3 for n, t in times.items()}
+        ms = "{:.3f}" if args.gpu else "{:.2f}"
         vs = {peer: bench_core.ratio(times["jaxpool"], times.get(peer)) for peer in ("torch", "flax")}
         rows.append(
             [
                 case.name,
                 f"{compile_s['jaxpool']:.2f}",
                 f"{compile_s['flax']:.2f}" if "flax" in compile_s else "–",
-                f"{med['jaxpool']:.2f}",
-                f"{med['flax']:.2f}" if "flax" in med else "–",
-                f"{med['torch']:.2f}" if "torch" in med else "–",
+                ms.format(med["jaxpool"]),
+                ms.format(med["flax"]) if "flax" in med else "–",
+                ms.format(med["torch"]) if "torch" in med else "–",
                 bench_core.fmt_ratio(vs["torch"]),
                 bench_core.fmt_ratio(vs["flax"]),
             ]
@@ -306,7 +385,7 @@ def main():
     text = [
         "# Breadth benchmark: forward+backward under jit",
         "",
-        f"{datetime.date.today()} — {bench_core.machine_info()}",
+        f"{datetime.date.today()} — {bench_core.machine_info()}" + (gpu_info(args.calls, args.batch_scale) if args.gpu else ""),
         f"Load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f}; {rounds} interleaved rounds, best of {repeat}.",
         "Times are medians; ratios are medians of per-round ratios [quartiles]. Compile = trace + lower + compile",
         "of jit(vjp) with cleared caches. `–`: the library has no such op.",
