@@ -226,9 +226,10 @@ def _calls(thunk, calls: int, sync):
     return run
 
 
-def prepare_gpu(case: Case, rng, calls: int, batch_scale: int = 1):
-    """GPU thunks: each runs ``calls`` asynchronous forward+backward calls, then synchronises; the
-    case's batch is multiplied by ``batch_scale`` (the table's shapes are dispatch-bound on a GPU)."""
+def prepare(case: Case, rng, gpu: bool = False, calls: int = 1, batch_scale: int = 1):
+    """Forward+backward thunks of jaxpool, flax and PyTorch for ``case``, and jaxpool's and flax's
+    compile seconds. On a GPU each thunk runs ``calls`` asynchronous calls, then synchronises, and
+    the case's batch is multiplied by ``batch_scale`` (the table's shapes are launch-bound there)."""
     x_np = rng.standard_normal((case.shape[0] * batch_scale, *case.shape[1:]), dtype=np.float32)
     dtype = jnp.dtype(case.dtype)
     x = jnp.asarray(x_np, dtype)
@@ -238,55 +239,21 @@ def prepare_gpu(case: Case, rng, calls: int, batch_scale: int = 1):
     for name, fn in (("jaxpool", case.jaxpool), ("flax", case.flax)):
         if fn is None:
             continue
-        compile_s[name], f = compiled_fwd_bwd(fn, x, ct)
-        thunks[name] = _calls(lambda f=f: f(x, ct), calls, jax.block_until_ready)
-    if case.torch is not None and torch.cuda.is_available():
-        xt = bench_core.torch_channels_last(x_np, case.dtype).cuda().requires_grad_(True)
-        ct_np = np.asarray(ct.astype(jnp.float32))
-        ctt = bench_core.torch_channels_last(ct_np, case.dtype) if ct_np.ndim == x_np.ndim else torch.from_numpy(ct_np)
-        ctt = ctt.to(getattr(torch, case.dtype)).cuda()
-
-        def torch_fwd_bwd():
-            xt.grad = None
-            out = case.torch(xt)
-            out.backward(ctt.reshape(out.shape))
-            return xt.grad
-
-        thunks["torch"] = _calls(torch_fwd_bwd, calls, lambda out: torch.cuda.synchronize())
-        reference = np.asarray(case.torch(xt).detach().float().cpu().numpy())
-        got = np.asarray(y.astype(jnp.float32))
-        if reference.ndim == got.ndim and reference.ndim > 2 and reference.shape != got.shape:
-            reference = np.moveaxis(reference, 1, -1)
-        tol = 2e-2 if case.dtype != "float32" else 1e-4
-        if reference.ndim > 2 and reference.shape == got.shape and not np.allclose(reference, got, rtol=tol, atol=tol):
-            print(f"WARNING {case.name}: jaxpool and torch differ by {np.max(np.abs(reference - got)):.3g}", file=sys.stderr)
-    for thunk in thunks.values():
-        thunk()
-    return thunks, compile_s
-
-
-def prepare(case: Case, rng):
-    x_np = rng.standard_normal(case.shape, dtype=np.float32)
-    dtype = jnp.dtype(case.dtype)
-    x = jnp.asarray(x_np, dtype)
-    y = case.jaxpool(x)
-    ct = jnp.asarray(rng.standard_normal(y.shape, dtype=np.float32), dtype)
-    thunks, compile_s = {}, {}
-    for name, fn in (("jaxpool", case.jaxpool), ("flax", case.flax)):
-        if fn is None:
-            continue
-        compile_s[name] = compile_seconds(fn, x, ct)
-        f = _jax_fwd_bwd(fn, x, ct)
-        f(x, ct)
-        thunks[name] = lambda f=f: jax.block_until_ready(f(x, ct))
-    if case.torch is not None:
-        xt = bench_core.torch_channels_last(x_np, case.dtype).requires_grad_(True)
-        ct_np = np.asarray(ct.astype(jnp.float32))
-        same_rank = ct_np.ndim == x_np.ndim
-        if same_rank:
-            ctt = bench_core.torch_channels_last(ct_np, case.dtype)
+        if gpu:  # the compiled executable itself: a second compile costs seconds per case there
+            compile_s[name], f = compiled_fwd_bwd(fn, x, ct)
+            thunks[name] = _calls(lambda f=f: f(x, ct), calls, jax.block_until_ready)
         else:
-            ctt = torch.from_numpy(ct_np).to(getattr(torch, case.dtype))
+            compile_s[name] = compile_seconds(fn, x, ct)
+            f = _jax_fwd_bwd(fn, x, ct)
+            thunks[name] = lambda f=f: jax.block_until_ready(f(x, ct))
+    if case.torch is not None and (torch.cuda.is_available() or not gpu):
+        on_device = (lambda t: t.cuda()) if gpu else (lambda t: t)
+        xt = on_device(bench_core.torch_channels_last(x_np, case.dtype)).requires_grad_(True)
+        ct_np = np.asarray(ct.astype(jnp.float32))
+        if ct_np.ndim == x_np.ndim:
+            ctt = on_device(bench_core.torch_channels_last(ct_np, case.dtype))
+        else:
+            ctt = on_device(torch.from_numpy(ct_np).to(getattr(torch, case.dtype)))
 
         def torch_fwd_bwd():
             xt.grad = None
@@ -294,16 +261,20 @@ def prepare(case: Case, rng):
             out.backward(ctt.reshape(out.shape) if ctt.shape != out.shape else ctt)
             return xt.grad
 
-        torch_fwd_bwd()
-        thunks["torch"] = torch_fwd_bwd
-        reference = np.asarray(case.torch(xt).detach().float().numpy())
-        got = np.asarray(y.astype(jnp.float32))
-        if reference.ndim == got.ndim and reference.ndim > 2 and reference.shape != got.shape:
-            reference = np.moveaxis(reference, 1, -1)
-        tol = 2e-2 if case.dtype != "float32" else 1e-4
-        if reference.ndim > 2 and reference.shape == got.shape and not np.allclose(reference, got, rtol=tol, atol=tol):
-            print(f"WARNING {case.name}: jaxpool and torch differ by {np.max(np.abs(reference - got)):.3g}", file=sys.stderr)
+        thunks["torch"] = _calls(torch_fwd_bwd, calls, lambda out: torch.cuda.synchronize()) if gpu else torch_fwd_bwd
+        _warn_if_torch_differs(case, y, case.torch(xt).detach().float().cpu().numpy())
+    for thunk in thunks.values():
+        thunk()
     return thunks, compile_s
+
+
+def _warn_if_torch_differs(case: Case, y, reference: np.ndarray) -> None:
+    got = np.asarray(y.astype(jnp.float32))
+    if reference.ndim == got.ndim and reference.ndim > 2 and reference.shape != got.shape:
+        reference = np.moveaxis(reference, 1, -1)
+    tol = 2e-2 if case.dtype != "float32" else 1e-4
+    if reference.ndim > 2 and reference.shape == got.shape and not np.allclose(reference, got, rtol=tol, atol=tol):
+        print(f"WARNING {case.name}: jaxpool and torch differ by {np.max(np.abs(reference - got)):.3g}", file=sys.stderr)
 
 
 def window_table(rng) -> list[list[str]]:
@@ -358,7 +329,7 @@ def main():
     for case in cases:
         print(f"{case.name} ...", file=sys.stderr, flush=True)
         try:
-            thunks, compile_s = prepare_gpu(case, rng, args.calls, args.batch_scale) if args.gpu else prepare(case, rng)
+            thunks, compile_s = prepare(case, rng, args.gpu, args.calls, args.batch_scale)
         except Exception as e:  # noqa: BLE001 -- one failing case (a new JAX on a GPU) must not lose the table
             rows.append([case.name, f"error: {type(e).__name__}: {str(e)[:80]}", *["–"] * 6])
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
