@@ -228,13 +228,17 @@ def _calls(thunk, calls: int, sync):
 
 def prepare(case: Case, rng, gpu: bool = False, calls: int = 1, batch_scale: int = 1):
     """Forward+backward thunks of jaxpool, flax and PyTorch for ``case``, and jaxpool's and flax's
-    compile seconds. On a GPU each thunk runs ``calls`` asynchronous calls, then synchronises, and
-    the case's batch is multiplied by ``batch_scale`` (the table's shapes are launch-bound there)."""
-    x_np = rng.standard_normal((case.shape[0] * batch_scale, *case.shape[1:]), dtype=np.float32)
-    dtype = jnp.dtype(case.dtype)
-    x = jnp.asarray(x_np, dtype)
-    y = case.jaxpool(x)
-    ct = jnp.asarray(rng.standard_normal(y.shape, dtype=np.float32), dtype)
+    compile seconds. On a GPU each thunk runs ``calls`` asynchronous calls, then synchronises, the
+    case's batch is multiplied by ``batch_scale`` (the table's shapes are launch-bound there), and
+    the inputs are drawn on the device and shared with PyTorch by DLPack (no host copies)."""
+    shape, dtype = (case.shape[0] * batch_scale, *case.shape[1:]), jnp.dtype(case.dtype)
+    if gpu:
+        keys = jax.random.split(jax.random.key(int(rng.integers(2**31))))
+        x = jax.random.normal(keys[0], shape, jnp.float32).astype(dtype)
+        ct = jax.random.normal(keys[1], jax.eval_shape(case.jaxpool, x).shape, jnp.float32).astype(dtype)
+    else:
+        x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32), dtype)
+        ct = jnp.asarray(rng.standard_normal(jax.eval_shape(case.jaxpool, x).shape, dtype=np.float32), dtype)
     thunks, compile_s = {}, {}
     for name, fn in (("jaxpool", case.jaxpool), ("flax", case.flax)):
         if fn is None:
@@ -247,13 +251,8 @@ def prepare(case: Case, rng, gpu: bool = False, calls: int = 1, batch_scale: int
             f = _jax_fwd_bwd(fn, x, ct)
             thunks[name] = lambda f=f: jax.block_until_ready(f(x, ct))
     if case.torch is not None and (torch.cuda.is_available() or not gpu):
-        on_device = (lambda t: t.cuda()) if gpu else (lambda t: t)
-        xt = on_device(bench_core.torch_channels_last(x_np, case.dtype)).requires_grad_(True)
-        ct_np = np.asarray(ct.astype(jnp.float32))
-        if ct_np.ndim == x_np.ndim:
-            ctt = on_device(bench_core.torch_channels_last(ct_np, case.dtype))
-        else:
-            ctt = on_device(torch.from_numpy(ct_np).to(getattr(torch, case.dtype)))
+        xt = _torch_input(x, gpu, case.dtype).requires_grad_(True)
+        ctt = _torch_input(ct, gpu, case.dtype) if ct.ndim == x.ndim else _torch_input(ct, gpu, case.dtype, layout=False)
 
         def torch_fwd_bwd():
             xt.grad = None
@@ -262,10 +261,28 @@ def prepare(case: Case, rng, gpu: bool = False, calls: int = 1, batch_scale: int
             return xt.grad
 
         thunks["torch"] = _calls(torch_fwd_bwd, calls, lambda out: torch.cuda.synchronize()) if gpu else torch_fwd_bwd
-        _warn_if_torch_differs(case, y, case.torch(xt).detach().float().cpu().numpy())
+        _warn_if_torch_differs(case, case.jaxpool(x), case.torch(xt).detach().float().cpu().numpy())
     for thunk in thunks.values():
         thunk()
     return thunks, compile_s
+
+
+def _torch_input(a, gpu: bool, dtype: str, layout: bool = True):
+    """PyTorch's copy of channels-last ``a`` as (N, C, *spatial) in the channels_last memory format
+    (``layout``; else as it is): from host memory on the CPU, by DLPack on a GPU (a channels-last
+    array moved to channels-first is already channels_last-strided; 1-D is made contiguous, as
+    :func:`bench_core.torch_channels_last` does)."""
+    if not gpu:
+        return (
+            bench_core.torch_channels_last(np.asarray(a.astype(jnp.float32)), dtype)
+            if layout
+            else torch.from_numpy(np.asarray(a.astype(jnp.float32))).to(getattr(torch, dtype))
+        )
+    t = torch.from_dlpack(a)
+    if not layout:
+        return t.clone()
+    t = t.movedim(-1, 1)
+    return t.contiguous() if t.ndim == 3 else t.clone()
 
 
 def _warn_if_torch_differs(case: Case, y, reference: np.ndarray) -> None:
@@ -313,6 +330,7 @@ def main():
     ap.add_argument("--gpu", action="store_true", help="JAX's GPU and PyTorch's CUDA (see above)")
     ap.add_argument("--calls", type=int, default=10, help="with --gpu: calls per sample")
     ap.add_argument("--batch-scale", type=int, default=1, help="with --gpu: multiply every case's batch")
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first N cases (resume a cut-off run)")
     args = ap.parse_args()
     if args.gpu and jax.default_backend() != "gpu":
         ap.error(f"--gpu: JAX's default backend is {jax.default_backend()!r}, not 'gpu'")
@@ -323,7 +341,7 @@ def main():
     rounds = args.rounds or (5 if args.quick else 15)
     repeat = 1 if args.quick else 2
     rng = np.random.default_rng(0)
-    cases = [c for c in CASES if not args.only or any(s in c.name for s in args.only)]
+    cases = [c for c in CASES[args.skip :] if not args.only or any(s in c.name for s in args.only)]
     load = os.getloadavg()[0]
     rows = []
     for case in cases:
@@ -363,7 +381,7 @@ def main():
         "",
         *bench_core.md_table(header, rows),
     ]
-    if not args.only:
+    if not args.only and not args.skip:
         text += [
             "",
             "## Compile time (s) against window size: k x k, stride 1, (2, 128, 128, 8), forward+backward",

@@ -2,7 +2,8 @@
 # One call on a lent GPU machine (its own JAX, flax and CUDA PyTorch; nothing installed): versions,
 # a smoke check against NumPy, the breadth table on the GPU, then the op suites on the GPU.
 # Writes under $OUT (default /tmp/jaxpool_gpu): env.txt, smoke.txt, bench.log,
-# RESULTS_breadth_gpu.md, tests.log. Time caps keep the whole call under 8 minutes.
+# RESULTS_breadth_gpu.md, tests.log. Time caps (BENCH_S, TESTS_S seconds) keep the whole call under
+# 8 minutes; BENCH_ARGS passes more options to bench_breadth.py (e.g. "--skip 23" to resume).
 #
 #     bash benchmarks/gpu_check.sh [ROUNDS] [BATCH_SCALE] [TESTS...]
 set -u
@@ -30,7 +31,7 @@ g = jax.grad(lambda v: jaxpool.max_pool(v, (3, 3), 2, 1).sum())(x)
 print("gradient sums to the output count:", float(g.sum()), "==", y.size)
 EOF
 
-timeout -s INT "${BENCH_S:-270}" $PY benchmarks/bench_breadth.py --gpu --rounds "$ROUNDS" --calls 10 --batch-scale "$SCALE" --out "$OUT/RESULTS_breadth_gpu.md" 2>&1 | tee "$OUT/bench.log" | grep -v ' \.\.\.$' | grep -v '^|' | tail -5
+timeout -s INT "${BENCH_S:-270}" $PY benchmarks/bench_breadth.py --gpu --rounds "$ROUNDS" --calls 10 --batch-scale "$SCALE" ${BENCH_ARGS:-} --out "$OUT/RESULTS_breadth_gpu.md" 2>&1 | tee "$OUT/bench.log" | grep -v ' \.\.\.$' | grep -v '^|' | tail -5
 
 # -v streams every result line, so a timeout still leaves the failures' names in the log
 CI=true timeout "${TESTS_S:-150}" $PY -m pytest -v -n 12 -p no:cacheprovider -p no:benchmark --tb=short $TESTS > "$OUT/tests.log" 2>&1
