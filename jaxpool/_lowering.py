@@ -55,8 +55,9 @@ taps (:func:`routes_blocks`), not every tap. Sums over bins at least 3 apart cov
     output or two over a slab one window wide, each lowered by its own geometry and concatenated
     (:mod:`jaxpool._edges`) — the value only: the derivative is one map over the whole geometry
     (for max, routed by the parts' concatenated offsets), which writes the input's gradient in
-    one loop. Padding a ragged axis to a stride multiple in the forward pass makes XLA:CPU copy
-    the input and its taps: 3x3/2 pad 1 on (32, 57, 57, 64) forward+backward 40 ms (3.6x
+    one loop. The parts' values are a fold of ``lax.max`` unless the window is padded
+    (:func:`parts_select_values`). Padding a ragged axis to a stride multiple in the forward pass
+    makes XLA:CPU copy the input and its taps: 3x3/2 pad 1 on (32, 57, 57, 64) forward+backward 40 ms (3.6x
     PyTorch); the parts with their own derivatives 11-15 ms; with the whole-geometry derivative
     7.8-8.6 ms (max 55 and 57 pad 1, about 1.0x PyTorch).
 ``"chained"`` (max/min)
@@ -236,6 +237,16 @@ def splits_edges(geom: WindowGeometry, reduction: str = "extremum", *, indices: 
     # a ragged size keeps sums to JOINT_SUM_TAPS: 5x5/2 pad 2 on 57 as edges measured 3.4x slower
     small = reduction == "extremum" or body.window_size <= JOINT_SUM_TAPS
     return small and fold_phases(body) and choose(body, reduction, indices=indices) == "taps"
+
+
+def parts_select_values(geom: WindowGeometry) -> bool:
+    """Whether the parts of an ``"edges"`` max/min take their extremum from PyTorch's select fold
+    (:func:`jaxpool._taps.select_fold`) rather than a fold of ``lax.max``/``lax.min``: when the
+    window is padded. Forward+backward in one process (benchmarks/ab_commit.py), ``lax.max`` /
+    select fold: unpadded 3x3/2 on (32, 55, 55, 64) 0.76-0.91 (forward alone 0.62), (32, 35, 35,
+    192) 0.93 (forward 0.86), (64, 13, 13, 256) 0.93, (32, 17, 17, 768) 0.93, (4, 15, 31, 31, 32)
+    0.94, (32, 4095, 64) 0.98; padded 3x3/2 pad 1 on (32, 57, 57, 64) 1.17-1.37 (not understood)."""
+    return any(geom.pad_lo) or any(geom.pad_hi) or any(geom.overhang)
 
 
 def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> str:

@@ -91,9 +91,9 @@ def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, select_va
     mode's residual: the offset) drops the other. ``lax.max`` against the select fold's extremum,
     in one process (benchmarks/ab_commit.py): inference 3x3/2 pad 1 on (32, 56, 56, 64) 0.55x,
     5x5/2 pad 2 0.70x; forward+backward adaptive max 28 -> 11 on (16, 28, 28, 64) 0.76-0.78x, 13 ->
-    5 0.84-0.89x, 3x3x3/2 pad 1 0.69-0.92x. With ``select_values`` (the parts of an ``"edges"``
-    window, concatenated: ``lax.max`` there ran 3x3/2 pad 1 on 57 1.37x slower) the extremum is
-    the select fold's."""
+    5 0.84-0.89x, 3x3x3/2 pad 1 0.69-0.92x. With ``select_values`` (the parts of a padded
+    ``"edges"`` window, :func:`jaxpool._lowering.parts_select_values`) the extremum is the select
+    fold's."""
     dtype = _taps.offset_dtype(geom.window_size)
     fill = _fill_value(x.dtype, mode)
 
@@ -167,17 +167,18 @@ def _routed_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
     if kind == "blocks":
         return _blocks.extremum(x, layout, geom, mode, _fill_value(x.dtype, mode))
     if kind == "edges":
-        return _edges.by_parts(functools.partial(_part_extremum, mode=mode), x, layout, geom)
+        select_values = _lowering.parts_select_values(geom)
+        return _edges.by_parts(functools.partial(_part_extremum, mode=mode, select_values=select_values), x, layout, geom)
     fold = _tiling_extremum if kind == "tiling" else _taps_extremum
     return fold(x, layout, geom, mode)
 
 
-def _part_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
+def _part_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, select_values: bool):
     """One :func:`jaxpool._edges.by_parts` part of an ``"edges"`` window: (extremum, offset). Parts
     tile or fold taps, so their offsets are the whole window's: the parts' offsets concatenated
     are the full geometry's, which :func:`route_offsets` routes in one pass."""
     if _lowering.choose(geom) in ("chained", "taps"):  # a chain keeps no joint offset: fold all taps
-        return _taps_extremum(x, layout, geom, mode, select_values=True)
+        return _taps_extremum(x, layout, geom, mode, select_values=select_values)
     return _routed_pool.fun(x, layout, geom, mode)
 
 
