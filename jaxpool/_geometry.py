@@ -143,6 +143,11 @@ class WindowGeometry:
         )
 
     @property
+    def padded(self) -> bool:
+        """Whether any window reads padding or the ``ceil_mode`` overhang."""
+        return any(self.pad_lo) or any(self.pad_hi) or any(self.overhang)
+
+    @property
     def padded_shape(self) -> tuple[int, ...]:
         """Spatial shape of the input padded low, high and by the overhang."""
         return tuple(n + lo + hi + v for n, lo, hi, v in zip(self.in_shape, self.pad_lo, self.pad_hi, self.overhang))

@@ -126,13 +126,7 @@ FUSED_PASS_TAPS = 9
 
 def is_clean_tiling(geom: WindowGeometry) -> bool:
     """Windows tile the unpadded input exactly: stride == window, no dilation, no padding/overhang."""
-    return (
-        geom.is_tiling
-        and not any(geom.pad_lo)
-        and not any(geom.pad_hi)
-        and not any(geom.overhang)
-        and all(o * k == n for o, k, n in zip(geom.out_shape, geom.window, geom.in_shape))
-    )
+    return geom.is_tiling and not geom.padded and all(o * k == n for o, k, n in zip(geom.out_shape, geom.window, geom.in_shape))
 
 
 def fold_phases(geom: WindowGeometry) -> bool:
@@ -246,7 +240,7 @@ def parts_select_values(geom: WindowGeometry) -> bool:
     select fold: unpadded 3x3/2 on (32, 55, 55, 64) 0.76-0.91 (forward alone 0.62), (32, 35, 35,
     192) 0.93 (forward 0.86), (64, 13, 13, 256) 0.93, (32, 17, 17, 768) 0.93, (4, 15, 31, 31, 32)
     0.94, (32, 4095, 64) 0.98; padded 3x3/2 pad 1 on (32, 57, 57, 64) 1.17-1.37 (not understood)."""
-    return any(geom.pad_lo) or any(geom.pad_hi) or any(geom.overhang)
+    return geom.padded
 
 
 def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> str:

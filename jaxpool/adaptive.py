@@ -541,12 +541,13 @@ def _phases(size: int, out: int) -> tuple[int, int, np.ndarray, np.ndarray] | No
     return None
 
 
-def _phased_max(y, layout: Layout, i: int, size: int, out: int):
-    """Maxima over the bins of a :func:`_phases` axis: one routed strided max pass per phase over a
-    slice of ``y`` (:func:`jaxpool.max.chain_passes`: no masked taps, the max-index derivative),
-    the shorter phase padded by one output, stacked after the axis and reshaped into it."""
+def _phased_max(y, layout: Layout, i: int, out: int, phases: tuple[int, int, np.ndarray, np.ndarray]):
+    """Maxima over the ``out`` bins of axis ``i``, given its :func:`_phases`: one routed strided max
+    pass per phase over a slice of ``y`` (:func:`jaxpool.max.chain_passes`: no masked taps, the
+    max-index derivative), the shorter phase padded by one output, stacked after the axis and
+    reshaped into it."""
     axis = layout.spatial_axes[i]
-    period, step, starts, lengths = cast(tuple, _phases(size, out))
+    period, step, starts, lengths = phases
     count = -(-out // period)
     pooled = []
     for p in range(period):
@@ -595,9 +596,10 @@ def _max_by_axis(x, layout: Layout, in_shape, out_shape):
         return chain_passes(y, layout, [(i, pool_pass(i)) for i in order], "max").astype(x.dtype)
     for i in reversed(reduced):
         n, o = in_shape[i], out_shape[i]
-        if _phases(n, o):
+        phases = _phases(n, o)
+        if phases:
             y, pending = chain_passes(y, layout, pending, "max"), []
-            y = _phased_max(y, layout, i, n, o)
+            y = _phased_max(y, layout, i, o, phases)
             if i != reduced[0]:
                 y = materialize(y)
             continue
