@@ -3,21 +3,26 @@ any window, and a one-byte winner offset (:mod:`jaxpool._lowering`, ``"blocks"``
 
 With stride ``s`` and window ``k = m s + h`` (``h < s``), cut the (padded) axis into blocks of ``s``:
 window ``o`` is blocks ``o .. o + m - 1`` followed by the first ``h`` elements of block ``o + m``.
-Each block is reduced once (a reshape and plain reductions: its extremum, and a winner score that
-encodes PyTorch's first maximum and last NaN: :func:`jaxpool._sliding.extremum_and_winner`); the window
-then folds ``m`` block results and ``h`` strided head taps in input order. Adaptive 512 -> 7 (windows
-of 74 every 73): one block and one head tap per window, where a tap fold would need 74 and the
-doubling scheme 7 passes. The derivative routes each output to its winner with one select per
-block and head tap (:func:`route`), no scatter; the transpose is a reshape and pads.
+Each block is reduced once — its extremum, and a winner score that encodes PyTorch's first maximum
+and last NaN (:func:`jaxpool._sliding.winner_score`): for strides of at most
+:data:`jaxpool._lowering.CORE_TAPS` folds over strided slices of the unpadded input
+(:func:`_folded_blocks`), beyond a reshape of the padded input and plain reductions
+(:func:`jaxpool._sliding.extremum_and_winner`) —; the window then folds ``m`` block results and
+``h`` strided head taps in input order. Adaptive 512 -> 7 (windows of 74 every 73): one block and
+one head tap per window, where a tap fold would need 74 and the doubling scheme 7 passes. The
+derivative routes each output to its winner with one select per block and head tap
+(:func:`route`), no scatter; the transpose is a reshape and pads.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _sliding, _taps
+from jaxpool import _lowering, _sliding, _taps
 from jaxpool._geometry import WindowGeometry
 from jaxpool._layout import Layout
 
@@ -56,27 +61,66 @@ def _iota(layout: Layout, i: int, s: int):
     return lax.broadcasted_iota(jnp.int32, tuple(_along_cut(layout, i, np.zeros((1, s))).shape), layout.spatial_axes[i] + 1)
 
 
+def _folded_blocks(x, layout: Layout, geom: WindowGeometry, i: int, blocks: int, mode: str, fill, rank, scale, stride, bound):
+    """Each block's extremum and winner as folds over its ``s`` elements: element ``t`` of every
+    block is a strided slice of the unpadded ``x``, padded where a block leaves the input
+    (:func:`jaxpool._taps.unpadded_tap`), so XLA fuses the slices into the fold's loop — the
+    reshape of :func:`_cut` needs a padded copy of the input and a copy of its blocks first (XLA:CPU
+    reduces only materialised operands), and its score one more input-sized array. The extremum is
+    a ``lax.max`` (``lax.min``) fold, the winner the maximum of one
+    :func:`jaxpool._sliding.winner_score` per element (its position: the offset ``t`` or its rank)."""
+    s, lo = geom.strides[i], {i: geom.pad_lo[i]}
+    block_geom = geom.with_axis(i, window=s, out_shape=blocks)
+    real = _real(geom, i, blocks)
+    values = [_taps.unpadded_tap(x, layout, block_geom, {i: t}, fill, lo) for t in range(s)]
+    best = functools.reduce(lax.max if mode == "max" else lax.min, values)  # padding holds the fill
+    exact = 2 * bound < 2**24  # float32 scores: XLA:CPU vectorises their select and maximum
+    scores = []
+    for t, v in enumerate(values):
+        if rank is None:
+            position = np.float32(t) if exact else np.int32(t)
+        else:
+            ranked = _taps.unpadded_tap(rank, layout, block_geom, {i: t}, 0, lo).astype(jnp.int32) * scale + t * stride
+            position = ranked.astype(jnp.float32) if exact else ranked
+        inside = None if real[:, t].all() else layout.along(real[:, t], i)
+        scores.append(_sliding.winner_score(v, best, position, bound, inside))
+    return best, _sliding.winner_position(functools.reduce(jnp.maximum, scores).astype(jnp.int32), bound)
+
+
 def candidates(
     x, layout: Layout, geom: WindowGeometry, mode: str, fill, rank=None, scale: int = 1, stride: int = 1, total: int = 0
 ):
     """``(value, inside mask, position)`` of every window's candidates in input order: each whole
-    block's winner (:func:`jaxpool._sliding.extremum_and_winner`), then each head tap. The position
-    is the in-window offset — or, given each element's ``rank`` (its row-major position among axes
-    pooled before: ``rank * scale``, below ``total``), the rank plus the offset times ``stride``
-    (:func:`jaxpool._rowmajor.winner`)."""
+    block's winner (:func:`jaxpool._sliding.extremum_and_winner` over a reshape, or for blocks of
+    at most :data:`jaxpool._lowering.CORE_TAPS` elements :func:`_folded_blocks`), then each head
+    tap. The position is the in-window offset — or, given each element's ``rank`` (its row-major
+    position among axes pooled before: ``rank * scale``, below ``total``), the rank plus the offset
+    times ``stride`` (:func:`jaxpool._rowmajor.winner`)."""
     i = strided_axis(geom)
     axis, s, k, out = layout.spatial_axes[i], geom.strides[i], geom.window[i], geom.out_shape[i]
     m = k // s
-    xp = _taps.pad_input(x, layout, geom, fill, axes=(i,))
-    cut, blocks = _cut(xp, layout, geom, i)
+    blocks = out + m - 1
     real = _real(geom, i, blocks)
-    mask = None if real.all() else _along_cut(layout, i, real)
-    inner = _iota(layout, i, s)
     unit, bound = (1, k) if rank is None else (stride, total)  # of an in-window offset in a position
-    if rank is not None:
-        rp = _taps.pad_input(rank, layout, geom, 0, axes=(i,))
-        inner = _cut(rp, layout, geom, i)[0].astype(jnp.int32) * scale + inner * stride
-    best, winner = _sliding.extremum_and_winner(cut, (axis + 1,), inner, bound, mode, mask)
+    folds = _lowering.folds_blocks(geom)
+    if folds:
+        best, winner = _folded_blocks(x, layout, geom, i, blocks, mode, fill, rank, scale, stride, bound)
+    else:
+        xp = _taps.pad_input(x, layout, geom, fill, axes=(i,))
+        cut, _ = _cut(xp, layout, geom, i)
+        mask = None if real.all() else _along_cut(layout, i, real)
+        inner = _iota(layout, i, s)
+        if rank is not None:
+            rp = _taps.pad_input(rank, layout, geom, 0, axes=(i,))
+            inner = _cut(rp, layout, geom, i)[0].astype(jnp.int32) * scale + inner * stride
+        best, winner = _sliding.extremum_and_winner(cut, (axis + 1,), inner, bound, mode, mask)
+
+    def head(t: int, source, source_fill):  # head tap t of every window (of x or of its rank)
+        if folds:
+            return _taps.unpadded_tap(source, layout, geom, {i: t}, source_fill, {i: geom.pad_lo[i]})
+        padded = _taps.pad_input(source, layout, geom, source_fill, axes=(i,))  # the cut's pad, shared
+        return _sliding.strided((padded,), axis, out, s, t)[0]
+
     has_real = np.asarray(real.any(axis=1))
     found = []
     for b in range(m):
@@ -85,8 +129,8 @@ def candidates(
         position = lax.slice_in_dim(winner, b, b + out, axis=axis) + b * s * unit
         found.append((value, None if inside.all() else layout.along(inside, i), position))
     for t in range(m * s, k):
-        (value,) = _sliding.strided((xp,), axis, out, s, t)
-        position = t if rank is None else _sliding.strided((rp,), axis, out, s, t)[0].astype(jnp.int32) * scale + t * stride
+        value = head(t, x, fill)
+        position = t if rank is None else head(t, rank, 0).astype(jnp.int32) * scale + t * stride
         found.append((value, _taps.tap_inside(layout, geom, {i: t}), position))
     return found
 

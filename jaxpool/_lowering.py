@@ -47,7 +47,12 @@ taps (:func:`routes_blocks`), not every tap. Sums over bins at least 3 apart cov
     strided windows ``k = m s + h`` longer than :data:`AXIS_TAPS` (:func:`fits_blocks`): the axis cut into blocks
     of the stride, each reduced once, and every window folds ``m`` block results and ``h`` head
     taps (:mod:`jaxpool._blocks`). Linear work, O(m + h) HLO ops, and a 1-byte offset: adaptive
-    512 -> 7 (74 every 73) forward+backward 4.4x -> 1.1x PyTorch.
+    512 -> 7 (74 every 73) forward+backward 4.4x -> 1.1x PyTorch. Blocks of at most
+    :data:`CORE_TAPS` elements are folds over strided slices of the unpadded input
+    (:func:`folds_blocks`): a padded window's reshape needed a padded copy of the input, a copy of
+    its blocks and an input-sized winner score — forward+backward in one process, folds / reshape:
+    adaptive max 50 -> 3 on (32, 50, 50, 64) (18 every 17, padded by 1) 0.13 (6.0x -> 0.87x
+    PyTorch), 56 -> 3 0.30, 225 -> 7 on (8, 225, 225, 16) 0.70, 60 -> 7 on (32, 60, 60, 64) 0.82.
 ``"edges"``
     small stride-2 windows (``"taps"`` whose body folds phase views, :func:`fold_phases`) on sizes
     that are not a multiple of the stride: the outputs whose windows end inside the largest
@@ -168,6 +173,15 @@ def fits_blocks(geom: WindowGeometry) -> bool:
     (i,) = geom.pooled_axes
     k, s = geom.window[i], geom.strides[i]
     return geom.dilation[i] == 1 and AXIS_TAPS < k and k // s <= AXIS_TAPS and k % s <= AXIS_TAPS
+
+
+def folds_blocks(geom: WindowGeometry) -> bool:
+    """Whether a ``"blocks"`` window's blocks (of its stride) are reduced as folds over their
+    elements, strided slices of the unpadded input (:func:`jaxpool._blocks._folded_blocks`):
+    strides of at most :data:`CORE_TAPS`, the bound :data:`CORE_TAPS` gives non-overlapping
+    folds. Longer blocks are a reshape of the padded input and plain reductions."""
+    (i,) = geom.pooled_axes
+    return geom.strides[i] <= CORE_TAPS
 
 
 def route_taps(geom: WindowGeometry) -> int:

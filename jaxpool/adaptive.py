@@ -78,7 +78,7 @@ _FRINGE_LIMIT = 16
 
 
 def _core_and_fringes(
-    values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent: bool, core_reduce=None, tap=None
+    values: tuple, combine, fills, layout: Layout, i: int, size: int, out: int, idempotent: bool, core_reduce=None
 ) -> tuple:
     """Uneven bins as one regular strided pool plus at most ``2 r - 1`` masked taps, ``q, r = divmod(size, out)``.
 
@@ -88,22 +88,19 @@ def _core_and_fringes(
     slices of the input up to :data:`jaxpool._lowering.CORE_TAPS` taps; a reduction of a reshape
     beyond: linear work for any bin length), the left fringe ``b q + t`` for ``c_b <= t < r - 1``
     and the right fringe ``(b + 1) q + t`` below the bin's end: strided slices with static masks,
-    combined in input order. ``tap(slices, positions)``, if given, maps every strided slice of
-    ``values`` (``positions``: the input position it holds for each bin) before it is combined —
-    the core then always folds strided slices.
+    combined in input order.
     """
     axis, (q, r) = layout.spatial_axes[i], divmod(size, out)
     starts, ends = adaptive_bins(size, out)
     bins = np.arange(out)
 
     def taps(start: int) -> tuple:  # the element at b q + start of every bin b
-        sliced = _sliding.strided(values, axis, out, q, start)
-        return tap(sliced, bins * q + start) if tap else sliced
+        return _sliding.strided(values, axis, out, q, start)
 
     shape = layout.spatial_shape(values[0].shape)
     window = tuple(q - r + 1 if j == i else 1 for j in range(len(shape)))
     strides = tuple(q if j == i else 1 for j in range(len(shape)))
-    if tap or _folds_cores(size, out):  # no slice of the input to copy
+    if _folds_cores(size, out):  # no slice of the input to copy
         result = taps(r - 1)
         for t in range(r, q):
             result = combine(result, taps(t))
@@ -452,31 +449,38 @@ def _fringe_maxima(x, layout: Layout, i: int, size: int, out: int):
     """:func:`_bin_extremum_value` for :func:`_fringed` axes whose cores fold taps (not
     :func:`_long_cores`): the maxima ``y`` by a fold of ``lax.max`` (NaN-propagating; between
     ``-0.0`` and ``+0.0`` it keeps ``+0.0``, where PyTorch keeps the first), then each bin's
-    winner from the maximum of a score over its elements ``p`` — ``size + p`` at a NaN in a bin
-    whose maximum is NaN (the last NaN wins), ``size - 1 - p`` where ``x`` equals the bin's own
-    maximum (the first wins), else -1 — folded tap by tap from strided slices of ``x``
-    (:func:`_core_and_fringes` with ``tap``), so XLA fuses it into one loop: no input-sized score
-    array, no pick of the later bin's maximum (:func:`_bin_maxima_and_offsets`). A fold of
-    PyTorch's select (``take = v > best or isnan(v)``) instead of ``lax.max`` ran 2.2x slower.
-    With the cores' fold (no slice of the input copied), adaptive max 62 -> 4 on (16, 62, 62, 64)
-    in one process (benchmarks/ab_commit.py) against the slice-and-reduce cores and the pick of
-    the later bin: forward+backward 0.58-0.81x, forward 0.60x."""
+    winner as two chains of selects over strided slices of ``x`` (the element ``b q + t`` of every
+    bin ``b``, masked outside it), which XLA fuses into one loop: the first element equal to the
+    bin's maximum (the chain built from the last tap to the first, so the first match is written
+    last: PyTorch's first maximum, ``-0.0`` and ``+0.0`` alike) and, for floats, the last NaN (the
+    chain built in input order) where the maximum is NaN. A compare and a select per tap and
+    chain: forward with offsets, adaptive max 62 -> 4 on (16, 62, 62, 64), 0.62-0.68x the maximum
+    of a per-tap score (``size + p`` at a NaN, ``size - 1 - p`` at a match, else -1: a compare,
+    an or, two selects and a maximum per tap); forward+backward in one process
+    (benchmarks/ab_commit.py) 0.87-0.90x (62 -> 4, 100 -> 6 on (8, 100, 100, 64)). A fold of
+    PyTorch's select (``take = v > best or isnan(v)``) instead of ``lax.max`` for the values ran
+    2.2x slower."""
+    axis, (q, r) = layout.spatial_axes[i], divmod(size, out)
     (y,) = _core_and_fringes((x,), _larger, (_fill_value(x.dtype, "max"),), layout, i, size, out, True)
-    exact = 2 * size < 2**24  # float32 scores: XLA:CPU vectorises the select and the maximum
-    nan = jnp.isnan(y) if jnp.issubdtype(x.dtype, jnp.floating) else None
-
-    def score(sliced: tuple, positions: np.ndarray) -> tuple:
-        (v,), p = sliced, layout.along(positions.astype(np.float32 if exact else np.int32), i)
-        if nan is None:
-            return (jnp.where(v == y, size - 1 - p, -1),)
-        return (jnp.where((v == y) | (v != v), jnp.where(nan, size + p, size - 1 - p), -1),)
-
-    (best,) = _core_and_fringes((x,), _larger, (-1,), layout, i, size, out, True, tap=score)
-    best = best.astype(jnp.int32)
     starts, ends = adaptive_bins(size, out)
-    winner = jnp.where(best >= size, best - size, size - 1 - best)
-    offset = winner - layout.along(starts.astype(np.int32), i)
-    return y, offset.astype(jnp.uint8 if (ends - starts).max() <= 256 else jnp.int32)
+    taps = []  # (element b q + t of every bin, its offset from the bin's start, where it is in the bin)
+    for t in range(q + r):
+        position = np.arange(out) * q + t
+        inside = (position >= starts) & (position < ends)
+        if inside.any():
+            (v,) = _sliding.strided((x,), axis, out, q, t)
+            taps.append((v, layout.along((position - starts).astype(np.int32), i), layout.along(inside, i)))
+
+    def chain(order, hit):
+        winner = jnp.zeros(y.shape, jnp.int32)
+        for v, offset, inside in order:
+            winner = jnp.where(hit(v) & inside, offset, winner)
+        return winner
+
+    winner = chain(reversed(taps), lambda v: v == y)
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        winner = jnp.where(jnp.isnan(y), chain(taps, lambda v: v != v), winner)
+    return y, winner.astype(jnp.uint8 if (ends - starts).max() <= 256 else jnp.int32)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
