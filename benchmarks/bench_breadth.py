@@ -177,6 +177,9 @@ CASES = [
     adaptive_case("avg", (16, 64, 64, 32), 40, "bins of 2-3"),
     adaptive_case("avg", (64, 13, 13, 256), 5, "short bins"),
     adaptive_case("avg", (32, 50, 50, 64), 30, "bins of 2-3"),  # 20 MB: the gradient is a fresh buffer per call
+    # a padded "blocks" pool (20 every 19, padded by 1): its blocks folded from the unpadded input
+    adaptive_case("max", (32, 56, 56, 64), 3, "padded blocks"),
+    adaptive_case("max", (4, 100000, 4), 7, "long bins"),
     Case("SPP (1, 2, 4) max (32, 13, 13, 256)", (32, 13, 13, 256), lambda x: jaxpool.spatial_pyramid_pool(x), None, _spp_torch),
     Case(
         "lp p=2 3x3/2 (32, 56, 56, 64)",
