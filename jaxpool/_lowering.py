@@ -178,8 +178,8 @@ def fits_blocks(geom: WindowGeometry) -> bool:
 def folds_blocks(geom: WindowGeometry) -> bool:
     """Whether a ``"blocks"`` window's blocks (of its stride) are reduced as folds over their
     elements, strided slices of the unpadded input (:func:`jaxpool._blocks._folded_blocks`):
-    strides of at most :data:`CORE_TAPS`, the bound :data:`CORE_TAPS` gives non-overlapping
-    folds. Longer blocks are a reshape of the padded input and plain reductions."""
+    strides of at most :data:`CORE_TAPS`, the same bound as the folded cores of adaptive bins.
+    Longer blocks are a reshape of the padded input and plain reductions."""
     (i,) = geom.pooled_axes
     return geom.strides[i] <= CORE_TAPS
 

@@ -457,7 +457,7 @@ def _fringe_maxima(x, layout: Layout, i: int, size: int, out: int):
     chain: forward with offsets, adaptive max 62 -> 4 on (16, 62, 62, 64), 0.62-0.68x the maximum
     of a per-tap score (``size + p`` at a NaN, ``size - 1 - p`` at a match, else -1: a compare,
     an or, two selects and a maximum per tap); forward+backward in one process
-    (benchmarks/ab_commit.py) 0.87-0.90x (62 -> 4, 100 -> 6 on (8, 100, 100, 64)). A fold of
+    (benchmarks/ab_commit.py) 62 -> 4 0.79-0.90x, 100 -> 6 on (8, 100, 100, 64) 0.79-0.87x. A fold of
     PyTorch's select (``take = v > best or isnan(v)``) instead of ``lax.max`` for the values ran
     2.2x slower."""
     axis, (q, r) = layout.spatial_axes[i], divmod(size, out)
