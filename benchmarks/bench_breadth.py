@@ -180,6 +180,9 @@ CASES = [
     # a padded "blocks" pool (20 every 19, padded by 1): its blocks folded from the unpadded input
     adaptive_case("max", (32, 56, 56, 64), 3, "padded blocks"),
     adaptive_case("max", (4, 100000, 4), 7, "long bins"),
+    # long blocks (44 every 43, padded by 1) and long cores (69 of every 71, fringes of 2): chunks
+    adaptive_case("max", (8, 300, 300, 16), 7, "long padded blocks"),
+    adaptive_case("max", (8, 500, 500, 8), 7, "long cores"),
     Case("SPP (1, 2, 4) max (32, 13, 13, 256)", (32, 13, 13, 256), lambda x: jaxpool.spatial_pyramid_pool(x), None, _spp_torch),
     Case(
         "lp p=2 3x3/2 (32, 56, 56, 64)",

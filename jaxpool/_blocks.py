@@ -6,8 +6,9 @@ window ``o`` is blocks ``o .. o + m - 1`` followed by the first ``h`` elements o
 Each block is reduced once — its extremum, and a winner score that encodes PyTorch's first maximum
 and last NaN (:func:`jaxpool._sliding.winner_score`): for strides of at most
 :data:`jaxpool._lowering.CORE_TAPS` folds over strided slices of the unpadded input
-(:func:`_folded_blocks`), beyond a reshape of the padded input and plain reductions
-(:func:`jaxpool._sliding.extremum_and_winner`) —; the window then folds ``m`` block results and
+(:func:`_folded_blocks`), beyond a reshape of the unpadded input reduced in chunks
+(:func:`_chunked_blocks`), or in ranked passes a reshape of the padded input and plain
+reductions (:func:`jaxpool._sliding.extremum_and_winner`) —; the window then folds ``m`` block results and
 ``h`` strided head taps in input order. Adaptive 512 -> 7 (windows of 74 every 73): one block and
 one head tap per window, where a tap fold would need 74 and the doubling scheme 7 passes. The
 derivative routes each output to its winner with one select per block and head tap
@@ -22,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _lowering, _sliding, _taps
+from jaxpool import _chunks, _lowering, _sliding, _taps
+from jaxpool._fusion import apart
 from jaxpool._geometry import WindowGeometry
 from jaxpool._layout import Layout
 
@@ -87,13 +89,53 @@ def _folded_blocks(x, layout: Layout, geom: WindowGeometry, i: int, blocks: int,
     return best, _sliding.winner_position(functools.reduce(jnp.maximum, scores).astype(jnp.int32), bound)
 
 
+def _chunked_blocks(x, layout: Layout, geom: WindowGeometry, i: int, blocks: int, mode: str, fill):
+    """Each block's extremum and in-block winner for strides above
+    :data:`jaxpool._lowering.CORE_TAPS`, without padding: the blocks wholly inside the input are a
+    reshape of a slice of ``x`` reduced in chunks (:func:`jaxpool._chunks.extremum_and_winner`,
+    loops that read ``x`` in place), each block at the ends over its elements inside the input (one
+    with none holds ``fill``); the results concatenated in block order. The reshape of the padded
+    input (kept for ranked passes, whose inputs are an earlier pass's smaller output) had XLA:CPU
+    pad the input and copy the blocks before reducing them: adaptive max 300 -> 7 on (8, 300, 300,
+    16) (windows of 44 every 43, padded by 1) spent 20 of its 45 ms per call on those two copies."""
+    axis, s, lo, size = layout.spatial_axes[i], geom.strides[i], geom.pad_lo[i], geom.in_shape[i]
+    first = min(blocks, -(-lo // s))  # blocks from here on start inside the input
+    last = max(first, min(blocks, (size + lo) // s))  # and those before this one end inside it
+
+    def block_axis(v):  # axis `axis` as (1, length): one block
+        return _sliding.split_axis(v, axis, 1, v.shape[axis])
+
+    def edge(b: int) -> tuple:  # block b, which leaves the input
+        begin, end = max(0, b * s - lo), min(size, (b + 1) * s - lo)
+        if begin >= end:
+            shape = list(x.shape)
+            shape[axis] = 1
+            return jnp.full(shape, fill, x.dtype), jnp.zeros(shape, jnp.int32)
+        part = lax.slice_in_dim(x, begin, end, axis=axis)
+        again = lax.slice_in_dim(apart(x), begin, end, axis=axis)
+        value, offset = _chunks.extremum_and_winner(block_axis(part), axis + 1, mode, block_axis(again))
+        return value, offset + (begin - (b * s - lo))
+
+    def cut(source):
+        return _sliding.split_axis(lax.slice_in_dim(source, first * s - lo, last * s - lo, axis=axis), axis, last - first, s)
+
+    parts = [edge(b) for b in range(first)]
+    if last > first:
+        parts.append(_chunks.extremum_and_winner(cut(x), axis + 1, mode, cut(apart(x))))
+    parts += [edge(b) for b in range(last, blocks)]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(lax.concatenate([p[j] for p in parts], axis) for j in range(2))
+
+
 def candidates(
     x, layout: Layout, geom: WindowGeometry, mode: str, fill, rank=None, scale: int = 1, stride: int = 1, total: int = 0
 ):
     """``(value, inside mask, position)`` of every window's candidates in input order: each whole
-    block's winner (:func:`jaxpool._sliding.extremum_and_winner` over a reshape, or for blocks of
-    at most :data:`jaxpool._lowering.CORE_TAPS` elements :func:`_folded_blocks`), then each head
-    tap. The position is the in-window offset — or, given each element's ``rank`` (its row-major
+    block's winner (for blocks of at most :data:`jaxpool._lowering.CORE_TAPS` elements
+    :func:`_folded_blocks`; longer ones :func:`_chunked_blocks`, or with ``rank``
+    :func:`jaxpool._sliding.extremum_and_winner` over a reshape of the padded input), then each
+    head tap. The position is the in-window offset — or, given each element's ``rank`` (its row-major
     position among axes pooled before: ``rank * scale``, below ``total``), the rank plus the offset
     times ``stride`` (:func:`jaxpool._rowmajor.winner`)."""
     i = strided_axis(geom)
@@ -103,8 +145,11 @@ def candidates(
     real = _real(geom, i, blocks)
     unit, bound = (1, k) if rank is None else (stride, total)  # of an in-window offset in a position
     folds = _lowering.folds_blocks(geom)
+    unpadded = folds or rank is None  # the head taps too
     if folds:
         best, winner = _folded_blocks(x, layout, geom, i, blocks, mode, fill, rank, scale, stride, bound)
+    elif rank is None:
+        best, winner = _chunked_blocks(x, layout, geom, i, blocks, mode, fill)
     else:
         xp = _taps.pad_input(x, layout, geom, fill, axes=(i,))
         cut, _ = _cut(xp, layout, geom, i)
@@ -116,7 +161,7 @@ def candidates(
         best, winner = _sliding.extremum_and_winner(cut, (axis + 1,), inner, bound, mode, mask)
 
     def head(t: int, source, source_fill):  # head tap t of every window (of x or of its rank)
-        if folds:
+        if unpadded:
             return _taps.unpadded_tap(source, layout, geom, {i: t}, source_fill, {i: geom.pad_lo[i]})
         padded = _taps.pad_input(source, layout, geom, source_fill, axes=(i,))  # the cut's pad, shared
         return _sliding.strided((padded,), axis, out, s, t)[0]

@@ -24,7 +24,8 @@ size independent of the window size — a 512x512 global max compiles as fast as
 Uneven adaptive bins (``q, r = divmod(size, out)``, ``r > 0``): with ``r <= q`` (and ``r <= 16``)
 every bin is a regular strided core (windows of ``q - r + 1`` every ``q``: short ones lowered as
 above, up to :data:`CORE_TAPS` a fold of strided slices of the input, longer ones the last
-``q - r + 1`` elements of each block of ``q``, a reshape of the input) plus at most ``2r - 1``
+``q - r + 1`` elements of each block of ``q``, a reshape of the input reduced in chunks of
+:data:`CUT_TAPS` that read it in place, :mod:`jaxpool._chunks`) plus at most ``2r - 1``
 masked edge taps (:func:`jaxpool.adaptive._core_and_fringes`: 1-D 100000
 -> 7 in linear work, 20x faster than per-length doubling); otherwise (short bins) the separable
 machinery at stride 1 and each bin's start picked by a broadcast, reshape and strided slice
@@ -53,6 +54,13 @@ taps (:func:`routes_blocks`), not every tap. Sums over bins at least 3 apart cov
     its blocks and an input-sized winner score — forward+backward in one process, folds / reshape:
     adaptive max 50 -> 3 on (32, 50, 50, 64) (18 every 17, padded by 1) 0.13 (6.0x -> 0.87x
     PyTorch), 56 -> 3 0.30, 225 -> 7 on (8, 225, 225, 16) 0.70, 60 -> 7 on (32, 60, 60, 64) 0.82.
+    Longer blocks: those wholly inside the input a reshape of a slice of it, reduced in chunks of
+    :data:`CUT_TAPS` (:mod:`jaxpool._chunks`), the blocks at the ends over their part inside the
+    input — no padded copy, no copy of the blocks (ranked passes, :mod:`jaxpool._rowmajor`, still
+    reshape the padded input: theirs is an earlier pass's smaller output). Forward+backward,
+    chunks / padded reshape: adaptive max 300 -> 7 on (8, 300, 300, 16) (44 every 43, padded by 1)
+    0.38-0.39 (3.1x -> 1.2x PyTorch), (32, 4096, 64) -> 7 (586 every 585) 0.77-0.84, inference
+    0.21 (4.5x -> 1.25x).
 ``"edges"``
     small stride-2 windows (``"taps"`` whose body folds phase views, :func:`fold_phases`) on sizes
     that are not a multiple of the stride: the outputs whose windows end inside the largest
@@ -123,6 +131,13 @@ AXIS_TAPS = 8
 # slice of the input before a reduction over a reshaped axis (max over cores of 9 to 31 of ~16 MB:
 # fold 0.6-1.4 ms, slice and reduce 1.2-2.0 ms; about equal from 32 taps on).
 CORE_TAPS = 32
+# Strided slices of a *cut* (a reshape of a slice of the input: the cores of uneven adaptive bins,
+# the blocks of "blocks" windows) that one loop reads in place. XLA:CPU's loop fusion duplicates a
+# producer's index computation at most 15 times (xla/service/fusion_node_indexing_evaluation.cc,
+# kAllowedCodeDuplication), then copies the producer first: a fold of 16 or more strided slices of
+# the cores of 69 of adaptive 500 -> 7 on (8, 500, 500, 8) copied 63 MB, 18-19 ms, where 2 to 15
+# slices ran in 2-5 ms. Longer runs of a cut are reduced in chunks of this many (jaxpool._chunks).
+CUT_TAPS = 15
 # "chained" passes: XLA:CPU fuses consecutive passes' derivatives into one loop that re-reads the
 # product of their taps per element; above this many, the next pass's input (and its tangent and
 # cotangent) is computed once instead (3x3/1: 9, measured no faster either way; 5x5/1: 25, 2x slower).

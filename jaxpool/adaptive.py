@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _lowering, _sliding, _symbolic, _taps
-from jaxpool._fusion import computed_once, cotangent_once, materialize, results_once
+from jaxpool import _chunks, _lowering, _sliding, _symbolic, _taps
+from jaxpool._fusion import apart, computed_once, cotangent_once, materialize, results_once
 from jaxpool._geometry import adaptive_as_pool, adaptive_bins, adaptive_output_shape, binned_geometry, int_tuple, window_geometry
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
 from jaxpool._validate import check_addressable, check_bool, check_choice, check_num_spatial_dims
@@ -85,8 +85,10 @@ def _core_and_fringes(
     Bin ``b`` starts at ``b q + c_b`` (``c_b = floor(b r / out) < r``) and ends by ``(b + 1) q + r``,
     so it is the regular core ``[b q + r - 1, (b + 1) q)`` (windows of ``q - r + 1`` every ``q``:
     :func:`jaxpool._sliding.along_axis` — a tiling reduce when ``r = 1`` —; a fold of strided
-    slices of the input up to :data:`jaxpool._lowering.CORE_TAPS` taps; a reduction of a reshape
-    beyond: linear work for any bin length), the left fringe ``b q + t`` for ``c_b <= t < r - 1``
+    slices of the input up to :data:`jaxpool._lowering.CORE_TAPS` taps; beyond, a reshape of the
+    input reduced by ``core_reduce(cores, axis, cores_again)`` — the cores and the same cores of
+    :func:`jaxpool._fusion.apart` of the input, for a second loop: :func:`_first_max` — or else a
+    pairwise tree: linear work for any bin length), the left fringe ``b q + t`` for ``c_b <= t < r - 1``
     and the right fringe ``(b + 1) q + t`` below the bin's end: strided slices with static masks,
     combined in input order.
     """
@@ -110,9 +112,16 @@ def _core_and_fringes(
         core = tuple(lax.slice_in_dim(v, r - 1, out * q, axis=axis) for v in values)
         result = _sliding.along_axis(core, combine, layout, geom, i, fills=fills, idempotent=idempotent)
     else:  # the last q - r + 1 elements of every block of q: a reshape of the input, never padded
-        cut = tuple(_sliding.split_axis(lax.slice_in_dim(v, 0, out * q, axis=axis), axis, out, q) for v in values)
-        cores = tuple(lax.slice_in_dim(v, r - 1, q, axis=axis + 1) for v in cut)
-        result = core_reduce(cores, axis + 1) if core_reduce else _sliding.tree(cores, combine, fills, axis + 1)
+
+        def cores_of(source: tuple) -> tuple:
+            cut = (_sliding.split_axis(lax.slice_in_dim(v, 0, out * q, axis=axis), axis, out, q) for v in source)
+            return tuple(lax.slice_in_dim(v, r - 1, q, axis=axis + 1) for v in cut)
+
+        cores = cores_of(values)
+        if core_reduce:  # and the cores again, from apart(values), for a second loop over them
+            result = core_reduce(cores, axis + 1, cores_of(tuple(apart(v) for v in values)))
+        else:
+            result = _sliding.tree(cores, combine, fills, axis + 1)
 
     def masked(mask: np.ndarray, combined: tuple, current: tuple) -> tuple:
         if mask.all():
@@ -376,18 +385,19 @@ def _bin_sums_jvp(layout: Layout, i: int, size: int, out: int, primals, tangents
     return _bin_sums(y, layout, i, size, out), _spread_transposed(ty, layout, i, size, out)
 
 
-def _first_max(values: tuple, axis: int) -> tuple:
-    """Long cores of :func:`_core_and_fringes` (``axis``: each bin's core) in the derivative's
-    forward pass: the maximum and its position by two plain reductions
-    (:func:`jaxpool._sliding.extremum_and_winner`, PyTorch's tie and NaN winner) rather than a
-    pairwise tree of (value, position) pairs: adaptive max 62 -> 4 on (16, 62, 62, 64)
-    forward+backward 0.43-0.50x, 1-D 100000 -> 7 0.43x in one process. Not for inference, where
-    the tree of values alone (the positions unused) is 3x faster than this."""
+def _first_max(values: tuple, axis: int, again: tuple) -> tuple:
+    """Long cores of :func:`_core_and_fringes` (``axis``: each bin's core; ``again``: the same
+    cores from :func:`jaxpool._fusion.apart` of the input) in the derivative's forward pass: the
+    maximum and its position in chunks (:func:`jaxpool._chunks.extremum_and_winner`, PyTorch's tie
+    and NaN winner), loops that read the input in place. Before, two plain reductions of the cores
+    (which XLA:CPU copied first; ``_sliding.extremum_and_winner``), and before those a pairwise tree
+    of (value, position) pairs (0.43-0.50x of that tree for 62 -> 4 on (16, 62, 62, 64)).
+    Forward+backward in one process, chunks / reductions: 1-D 100000 -> 7 on (4, 100000, 4) 0.42
+    (1.17x PyTorch), (16, 1000, 64) -> 7 0.44, 2-D 500 -> 7 on (8, 500, 500, 8) 0.88 (the 63 MB copy
+    of its cores gone; what remains is mostly the backward's fresh gradient). Inference takes the
+    maxima alone (:func:`_bin_maxima`)."""
     x, position = values
-    k = x.shape[axis]
-    shape = [1] * x.ndim
-    shape[axis] = k
-    y, offset = _sliding.extremum_and_winner(x, (axis,), lax.broadcasted_iota(jnp.int32, tuple(shape), axis), k, "max")
+    y, offset = _chunks.extremum_and_winner(x, axis, "max", again[0])
     return y, lax.index_in_dim(position, 0, axis, keepdims=False) + offset
 
 
@@ -398,15 +408,17 @@ def _later_wins(a: tuple, b: tuple) -> tuple:
     return tuple(jnp.where(take, new, old) for new, old in zip(b, a))
 
 
-def _bin_extremum_value(x, layout: Layout, i: int, size: int, out: int, core_reduce=None):
-    """Maxima over PyTorch's adaptive bins along spatial axis ``i`` (:func:`_bins_along`) and their
-    winners' offsets from the bin starts (uint8 for bins of at most 256 elements). The blocks
-    combine earlier with later, so PyTorch's rule is "the later wins if strictly greater or NaN"."""
+def _bin_extremum_value(x, layout: Layout, i: int, size: int, out: int):
+    """Maxima over PyTorch's adaptive bins along spatial axis ``i`` (:func:`_bins_along`; long
+    cores by :func:`_first_max`) and their winners' offsets from the bin starts (uint8 for bins of
+    at most 256 elements). The blocks combine earlier with later, so PyTorch's rule is "the later
+    wins if strictly greater or NaN"."""
 
-    if core_reduce is None and _short_cores(size, out):
+    if _short_cores(size, out):
         return _fringe_maxima(x, layout, i, size, out)
     position = jnp.broadcast_to(layout.along(np.arange(size, dtype=np.int32), i), x.shape)
     fills = (_fill_value(x.dtype, "max"), np.iinfo(np.int32).max)
+    core_reduce = _first_max if _long_cores(size, out) else None
     y, winner = _bins_along((x, position), _later_wins, fills, layout, i, size, out, idempotent=True, core_reduce=core_reduce)
     starts, ends = adaptive_bins(size, out)
     offset = winner - layout.along(starts.astype(np.int32), i)
@@ -483,25 +495,37 @@ def _fringe_maxima(x, layout: Layout, i: int, size: int, out: int):
     return y, winner.astype(jnp.uint8 if (ends - starts).max() <= 256 else jnp.int32)
 
 
+def _bin_maxima(x, layout: Layout, i: int, size: int, out: int):
+    """The maxima alone of :func:`_bin_extremum_value` (inference, integers): long cores by
+    :func:`jaxpool._chunks.extremum`, one loop over the input where the winners take a second
+    (their select chains feed the maxima's NaN test, so XLA cannot drop them): adaptive max 500 ->
+    7 on (8, 500, 500, 8) forward, in one process, 0.14x the pairwise tree of values that
+    preceded both (59.8 -> 8.1 ms with the winners; PyTorch 6.3)."""
+    if not _long_cores(size, out):
+        return _bin_extremum_value(x, layout, i, size, out)[0]
+    fills = (_fill_value(x.dtype, "max"),)
+    core_maxima = lambda cores, axis, _: (_chunks.extremum(cores[0], axis, "max"),)  # noqa: E731
+    return _bins_along((x,), _later_wins, fills, layout, i, size, out, idempotent=True, core_reduce=core_maxima)[0]
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
 def _bin_extremum(x, layout: Layout, i: int, size: int, out: int):
-    """:func:`_bin_extremum_value` with the max-index derivative: each bin's tangent is its winner's
-    (:func:`_spread_transposed`), so the backward pass is :func:`_spread` with the offsets. Reverse
-    mode keeps only the offsets (checkpointed, as :func:`jaxpool.max.route_offsets`)."""
-    return _bin_extremum_value(x, layout, i, size, out)
+    """:func:`_bin_maxima` with the max-index derivative: each bin's tangent is its winner's
+    (:func:`_spread_transposed`, the winners from :func:`_bin_extremum_value` or
+    :func:`_bin_maxima_and_offsets`), so the backward pass is :func:`_spread` with the offsets.
+    Reverse mode keeps only the offsets (checkpointed, as :func:`jaxpool.max.route_offsets`)."""
+    return _bin_maxima(x, layout, i, size, out)
 
 
 @_bin_extremum.defjvp
 def _bin_extremum_jvp(layout: Layout, i: int, size: int, out: int, primals, tangents):
     (x,), (tx,) = primals, tangents
-    if _long_cores(size, out):
-        y, offset = _bin_extremum_value(x, layout, i, size, out, core_reduce=_first_max)
-    elif _short_cores(size, out):
-        y, offset = _fringe_maxima(x, layout, i, size, out)
+    if _long_cores(size, out) or _short_cores(size, out):
+        y, offset = _bin_extremum_value(x, layout, i, size, out)
     else:
         y, offset = _bin_maxima_and_offsets(x, layout, i, size, out)
     route = jax.checkpoint(lambda t, o: _spread_transposed(t, layout, i, size, out, o))
-    return (y, offset), (route(tx, materialize(offset)), np.zeros(offset.shape, jax.dtypes.float0))
+    return y, route(tx, materialize(offset))
 
 
 def _pooled(size: int, out: int) -> bool:
@@ -611,8 +635,7 @@ def _max_by_axis(x, layout: Layout, in_shape, out_shape):
             pending.append((i, pool_pass(i)))
             continue
         y, pending = chain_passes(y, layout, pending, "max"), []
-        bins = _bin_extremum_value if jnp.issubdtype(y.dtype, jnp.integer) else _bin_extremum
-        y = bins(y, layout, i, n, o)[0]
+        y = (_bin_maxima if jnp.issubdtype(y.dtype, jnp.integer) else _bin_extremum)(y, layout, i, n, o)
         if 2 * o <= n:  # the next pass's backward writes this (small) cotangent once, not per read
             y = cotangent_once(y)
     return chain_passes(y, layout, pending, "max").astype(x.dtype)

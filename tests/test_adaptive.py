@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import jaxpool
-from jaxpool import _geometry, adaptive
+from jaxpool import _geometry, _lowering, adaptive
 from tests import reference as ref
 from tests.layouts import from_layout, random_input, to_layout
 from tests.strategies import layouts
@@ -382,3 +382,26 @@ def test_bad_mask_raises_naming_it(mask, error):
         jaxpool.global_avg_pool(jnp.zeros((2, 8, 8, 3)), mask=mask)
     with pytest.raises(error, match="mask"):
         jax.jit(lambda v: jaxpool.global_max_pool(v, mask=mask))(jnp.zeros((2, 8, 8, 3)))
+
+
+@st.composite
+def _long_cored_bins(draw):
+    """1-D or 2-D sizes whose first axis has fringed uneven bins with cores longer than CORE_TAPS
+    (jaxpool.adaptive._first_max, reduced in chunks: jaxpool._chunks)."""
+    out = draw(st.integers(3, 8))
+    r = draw(st.integers(2, out - 1))
+    q = draw(st.integers(_lowering.CORE_TAPS + r, _lowering.CORE_TAPS + r + 3 * _lowering.CUT_TAPS))
+    spatial, output = (out * q + r,), (out,)
+    if draw(st.booleans()):
+        spatial, output = spatial + (draw(st.integers(1, 6)),), output + (draw(st.integers(1, 6)),)
+    return spatial, output
+
+
+@given(sizes=_long_cored_bins(), kind=st.sampled_from(["ties", "special"]), seed=st.integers(0, 2**16))
+def test_long_cored_max_bins_match_reference(sizes, kind, seed):
+    """Uneven max bins with long cores: values, indices, the gradient to PyTorch's winner and forward mode."""
+    test_uncovered_uneven_max_bins_match_reference.hypothesis.inner_test(sizes, kind, seed)
+    spatial, out = sizes
+    x = random_input(np.random.default_rng(seed), (2, 3) + spatial, kind)
+    indices = jaxpool.adaptive_max_pool(jnp.asarray(x), out, return_indices=True, data_format="channels_first")[1]
+    np.testing.assert_array_equal(indices, ref.adaptive_max_pool(x, out)[1])

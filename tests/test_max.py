@@ -278,34 +278,51 @@ def test_reverse_over_reverse():
 
 
 @st.composite
-def _strided_long_windows(draw):
+def _strided_long_windows(draw, long_stride: bool):
     """Windows longer than AXIS_TAPS with strides 2..k-1 (jaxpool._lowering "blocks", or "chained"
-    blocks passes in 2-D), padding up to half the window, ceil_mode; a second axis may be short."""
+    blocks passes in 2-D) — with ``long_stride``, ``m s + h`` with strides above CORE_TAPS
+    (jaxpool._blocks._chunked_blocks: the blocks reduced in pieces of CUT_TAPS, the edge blocks
+    over their part inside the input) —, padding up to half the window, ceil_mode; a second axis
+    may be short."""
     n = draw(st.integers(1, 2))
     window, strides, spatial = [], [], []
     for axis in range(n):
-        k = draw(st.integers(9, 24)) if axis == 0 else draw(st.integers(1, 12))
+        if axis == 0 and long_stride:
+            s = draw(st.integers(_lowering.CORE_TAPS + 1, 3 * _lowering.CUT_TAPS + 2))
+            k = draw(st.integers(1, 3)) * s + draw(st.integers(0, _lowering.AXIS_TAPS))
+            size = draw(st.integers(k, 2 * k + 2 * s))
+        else:
+            k = draw(st.integers(9, 24)) if axis == 0 else draw(st.integers(1, 12))
+            s = draw(st.integers(max(1, -(-k // 8)), max(1, k - 1)))
+            size = draw(st.integers(k, 3 * k + 5))
         window.append(k)
-        strides.append(draw(st.integers(max(1, -(-k // 8)), max(1, k - 1))))
-        spatial.append(draw(st.integers(k, 3 * k + 5)))
+        strides.append(s)
+        spatial.append(size)
     pad = tuple(draw(st.integers(0, k // 2)) for k in window)
     ceil_mode = draw(st.booleans())
     pairs = tuple((p, p) for p in pad)
     assume(every_window_touches_input(tuple(spatial), tuple(window), tuple(strides), pairs, (1,) * n, ceil_mode))
+    assume(_lowering.choose(window_geometry(spatial, window, strides, pairs, ceil_mode=ceil_mode)) != "tiling")  # k = s
     return dict(
         spatial=tuple(spatial), window=tuple(window), strides=tuple(strides), padding=pad, pairs=pairs, ceil_mode=ceil_mode
     )
 
 
+@pytest.mark.parametrize("long_stride", [False, True])
 @given(
-    g=_strided_long_windows(),
+    data=st.data(),
     data_format=st.sampled_from(["channels_last", "channels_first"]),
     mode=st.sampled_from(["max", "min"]),
     seed=st.integers(0, 2**16),
 )
-def test_long_strided_windows_match_reference(g, data_format, mode, seed):
+def test_long_strided_windows_match_reference(long_stride, data, data_format, mode, seed):
     """Blocks of the stride plus a head (jaxpool._blocks): values, indices, gradient and tangents
     against the NumPy reference, with ties, NaN, -inf and padding."""
+    g = data.draw(_strided_long_windows(long_stride))
+    _check_strided_windows(g, data_format, mode, seed)
+
+
+def _check_strided_windows(g, data_format, mode, seed):
     op, ref_op, ref_grad = OPS[mode]
     rng = np.random.default_rng(seed)
     x = random_input(rng, (2, 3) + g["spatial"], "special")
