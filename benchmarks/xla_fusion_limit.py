@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +43,8 @@ def fold(core, g: int, start: int = 0, taps: int | None = None):
     )
 
 
-def programs() -> dict:
-    found = {f"fold of {g} slices": (lambda x, g=g: fold(cut(x), g)) for g in (2, 8, 15, 16, 32)}
+def programs() -> dict[str, Callable]:
+    found: dict[str, Callable] = {f"fold of {g} slices": (lambda x, g=g: fold(cut(x), g)) for g in (2, 8, 15, 16, 32)}
     found["plain reduction"] = lambda x: cut(x).max(3)
     found["two folds of 8, one loop"] = lambda x: lax.max(fold(cut(x), 16, 0, 8), fold(cut(x), 16, 8, 8))
     return found
@@ -59,7 +60,7 @@ def main() -> None:
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, input {SHAPE} float32 ({x.nbytes / 2**20:.0f} MiB)")
     for name, f in programs().items():
         jitted = jax.jit(f)
-        text = jitted.lower(x).compile().as_text()
+        text = jitted.lower(x).compile().as_text() or ""
         fusions = re.findall(r"^\s*%(\S+) = (\w+\[[\d,]*\])\S* fusion", text, re.M)
         large = [f"{n} {shape}" for n, shape in fusions if 4 * _elements(shape) > x.nbytes // 2]
         jitted(x).block_until_ready()
