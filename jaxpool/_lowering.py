@@ -194,7 +194,8 @@ def folds_blocks(geom: WindowGeometry) -> bool:
     """Whether a ``"blocks"`` window's blocks (of its stride) are reduced as folds over their
     elements, strided slices of the unpadded input (:func:`jaxpool._blocks._folded_blocks`):
     strides of at most :data:`CORE_TAPS`, the same bound as the folded cores of adaptive bins.
-    Longer blocks are a reshape of the padded input and plain reductions."""
+    Longer blocks are reduced in pieces of :data:`CUT_TAPS` (:func:`jaxpool._blocks._chunked_blocks`),
+    or in ranked passes as a reshape of the padded input and plain reductions."""
     (i,) = geom.pooled_axes
     return geom.strides[i] <= CORE_TAPS
 
