@@ -148,6 +148,8 @@ CASES = [
     windowed("avg", (4, 16, 32, 32, 32), 3, 2, 1),
     windowed("max", (4, 16, 32, 32, 32), 3, 2, 1),  # a 3-D ResNet stem's pool: three chained passes
     windowed("max", (32, 56, 56, 64), 4, 2, 1),  # chained 4-tap passes whose derivative routes blocks
+    windowed("max", (32, 56, 56, 64), 3, 3, 1),  # windows that never overlap, padded: one select per window
+    windowed("max", (32, 56, 56, 64), 2, 2, 1),
     global_case("max", (32, 14, 14, 512)),
     global_case("avg", (32, 14, 14, 512)),
     global_case("max", (2, 256, 256, 16)),

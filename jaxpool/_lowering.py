@@ -95,7 +95,15 @@ slices, their derivative from phase views, :func:`jaxpool.avg._unpadded_tap_sum`
 uses phase-view taps (:class:`jaxpool._taps.Taps`). The extremum and its offset are two folds, the second over
 :func:`jaxpool._fusion.apart` of the input: sharing the taps, XLA:CPU would materialise them all.
 The extremum's fold is ``lax.max``/``lax.min`` (:func:`jaxpool._taps.extremum_fold`, 2-3x faster
-on XLA:CPU), the offset's PyTorch's select rule (:func:`jaxpool._taps.select_fold`).
+on XLA:CPU), the offset's PyTorch's select rule (:func:`jaxpool._taps.select_fold`) — or, for
+padded slices of the unpadded input, a chain of equality tests against the extremum computed once
+(:func:`jaxpool._taps.first_match`): XLA:CPU wrote every padded tap that the select fold's
+carried value read to memory first (adaptive max 90 -> 13 forward+backward 0.88-0.93x, max 5x5/3
+pad 1 0.91-0.93x, 1-D 5/3 pad 1 0.79x without them). Windows that never overlap
+(:func:`windows_disjoint`: no longer than their stride — tiling ones, and those with padding, a
+ragged end or gaps) route their derivative through the input cut into windows, one select per
+window (:func:`jaxpool.max._disjoint_route`), which the backward pass writes in one loop; other
+windows route taps, each an interior pad in the transpose, or blocks (:func:`routes_blocks`).
 
 Small tiling windows keep the tap fold (2x2/2: one fused loop, a fixed summation order whatever
 the batching, and for max the 1-byte offset); larger ones (sums above :data:`JOINT_SUM_TAPS`,
@@ -147,6 +155,15 @@ FUSED_PASS_TAPS = 9
 def is_clean_tiling(geom: WindowGeometry) -> bool:
     """Windows tile the unpadded input exactly: stride == window, no dilation, no padding/overhang."""
     return geom.is_tiling and not geom.padded and all(o * k == n for o, k, n in zip(geom.out_shape, geom.window, geom.in_shape))
+
+
+def windows_disjoint(geom: WindowGeometry) -> bool:
+    """Whether no two windows share an element: along every axis with several outputs, undilated
+    windows no longer than their stride (tiling windows, and those with padding, a ragged end or
+    gaps). Their max-index derivative is one select per window over the input cut into windows
+    (:func:`jaxpool.max._disjoint_route`), whose transpose writes the gradient in one loop."""
+    axes = zip(geom.out_shape, geom.window, geom.strides, geom.dilation)
+    return all(k == 1 or (d == 1 and (o == 1 or k <= s)) for o, k, s, d in axes)
 
 
 def fold_phases(geom: WindowGeometry) -> bool:

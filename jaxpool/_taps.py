@@ -371,6 +371,29 @@ def select_fold(candidates: Iterable[tuple], mode: str, index_dtype):
     return best, winner
 
 
+def first_match(candidates: Iterable[tuple], extremum, index_dtype, nan_candidates: Iterable[tuple] | None = None):
+    """PyTorch's winner among ``(value, inside_mask, index)`` candidates, given their ``extremum``:
+    the first real candidate equal to it (a chain of selects built from the last candidate, so the
+    first match is written last; ``-0.0`` and ``+0.0`` alike, as PyTorch's strict comparison keeps
+    the first of them) or, where the extremum is NaN, the last NaN. Nothing is carried from tap to
+    tap but the index, so XLA:CPU fuses every tap into one loop, the padded ones too (the select
+    fold's carried best value made it materialise each padded tap first)."""
+    candidates = list(candidates)
+
+    def chain(order, hit):
+        winner = jnp.zeros(extremum.shape, index_dtype)
+        for value, inside, index in order:
+            found = hit(value) if inside is None else hit(value) & inside
+            winner = jnp.where(found, jnp.asarray(index, index_dtype), winner)
+        return winner
+
+    winner = chain(reversed(candidates), lambda v: v == extremum)
+    if jnp.issubdtype(extremum.dtype, jnp.floating):
+        nans = candidates if nan_candidates is None else list(nan_candidates)
+        winner = jnp.where(jnp.isnan(extremum), chain(nans, lambda v: v != v), winner)
+    return winner
+
+
 def pad_axis(x, axis: int, high: int, fill):
     """Pads ``x`` by ``high`` elements of ``fill`` at the end of ``axis``."""
     if high == 0:

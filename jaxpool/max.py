@@ -72,12 +72,31 @@ def _tiling_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     return y, offset.astype(_taps.offset_dtype(geom.window_size))
 
 
-def _tiling_route(tx, offset, layout: Layout, geom: WindowGeometry):
-    """Tangent of a tiling extremum: each window's winner, as one select and one sum."""
+def _disjoint_route(tx, offset, layout: Layout, geom: WindowGeometry):
+    """Tangent of windows that never overlap (:func:`jaxpool._lowering.windows_disjoint`: tiling
+    ones, and any padding, ragged end or gap between windows): each window's winner, as one select
+    and one sum over ``tx`` cut into windows — each axis padded or cropped to ``out`` blocks of its
+    stride, split, and the first ``k`` of every block kept. Transposed, the backward pass writes
+    the gradient in one loop (a broadcast, a select, a reshape and a pad), where the tap route's
+    transpose is an interior pad per tap, each a fresh input-sized temporary: forward+backward in
+    one process, max 3x3/3 pad 1 on (32, 56, 56, 64) (a chained pass per axis) 0.52x, 3x3/3 on 56
+    0.48-0.62x, 3x3x3/3 pad 1 on (4, 16, 32, 32, 32) 0.42-0.44x, 1-D 4/4 pad 1 on (32, 4096, 64)
+    0.77x."""
+    cut = tx
+    for i in reversed(range(geom.ndim)):  # last axis first: splitting it leaves earlier axes in place
+        axis, n, k, out = layout.spatial_axes[i], geom.in_shape[i], geom.window[i], geom.out_shape[i]
+        block = geom.strides[i] if out > 1 else k
+        if (geom.pad_lo[i], out * block - n) != (0, 0):
+            config = [(0, 0, 0)] * cut.ndim
+            config[axis] = (geom.pad_lo[i], out * block - n - geom.pad_lo[i], 0)
+            cut = lax.pad(cut, jnp.zeros((), cut.dtype), config)
+        cut = _sliding.split_axis(cut, axis, out, block)
+        if block > k:
+            cut = lax.slice_in_dim(cut, 0, k, axis=axis + 1)
     tiled, window_axes = _sliding.tile_shape(layout, geom, tx.shape)
     offsets = _sliding.window_offsets(layout, geom, len(tiled), window_axes, offset.dtype)
     winner = jnp.expand_dims(offset, window_axes) == offsets
-    return jnp.sum(jnp.where(winner, tx.reshape(tiled), jnp.zeros((), tx.dtype)), axis=window_axes)
+    return jnp.sum(jnp.where(winner, cut, jnp.zeros((), tx.dtype)), axis=window_axes)
 
 
 def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, select_values: bool = False):
@@ -111,7 +130,12 @@ def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, select_va
     else:  # taps of padding hold ``fill``: only taps outside a window's bins need a mask
         binned = (_taps.tap_inside(layout, geom, offs, padding_inside=True) for _, offs in _taps.window_taps(geom))
         y = _taps.extremum_fold(zip(tap_values(x), binned), mode, fill)
-    return y, _taps.select_fold(_candidates(tap_values(apart(x)), layout, geom), mode, dtype)[1]
+    candidates = _candidates(tap_values(apart(x)), layout, geom)
+    if geom.padded and not _lowering.fold_phases(geom) and _lowering.slices_unpadded(geom):
+        nans = _candidates(tap_values(apart(apart(x))), layout, geom)
+        y = materialize(y)  # read by the chains and returned: one array, no copy for the barrier
+        return y, _taps.first_match(candidates, y, dtype, nans)
+    return y, _taps.select_fold(candidates, mode, dtype)[1]
 
 
 def _candidates(values, layout: Layout, geom: WindowGeometry):
@@ -197,9 +221,9 @@ def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
     Callers pass ``offset`` through :func:`jaxpool._fusion.materialize` — XLA:CPU would otherwise fuse
     (recompute) the forward fold into every select — and return that held offset as their primal
     output too: a barrier's operand read elsewhere is copied first."""
-    route = _tiling_route if _lowering.is_clean_tiling(geom) else _taps_route
-    if _lowering.routes_blocks(geom):
-        route = _blocks.route
+    route = _blocks.route if _lowering.routes_blocks(geom) else _taps_route
+    if _lowering.windows_disjoint(geom):
+        route = _disjoint_route
     return jax.checkpoint(lambda t, o: route(t, o, layout, geom))(tx, offset).astype(tx.dtype)
 
 

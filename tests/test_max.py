@@ -134,7 +134,15 @@ def test_ties_go_to_first_and_nan_wins_last():
 
 @pytest.mark.parametrize("mode", ["max", "min"])
 @pytest.mark.parametrize(
-    "window, strides, padding", [((2, 2), (2, 2), 0), ((3, 3), (2, 2), 1), ((3, 3), (1, 1), 0), ((8, 1), (2, 1), 0)]
+    "window, strides, padding",
+    [
+        ((2, 2), (2, 2), 0),
+        ((3, 3), (2, 2), 1),
+        ((3, 3), (1, 1), 0),
+        ((8, 1), (2, 1), 0),
+        ((3, 3), (3, 3), 1),
+        ((5, 2), (3, 3), 1),
+    ],
 )
 def test_signed_zeros_tie_to_the_first(mode, window, strides, padding):
     """-0.0 and +0.0 are tied maxima (minima): the index and the gradient go to the first in
@@ -319,6 +327,42 @@ def test_long_strided_windows_match_reference(long_stride, data, data_format, mo
     """Blocks of the stride plus a head (jaxpool._blocks): values, indices, gradient and tangents
     against the NumPy reference, with ties, NaN, -inf and padding."""
     g = data.draw(_strided_long_windows(long_stride))
+    _check_strided_windows(g, data_format, mode, seed)
+
+
+@st.composite
+def _disjoint_or_padded_strided(draw):
+    """Windows no longer than their stride on every axis (no two share an element: the one-loop
+    derivative of jaxpool.max._disjoint_route, with padding, ragged ends and gaps) or, on at least
+    one axis, overlapping windows at strides of 3 and more with padding (their winner a chain of
+    equality tests against the extremum, jaxpool._taps.first_match). 1-3 spatial axes, ceil_mode."""
+    n = draw(st.integers(1, 3))
+    overlap = draw(st.booleans())
+    window, strides, spatial = [], [], []
+    for axis in range(n):
+        s = draw(st.integers(3 if overlap else 2, 5))
+        k = draw(st.integers(s + 1, 2 * s)) if overlap and axis == 0 else draw(st.integers(1, s))
+        window.append(k)
+        strides.append(s)
+        spatial.append(draw(st.integers(k, k + 4 * s)))
+    pad = tuple(draw(st.integers(1 if overlap and axis == 0 else 0, k // 2)) for axis, k in enumerate(window))
+    ceil_mode = draw(st.booleans())
+    pairs = tuple((p, p) for p in pad)
+    assume(every_window_touches_input(tuple(spatial), tuple(window), tuple(strides), pairs, (1,) * n, ceil_mode))
+    return dict(
+        spatial=tuple(spatial), window=tuple(window), strides=tuple(strides), padding=pad, pairs=pairs, ceil_mode=ceil_mode
+    )
+
+
+@given(
+    g=_disjoint_or_padded_strided(),
+    data_format=st.sampled_from(["channels_last", "channels_first"]),
+    mode=st.sampled_from(["max", "min"]),
+    seed=st.integers(0, 2**16),
+)
+def test_disjoint_and_padded_strided_windows_match_reference(g, data_format, mode, seed):
+    """Values, indices, gradient and tangents against the NumPy reference, with ties, NaN, -inf,
+    signed zeros and padding."""
     _check_strided_windows(g, data_format, mode, seed)
 
 
