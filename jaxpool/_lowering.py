@@ -100,7 +100,7 @@ padded slices of the unpadded input, a chain of equality tests against the extre
 (:func:`jaxpool._taps.first_match`): XLA:CPU wrote every padded tap that the select fold's
 carried value read to memory first (adaptive max 90 -> 13 forward+backward 0.88-0.93x, max 5x5/3
 pad 1 0.91-0.93x, 1-D 5/3 pad 1 0.79x without them). Windows that never overlap
-(:func:`windows_disjoint`: no longer than their stride — tiling ones, and those with padding, a
+(:func:`routes_disjoint`: no longer than their stride — tiling ones, and those with padding, a
 ragged end or gaps) route their derivative through the input cut into windows, one select per
 window (:func:`jaxpool.max._disjoint_route`), which the backward pass writes in one loop; other
 windows route taps, each an interior pad in the transpose, or blocks (:func:`routes_blocks`).
@@ -157,13 +157,18 @@ def is_clean_tiling(geom: WindowGeometry) -> bool:
     return geom.is_tiling and not geom.padded and all(o * k == n for o, k, n in zip(geom.out_shape, geom.window, geom.in_shape))
 
 
-def windows_disjoint(geom: WindowGeometry) -> bool:
-    """Whether no two windows share an element: along every axis with several outputs, undilated
-    windows no longer than their stride (tiling windows, and those with padding, a ragged end or
-    gaps). Their max-index derivative is one select per window over the input cut into windows
-    (:func:`jaxpool.max._disjoint_route`), whose transpose writes the gradient in one loop."""
+def routes_disjoint(geom: WindowGeometry) -> bool:
+    """Whether a max/min's max-index derivative is one select per window over the input cut into
+    windows (:func:`jaxpool.max._disjoint_route`), whose transpose writes the gradient in one loop:
+    windows that never share an element — along every axis with several outputs, undilated and no
+    longer than their stride (tiling windows, and those with padding, a ragged end or gaps). Not
+    stride-2 phase-view windows other than tiling ones (:func:`fold_phases`): their tap route is
+    sharding-friendly, while the cut's reshape of a padded axis made XLA's SPMD partitioner gather
+    (max 2x2/2 pad 1 on 16 and 24, W-sharded over 4 devices), and on one device it gained little
+    (0.83-1.03x)."""
     axes = zip(geom.out_shape, geom.window, geom.strides, geom.dilation)
-    return all(k == 1 or (d == 1 and (o == 1 or k <= s)) for o, k, s, d in axes)
+    disjoint = all(k == 1 or (d == 1 and (o == 1 or k <= s)) for o, k, s, d in axes)
+    return disjoint and (is_clean_tiling(geom) or not fold_phases(geom))
 
 
 def fold_phases(geom: WindowGeometry) -> bool:

@@ -73,7 +73,7 @@ def _tiling_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
 
 
 def _disjoint_route(tx, offset, layout: Layout, geom: WindowGeometry):
-    """Tangent of windows that never overlap (:func:`jaxpool._lowering.windows_disjoint`: tiling
+    """Tangent of windows that never overlap (:func:`jaxpool._lowering.routes_disjoint`: tiling
     ones, and any padding, ragged end or gap between windows): each window's winner, as one select
     and one sum over ``tx`` cut into windows — each axis padded or cropped to ``out`` blocks of its
     stride, split, and the first ``k`` of every block kept. Transposed, the backward pass writes
@@ -222,7 +222,7 @@ def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
     (recompute) the forward fold into every select — and return that held offset as their primal
     output too: a barrier's operand read elsewhere is copied first."""
     route = _blocks.route if _lowering.routes_blocks(geom) else _taps_route
-    if _lowering.windows_disjoint(geom):
+    if _lowering.routes_disjoint(geom):
         route = _disjoint_route
     return jax.checkpoint(lambda t, o: route(t, o, layout, geom))(tx, offset).astype(tx.dtype)
 

@@ -410,7 +410,7 @@ def _fwd_bwd_program(pool, x):
 _DISJOINT = {
     "max 3x3/3 pad 1 (chained)": ((2, 56, 56, 8), lambda v: jaxpool.max_pool(v, (3, 3), 3, 1)),
     "max 3x3/3 on 56 (ragged)": ((2, 56, 56, 8), lambda v: jaxpool.max_pool(v, (3, 3), 3)),
-    "max 2x2/2 pad 1 (joint taps)": ((2, 56, 56, 8), lambda v: jaxpool.max_pool(v, (2, 2), 2, 1)),
+    "max 2x2/3 pad 1 (joint taps)": ((2, 56, 56, 8), lambda v: jaxpool.max_pool(v, (2, 2), 3, 1, return_indices=True)[0]),
     "max 2x2/3 pad 1 (gaps)": ((2, 56, 56, 8), lambda v: jaxpool.max_pool(v, (2, 2), 3, 1)),
     "max 3x3x3/3 pad 1": ((2, 16, 32, 32, 4), lambda v: jaxpool.max_pool(v, (3, 3, 3), 3, 1)),
     "max 1-D 4/4 pad 1": ((2, 4096, 8), lambda v: jaxpool.max_pool(v, (4,), 4, 1)),

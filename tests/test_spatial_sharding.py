@@ -43,6 +43,8 @@ OPS = {  # name -> (jaxpool op, flax.linen equivalent or None)
     "max_pool 16x16 (whole map)": (lambda x: jaxpool.max_pool(x, (16, 16)), _fl("max_pool", (16, 16), (16, 16))),
     "max_pool 9x9/1 (separable)": (lambda x: jaxpool.max_pool(x, (9, 9), 1, 4), _fl("max_pool", (9, 9), (1, 1), 4)),
     "max_pool 12x12/3 (blocked)": (lambda x: jaxpool.max_pool(x, (12, 12), 3, 6, return_indices=True), None),
+    "max_pool 3x3/4 p1 (disjoint)": (lambda x: jaxpool.max_pool(x, (3, 3), 4, 1), _fl("max_pool", (3, 3), (4, 4), 1)),
+    "max_pool 3x3/3 p1 (disjoint, ragged)": (lambda x: jaxpool.max_pool(x, (3, 3), 3, 1), _fl("max_pool", (3, 3), (3, 3), 1)),
     "max_pool indices": (lambda x: jaxpool.max_pool(x, (3, 3), 2, 1, return_indices=True), None),
     "min_pool": (lambda x: jaxpool.min_pool(x, (3, 3), 1, "SAME"), None),
     "avg_pool 3x3/2 p1": (lambda x: jaxpool.avg_pool(x, (3, 3), 2, 1), _fl("avg_pool", (3, 3), (2, 2), 1)),
@@ -166,6 +168,12 @@ KNOWN_GATHERS = (
     # 30 blocks made XLA:CPU copy the input, avg 12x12/11 forward+backward 45 -> 8 ms without) do
     # not split evenly over 2 devices. reduce_window gathers on one sharded axis (H, W) itself.
     | {("max_pool 12x12/3 (blocked)", "HW")}
+    # Windows that never overlap route their derivative through the input cut into windows (one
+    # select per window, jaxpool.max._disjoint_route: 2x faster on one device); where the windows
+    # do not tile the shards (6 windows of 3 over 16 = 4 x 4 rows), XLA's partitioner gathers that
+    # reshape along the last spatial axis and exchanges 17 halos along H (the tap route before it:
+    # 16 permutes, flax 7). Windows aligned with the shards (3x3/4 pad 1 above) exchange halos only.
+    | {("max_pool 3x3/3 p1 (disjoint, ragged)", s) for s in ("H", "W", "HW")}
 )
 # More halo exchanges than flax's reduce_window: XLA's SPMD partitioner exchanges a halo for every
 # shifted tap (pad or slice) on a sharded axis, where reduce_window exchanges once; a minimal
