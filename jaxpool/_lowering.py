@@ -171,6 +171,16 @@ def routes_disjoint(geom: WindowGeometry) -> bool:
     return disjoint and (is_clean_tiling(geom) or not fold_phases(geom))
 
 
+def matches_first(geom: WindowGeometry) -> bool:
+    """Whether a ``"taps"`` max/min takes its winner as the first tap equal to the extremum
+    (:func:`jaxpool._taps.first_match`) rather than PyTorch's select fold: padded windows whose taps
+    are strided slices of the unpadded input (:func:`slices_unpadded`), each padded. The select fold
+    reads each tap three times, so XLA:CPU writes the padded ones to memory first; unpadded taps
+    fuse into it, and there it is the faster loop (adaptive max 28 -> 11 1.19-1.30x slower as
+    equality chains)."""
+    return geom.padded and not fold_phases(geom) and slices_unpadded(geom)
+
+
 def fold_phases(geom: WindowGeometry) -> bool:
     """Whether a ``"taps"`` max/min folds phase-view taps (:class:`jaxpool._taps.Taps`) rather than
     strided slices of the padded input. Phase views win for stride-2 windows on even sizes (3x3/2

@@ -371,14 +371,15 @@ def select_fold(candidates: Iterable[tuple], mode: str, index_dtype):
     return best, winner
 
 
-def first_match(candidates: Iterable[tuple], extremum, index_dtype, nan_candidates: Iterable[tuple] | None = None):
+def first_match(candidates: Iterable[tuple], extremum, index_dtype, nan_candidates: Iterable[tuple]):
     """PyTorch's winner among ``(value, inside_mask, index)`` candidates, given their ``extremum``:
     the first real candidate equal to it (a chain of selects built from the last candidate, so the
     first match is written last; ``-0.0`` and ``+0.0`` alike, as PyTorch's strict comparison keeps
     the first of them) or, where the extremum is NaN, the last NaN. Nothing is carried from tap to
     tap but the index, so XLA:CPU fuses every tap into one loop, the padded ones too (the select
-    fold's carried best value made it materialise each padded tap first)."""
-    candidates = list(candidates)
+    fold's carried best value made it materialise each padded tap first). ``nan_candidates`` are
+    the same candidates built from a second set of taps (:func:`jaxpool._fusion.apart` again): a
+    padded tap read by both chains would be written to memory as well."""
 
     def chain(order, hit):
         winner = jnp.zeros(extremum.shape, index_dtype)
@@ -387,10 +388,9 @@ def first_match(candidates: Iterable[tuple], extremum, index_dtype, nan_candidat
             winner = jnp.where(found, jnp.asarray(index, index_dtype), winner)
         return winner
 
-    winner = chain(reversed(candidates), lambda v: v == extremum)
+    winner = chain(reversed(list(candidates)), lambda v: v == extremum)
     if jnp.issubdtype(extremum.dtype, jnp.floating):
-        nans = candidates if nan_candidates is None else list(nan_candidates)
-        winner = jnp.where(jnp.isnan(extremum), chain(nans, lambda v: v != v), winner)
+        winner = jnp.where(jnp.isnan(extremum), chain(nan_candidates, lambda v: v != v), winner)
     return winner
 
 

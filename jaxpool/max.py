@@ -131,7 +131,7 @@ def _taps_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, select_va
         binned = (_taps.tap_inside(layout, geom, offs, padding_inside=True) for _, offs in _taps.window_taps(geom))
         y = _taps.extremum_fold(zip(tap_values(x), binned), mode, fill)
     candidates = _candidates(tap_values(apart(x)), layout, geom)
-    if geom.padded and not _lowering.fold_phases(geom) and _lowering.slices_unpadded(geom):
+    if _lowering.matches_first(geom):
         nans = _candidates(tap_values(apart(apart(x))), layout, geom)
         y = materialize(y)  # read by the chains and returned: one array, no copy for the barrier
         return y, _taps.first_match(candidates, y, dtype, nans)
