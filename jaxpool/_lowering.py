@@ -86,7 +86,9 @@ taps (:func:`routes_blocks`), not every tap. Sums over bins at least 3 apart cov
     the 4-byte input). Indices (``return_indices``) use the joint fold. Passes whose taps multiply
     past :data:`FUSED_PASS_TAPS` are kept apart in every mode
     (:func:`jaxpool._fusion.materialize`): 5x5/1 on (8, 20, 20, 256)
-    forward+backward 10.9 -> 5.9 ms, jvp 20.8 -> 3.1 ms; 3x3x3/1 35 -> 14 ms.
+    forward+backward 10.9 -> 5.9 ms, jvp 20.8 -> 3.1 ms; 3x3x3/1 35 -> 14 ms; other passes after
+    the first only under differentiation (:func:`jaxpool._fusion.differentiated_once`: 3x3/1
+    forward+backward 0.70-0.77x, 2x2x2/1 0.58-0.68x).
 
 Max/min ``"taps"`` fold strided slices of the padded input, except stride-2 windows on even sizes,
 which fold phase-view taps (:func:`fold_phases`), and windows strided by 3 or more, whose slices
@@ -148,7 +150,9 @@ CORE_TAPS = 32
 CUT_TAPS = 15
 # "chained" passes: XLA:CPU fuses consecutive passes' derivatives into one loop that re-reads the
 # product of their taps per element; above this many, the next pass's input (and its tangent and
-# cotangent) is computed once instead (3x3/1: 9, measured no faster either way; 5x5/1: 25, 2x slower).
+# cotangent) is computed once in every mode (5x5/1: 25, 2x slower fused); at most this many, only
+# under differentiation (jaxpool._fusion.differentiated_once: 3x3/1 forward+backward 0.70-0.77x;
+# inference fuses them, 2x2/1 2.8x faster than with the barrier).
 FUSED_PASS_TAPS = 9
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from jaxpool import _blocks, _edges, _lowering, _rowmajor, _sliding, _symbolic, _taps
-from jaxpool._fusion import apart, materialize, results_once
+from jaxpool._fusion import apart, differentiated_once, materialize, results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
 
@@ -238,7 +238,9 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     chains them in both modes. A pass whose taps, times those of the passes before it since the
     last barrier, exceed :data:`jaxpool._lowering.FUSED_PASS_TAPS` first computes its input once
     with its derivatives (:func:`jaxpool._fusion.materialize`): fused, each of its backward taps
-    would recompute all of the earlier passes' (5x5/1: 25 taps per element, not 10)."""
+    would recompute all of the earlier passes' (5x5/1: 25 taps per element, not 10). Other passes
+    after a pass do so only under differentiation (:func:`jaxpool._fusion.differentiated_once`):
+    inference fuses them."""
     order = _lowering.pass_order({i: geom.axis_only(i, geom.in_shape) for i in range(geom.ndim)})
     return chain_passes(x, layout, [(i, lambda shape, i=i: geom.axis_only(i, shape)) for i in order], mode)
 
@@ -261,6 +263,8 @@ def chain_passes(x, layout: Layout, passes, mode: str):
         taps = _lowering.route_taps(g)
         if _lowering.keeps_apart(fused, taps):
             x, fused = materialize(x), 1
+        elif fused > 1 and jnp.issubdtype(x.dtype, jnp.inexact):  # fused only where nothing differentiates
+            x = differentiated_once(x)
         stride = math.prod(w for j, w in windows.items() if j > i)  # of this axis in a row-major rank
         if not ranked or jnp.issubdtype(x.dtype, jnp.integer):
             x = _routed(x, layout, g, mode)[0]
