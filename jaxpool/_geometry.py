@@ -205,9 +205,13 @@ class WindowGeometry:
 
     def axis_only(self, axis: int, in_shape: Sequence[int]) -> WindowGeometry:
         """This geometry along ``axis`` alone, over ``in_shape``; the other axes pass through unchanged."""
+        return self.axes_only((axis,), in_shape)
+
+    def axes_only(self, axes: Sequence[int], in_shape: Sequence[int]) -> WindowGeometry:
+        """This geometry along ``axes`` alone, over ``in_shape``; the other axes pass through unchanged."""
 
         def along(values, other):
-            return tuple(v if i == axis else o for i, (v, o) in enumerate(zip(values, other)))
+            return tuple(v if i in axes else o for i, (v, o) in enumerate(zip(values, other)))
 
         ones, zeros = (1,) * self.ndim, (0,) * self.ndim
         return WindowGeometry(

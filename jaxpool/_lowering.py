@@ -78,7 +78,9 @@ taps (:func:`routes_blocks`), not every tap. Sums over bins at least 3 apart cov
     the phase-view folds of at most :data:`JOINT_PHASE_TAPS` elements below: one ``"taps"`` or
     ``"blocks"`` pass per axis, last axis first — or, for two axes whose first one's window is
     longer than :data:`AXIS_TAPS`, that one first (:func:`pass_order`, :mod:`jaxpool._rowmajor`:
-    adaptive 512 -> 7 0.4-0.6x) —, each with its own 1-byte offsets and max-index derivative
+    adaptive 512 -> 7 0.4-0.6x), or for three axes whose two inner ones fold phase views of at
+    most :data:`JOINT_PHASE_TAPS` taps, those two at once first (:func:`joint_inner_pass`) —,
+    each with its own 1-byte offsets and max-index derivative
     (:func:`jaxpool.max._chained_extremum`). The backward pass routes through
     ``sum(k_i)`` taps instead of ``prod(k_i)``: measured in one process, forward+backward 3x3/1
     1.9x, 5x5/1 1.9x, 8x8/7 (adaptive 50 -> 7) 3.7x faster than the joint fold. The residual is
@@ -242,6 +244,8 @@ def route_taps(geom: WindowGeometry) -> int:
     Other windows whose derivative routes blocks (:func:`routes_blocks`) count all ``k``: fused
     into the next pass's derivative, each block's select re-reads its ``s`` elements (counted as
     ``m + h``, 4x4/2 pad 1 on (32, 56, 56, 64) lost its barrier and ran 3-6x slower)."""
+    if len(geom.pooled_axes) != 1:  # a joint pass (joint_inner_pass) routes every tap
+        return geom.window_size
     (i,) = geom.pooled_axes
     k, s = geom.window[i], geom.strides[i]
     return sum(divmod(k, s)) if fits_blocks(geom) else k
@@ -282,6 +286,26 @@ def chain_axes(geom: WindowGeometry) -> bool:
     passes = all(k <= AXIS_TAPS or fits_blocks(geom.axis_only(i, geom.in_shape)) for i, k in enumerate(geom.window))
     joint = fold_phases(geom) and geom.window_size <= JOINT_PHASE_TAPS
     return several and passes and not is_clean_tiling(geom) and not joint
+
+
+def joint_inner_pass(geom: WindowGeometry) -> tuple[int, ...]:
+    """The two innermost pooled axes of a ``"chained"`` window over three or more axes when their
+    window folds phase views of at most :data:`JOINT_PHASE_TAPS` taps: the chain's first pass
+    folds them at once (the 2-D ``"taps"`` fold of 3x3/2), then one pass per outer axis — exact
+    with no ranking, the outer passes coming after the inner ones. ``()`` otherwise. One pass per
+    axis made XLA:CPU write each axis's shifted (padded) odd phase to memory, the W pass's as
+    large as half the input, and re-read it in a loop fusing the next pass; the joint pass reads
+    the input once. In one process (benchmarks/ab_commit.py), joint inner pass / one per axis,
+    3x3x3/2 pad 1: forward+backward on (4, 32, 64, 64, 32) 0.54 (1.08x PyTorch), (8, 16, 56, 56,
+    16) 0.53, (4, 16, 32, 32, 32) 0.82, (2, 8, 16, 16, 64) 0.88, unpadded 0.64, on a depth of 15
+    0.67; inference on (4, 32, 64, 64, 32) 0.23 (0.51x PyTorch). A joint fold of all 27 taps
+    reads the input once too but ran 1.6x slower than the passes on small volumes (the bounds
+    test of each padded tap) and 2.4x slower than this on the large one."""
+    pooled = geom.pooled_axes
+    if len(pooled) < 3:
+        return ()
+    inner = geom.axes_only(pooled[-2:], geom.in_shape)
+    return pooled[-2:] if fold_phases(inner) and inner.window_size <= JOINT_PHASE_TAPS else ()
 
 
 def splits_edges(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool = False) -> bool:

@@ -261,6 +261,39 @@ def test_chained_passes_compute_each_derivative_once(window, separated):
     assert (inference > 0) == separated, inference
 
 
+@pytest.mark.parametrize(
+    "spatial, window, strides, padding, ceil_mode",
+    [
+        ((6, 8, 10), (3, 3, 3), (2, 2, 2), 1, False),
+        ((5, 8, 6), (3, 3, 3), (2, 2, 2), 0, True),
+        ((6, 8, 8), (3, 3, 3), (1, 2, 2), 1, False),
+        ((7, 6, 10), (2, 3, 2), (3, 2, 2), ((1, 0), (1, 1), (0, 1)), False),
+    ],
+)
+@pytest.mark.parametrize("kind", ["ties", "special"])
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_chain_folds_the_inner_pair_of_axes_at_once(spatial, window, strides, padding, ceil_mode, kind, mode):
+    """3-D windows whose two inner axes fold stride-2 phase views (jaxpool._lowering.joint_inner_pass)
+    run one 2-D pass over them, then a pass along the outer axis: PyTorch's values, its first winner
+    on ties and last NaN, and the gradient to it (the 2-D pass's offsets rank its window row-major)."""
+    pads = padding if isinstance(padding, tuple) else ((padding, padding),) * 3
+    geom = window_geometry(spatial, window, strides, pads, None, ceil_mode)
+    assert _lowering.choose(geom, indices=False) == "chained" and _lowering.joint_inner_pass(geom) == (1, 2)
+    op, ref_op, ref_grad = OPS[mode]
+    rng = np.random.default_rng(7)
+    x = random_input(rng, (2, 3) + spatial, kind)
+    args = (window, strides, pads, (1, 1, 1), ceil_mode)
+    want, _ = ref_op(x, *args)
+    call = lambda v: op(v, window, strides, pads, ceil_mode=ceil_mode, data_format="channels_first")  # noqa: E731
+    y, vjp = jax.vjp(call, jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(y), want.astype(np.float32))
+    ct = rng.normal(size=want.shape).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(ct))[0]), ref_grad(x, ct, *args), rtol=1e-5, atol=1e-5)
+    tangent = rng.normal(size=x.shape).astype(np.float32)  # forward mode: <ct, J t> = <J^T ct, t>
+    jt = jax.jvp(call, (jnp.asarray(x),), (jnp.asarray(tangent),))[1]
+    np.testing.assert_allclose(np.vdot(ct, np.asarray(jt)), np.vdot(ref_grad(x, ct, *args), tangent), rtol=1e-4)
+
+
 class JitVariantsTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_jit_and_eager_agree(self):
