@@ -14,7 +14,9 @@ size independent of the window size — a 512x512 global max compiles as fast as
     :data:`JOINT_STRIDED_SUM_TAPS` when every axis is strided and a multiple of its stride): one
     fused elementwise fold over the window's taps, the fastest form on every backend for small
     windows; max/min keep one byte per output (the winner's offset) for the backward pass. Strided
-    sums are transposed in a form that pads the cotangent once (:func:`jaxpool._taps.tap_sum`).
+    sums are transposed in a form that pads the cotangent once (:func:`jaxpool._taps.tap_sum`);
+    those of more than :data:`JOINT_SUM_TAPS` taps sum axis by axis in inference
+    (:func:`sums_by_passes`).
 ``"separable"``
     larger windows: one axis at a time; along each axis a fold over at most :data:`AXIS_TAPS` taps,
     or for longer axes a doubling (sparse-table) scheme — ``log2(k)`` elementwise passes for a
@@ -353,6 +355,22 @@ def choose(geom: WindowGeometry, reduction: str = "extremum", *, indices: bool =
     if geom.window_size <= (JOINT_TAPS if reduction == "extremum" else joint_sum_taps(geom)):
         return "taps"
     return "separable"
+
+
+def sums_by_passes(geom: WindowGeometry) -> bool:
+    """Whether a ``"taps"`` window sum over phase views (every pooled axis strided by 2, a multiple
+    of it) takes its value in inference from one pass per axis (:func:`jaxpool.avg._passes_sum`),
+    keeping the joint fold where JAX differentiates (:func:`jaxpool.avg._phase_derivative`):
+    windows of more than :data:`JOINT_SUM_TAPS` taps. The joint fold's forward re-reads every
+    input element as many times as windows hold it; the passes read it once per axis but hold
+    half the input between them. Inference in one process, passes / joint fold: avg 5x5/2 pad 2
+    on (32, 56, 56, 64) 0.47-0.55 (about PyTorch's time), (64, 56, 56, 64) 0.44, (16, 112, 112,
+    64) 0.60, 3x3x3/2 pad 1 on (4, 16, 32, 32, 32) 0.76. Forward+backward with the passes' value
+    gained on small inputs (0.60-0.85 on (32, 56, 56, 64)) but lost 1.06-1.15x on the larger ones
+    (the intermediate's page faults), so training keeps the joint fold; smaller windows measured
+    slower as passes (3x3/2 pad 1 1.22, 4x4/2 pad 1 1.25)."""
+    phases = geom.bins is None and not slices_unpadded(geom) and choose(geom, "sum") == "taps"
+    return phases and geom.window_size > JOINT_SUM_TAPS
 
 
 def joint_sum_taps(geom: WindowGeometry) -> int:
