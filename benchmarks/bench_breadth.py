@@ -146,12 +146,13 @@ CASES = [
     windowed("avg", (32, 4096, 64), 9, 1, 4),
     windowed("max", (4, 16, 32, 32, 32), 2, 2),
     windowed("avg", (4, 16, 32, 32, 32), 3, 2, 1),
-    windowed("max", (4, 16, 32, 32, 32), 3, 2, 1),  # a 3-D ResNet stem's pool: three chained passes
+    windowed("max", (4, 16, 32, 32, 32), 3, 2, 1),  # a 3-D ResNet stem's pool: an (H, W) pass, then D
     windowed("max", (32, 56, 56, 64), 4, 2, 1),  # chained 4-tap passes whose derivative routes blocks
     windowed("max", (32, 56, 56, 64), 3, 3, 1),  # windows that never overlap, padded: one select per window
     windowed("max", (32, 56, 56, 64), 2, 2, 1),
     windowed("max", (32, 28, 28, 192), 3, 1, 1),  # Inception's 3x3/1 pool: chained passes, 19 MB input
     windowed("max", (4, 32, 64, 64, 32), 3, 2, 1),  # a larger 3-D volume: 67 MB input
+    windowed("max", (8, 16, 56, 56, 16), 3, 2, 1),  # video clips, 16 channels
     global_case("max", (32, 14, 14, 512)),
     global_case("avg", (32, 14, 14, 512)),
     global_case("max", (2, 256, 256, 16)),
