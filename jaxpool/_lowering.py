@@ -302,7 +302,10 @@ def joint_inner_pass(geom: WindowGeometry) -> tuple[int, ...]:
     16) 0.53, (4, 16, 32, 32, 32) 0.82, (2, 8, 16, 16, 64) 0.88, unpadded 0.64, on a depth of 15
     0.67; inference on (4, 32, 64, 64, 32) 0.23 (0.51x PyTorch). A joint fold of all 27 taps
     reads the input once too but ran 1.6x slower than the passes on small volumes (the bounds
-    test of each padded tap) and 2.4x slower than this on the large one."""
+    test of each padded tap) and 2.4x slower than this on the large one. Spatially sharded over H
+    or W (4 devices), the joint pass exchanges a halo per shifted tap as the 2-D fold does: 3
+    collective-permutes in inference and 9 forward+backward, where the per-axis passes took 1 and
+    3 and flax's ``reduce_window`` takes 1 and 6 — values exact either way."""
     pooled = geom.pooled_axes
     if len(pooled) < 3:
         return ()

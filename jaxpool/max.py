@@ -240,14 +240,15 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     with its derivatives (:func:`jaxpool._fusion.materialize`): fused, each of its backward taps
     would recompute all of the earlier passes' (5x5/1: 25 taps per element, not 10). Other passes
     after a pass do so only under differentiation (:func:`jaxpool._fusion.differentiated_once`):
-    inference fuses them."""
+    inference fuses them. Two inner axes that fold stride-2 phase views together
+    (:func:`jaxpool._lowering.joint_inner_pass`) are one pass, the first."""
     inner = _lowering.joint_inner_pass(geom)
     if inner:
-        order = [i for i in reversed(range(geom.ndim)) if i not in inner]
         passes = [(inner[0], lambda shape: geom.axes_only(inner, shape))]
-        return chain_passes(x, layout, passes + [(i, lambda shape, i=i: geom.axis_only(i, shape)) for i in order], mode)
-    order = _lowering.pass_order({i: geom.axis_only(i, geom.in_shape) for i in range(geom.ndim)})
-    return chain_passes(x, layout, [(i, lambda shape, i=i: geom.axis_only(i, shape)) for i in order], mode)
+        order = [i for i in reversed(range(geom.ndim)) if i not in inner]
+    else:
+        passes, order = [], _lowering.pass_order({i: geom.axis_only(i, geom.in_shape) for i in range(geom.ndim)})
+    return chain_passes(x, layout, passes + [(i, lambda shape, i=i: geom.axis_only(i, shape)) for i in order], mode)
 
 
 def chain_passes(x, layout: Layout, passes, mode: str):
