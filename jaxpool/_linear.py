@@ -2,9 +2,9 @@
 
 JAX transposes a linear function op by op, and for window sums that gives XLA:CPU a poor program in
 one direction or the other: the tap sum that runs fastest forward transposes into one pad of the
-cotangent per distinct row shift, each materialised, while the framed sum whose transpose pads the
-cotangent once (:meth:`jaxpool._taps.Taps.sum`) runs slower forward. :func:`linear` evaluates
-``forward`` and, in reverse mode, ``transpose``; it is a primitive that JAX differentiates in both
+cotangent per distinct row shift, each materialised, while the transpose that pads the cotangent
+once (:func:`jaxpool._taps.spread`) is, read forward, a framed sum that runs slower.
+:func:`linear` evaluates ``forward`` and, in reverse mode, ``transpose``; it is a primitive that JAX differentiates in both
 modes (its JVP is itself, its transpose the same primitive with the two maps swapped, so any order
 of differentiation stays on these two programs) and vectorises by ``jax.vmap`` of both maps. It
 lowers to ``forward``'s own ops, so XLA's SPMD partitioner and ``jax.export`` see plain slices,

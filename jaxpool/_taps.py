@@ -133,7 +133,7 @@ class Taps:
         self._pieces: dict[tuple[int, ...], jax.Array] = {}
         self.view_shape = view_shape
         self.sliced = sliced and ragged and self.split
-        # whether framed_sum() applies (see tap_sum())
+        # whether tap_sum() transposes by spread()
         self.framed = self.split and not self.sliced and all(self._stride(i) > 1 for i in self.axes)
         if self.strided or self.sliced:
             return
@@ -194,39 +194,6 @@ class Taps:
         source = self._piece(tuple(phases)) if self.split else self.view
         return lax.pad(source, self.fill, config).reshape([d for d in out_shape if d is not None])
 
-    def framed_sum(self, taps: list[dict[int, int]]):
-        """The sum of ``taps`` (``offsets`` as for calling) in the form whose transpose pads the
-        cotangent once: each tap is a pad of its phase piece by non-negative widths into a frame
-        of rows around the output (transposed: a slice), the taps are added there, and the frame
-        is cropped to the output (transposed: the one pad). Called and summed, the taps transpose
-        into one pad of the cotangent per distinct row shift, each of which XLA:CPU materialises
-        (avg 5x5/2 pad 2 on (32, 56, 56, 64): five, 50 MiB of temporaries). Only for views that
-        split into phase pieces at strides of 2 or more (:attr:`framed`)."""
-        frame = {}  # spatial index: (frame rows before output 0, frame rows)
-        for i in self.axes:
-            before = max(0, -min(self._row_shift(i, offsets)[0] for offsets in taps))
-            frame[i] = (before, max(self.geom.out_shape[i] + before, self.rows[i] + 2 * before))
-        placed = []
-        for offsets in taps:
-            phases, config = [], [(0, 0, 0)] * len(self.view_shape)
-            out_shape: list[int | None] = list(self.view_shape)
-            for i in self.axes:
-                q, p = self._row_shift(i, offsets)
-                (before, rows), row = frame[i], self._row_axis[i]
-                phases.append(p)
-                config[row] = (before - q, rows - self.rows[i] - before + q, 0)  # both >= 0
-                out_shape[row : row + 2] = [rows, None]
-            piece = self._piece(tuple(phases))
-            placed.append(lax.pad(piece, self.fill, config).reshape([d for d in out_shape if d is not None]))
-        total = placed[0]
-        for tap in placed[1:]:
-            total = total + tap
-        start, limit = [0] * self.layout.ndim, list(total.shape)
-        for i in self.axes:
-            axis = self.layout.spatial_axes[i]
-            start[axis], limit[axis] = frame[i][0], frame[i][0] + self.geom.out_shape[i]
-        return lax.slice(total, start, limit)
-
     def _row_shift(self, i: int, offsets: dict[int, int]) -> tuple[int, int]:
         """``(q, p)``: tap ``offsets`` reads row ``o + q`` of phase ``p`` along axis ``i`` for output ``o``."""
         return divmod(offsets.get(i, 0) * self.geom.dilation[i] - self.lo[i], self._stride(i))
@@ -236,12 +203,12 @@ def tap_sum(x, layout: Layout, geom: WindowGeometry):
     """Every window's sum as a sum of :class:`Taps` of ``x`` (zero padding). Where the view splits
     into phase pieces at strides of 2 or more (:attr:`Taps.framed`), a linear map
     (:func:`jaxpool._linear.linear`) evaluated as the taps called and summed (XLA:CPU's fastest
-    forward loop) and transposed as :meth:`Taps.framed_sum` (the cotangent padded once). Each form
-    alone loses in the other direction; forward+backward in one process (benchmarks/ab_commit.py),
-    against the called taps transposed by JAX: avg 4x4/2 pad 1 on (32, 56, 56, 64) 0.74-0.85 (the
-    framed sum both ways 1.56), 3x3/2 pad 1 0.86-1.0, 5x5/3 pad 1 0.53 (the derivative of
-    :func:`jaxpool.avg._phase_derivative`), 4x4/2 pad 1 on 57 (ragged: split) 0.36. At stride 1 the
-    calls' own transposes win (avg 3x3/1 pad 1 2.6x slower framed)."""
+    forward loop) and transposed by :func:`spread` (the cotangent padded once into a frame). Each
+    form alone loses in the other direction; forward+backward in one process
+    (benchmarks/ab_commit.py), against the called taps transposed by JAX: avg 4x4/2 pad 1 on (32,
+    56, 56, 64) 0.74-0.85 (the framed sum both ways 1.56), 3x3/2 pad 1 0.86-1.0, 5x5/3 pad 1 0.53
+    (the derivative of :func:`jaxpool.avg._phase_derivative`), 4x4/2 pad 1 on 57 (ragged: split)
+    0.36. At stride 1 the calls' own transposes win (avg 3x3/1 pad 1 2.6x slower framed)."""
     offsets = [offs for _, offs in window_taps(geom)]
 
     def called(v):
@@ -250,12 +217,81 @@ def tap_sum(x, layout: Layout, geom: WindowGeometry):
 
     if not Taps(x, layout, geom).framed:
         return called(x)
-    primal = jax.ShapeDtypeStruct(x.shape, x.dtype)
 
     def transposed(ct):
-        return jax.linear_transpose(lambda v: Taps(v, layout, geom).framed_sum(offsets), primal)(ct)[0]
+        return spread(ct, layout, geom, x.shape)
 
     return _linear.linear(called, transposed, x)
+
+
+def spread(ct, layout: Layout, geom: WindowGeometry, in_shape):
+    """The transpose of :func:`tap_sum`: each input element's sum of the cotangents ``ct`` of the
+    windows that hold it. Phase ``p`` of an axis's stride view, row ``m``, adds ``ct[m - q]`` for
+    each tap ``t d - lo = q s + p``. The cotangent is padded once into a frame of rows around the
+    output, its shifted copies are sliced from the frame one axis at a time (one slice per shift of
+    that axis for each shift combination of the axes before), summed per phase, and the phases
+    interleaved (a stack and reshape per axis).
+
+    Sliced per tap, the frame's slices gave XLA's SPMD partitioner one halo exchange each on a
+    sharded axis; one axis at a time they are fewer, and XLA merges the nested slices back into
+    one per tap, so the one-device program is the same loop (ab_commit.py forward+backward, avg
+    3x3/2 pad 1, 4x4/2 pad 1, 5x5/2 pad 2 on (32, 56, 56, 64), 3x3x3/2 pad 1: 0.78-1.09, noise).
+    Collective-permutes of forward+backward on 4 devices, H / W sharded, before -> now (flax.linen):
+    avg 3x3/2 pad 1 16 / 16 -> 7 / 9 (4), 5x5/2 pad 2 51 / 51 -> 20 / 28 (5), 3x3x3/2 pad 1 46 / 46
+    -> 15 / 19 (4; D-sharded 47 -> 15). A pad per shift instead of the frame's slices (4 / 5
+    permutes for 3x3/2 pad 1) made XLA:CPU write each padded copy: forward+backward 1.2-3.3x
+    slower."""
+    axes = geom.pooled_axes
+    strides = [view_stride(geom, i) for i in axes]
+    rows = [-(-in_shape[layout.spatial_axes[i]] // s) for i, s in zip(axes, strides)]
+    shifts = []  # per axis, each tap's (row shift, phase), taps that read the input only
+    for i, s, r in zip(axes, strides, rows):
+        taps = [divmod(t * geom.dilation[i] - geom.pad_lo[i], s) for t in range(geom.window[i])]
+        shifts.append([(q, p) for q, p in taps if -geom.out_shape[i] <= q < r])
+    shifted = _shifted_copies(ct, [layout.spatial_axes[i] for i in axes], rows, [{q for q, _ in t} for t in shifts])
+    phase_sums = {}
+    for combo in itertools.product(*shifts):
+        phase, key = tuple(p for _, p in combo), tuple(q for q, _ in combo)
+        phase_sums[phase] = shifted[key] if phase not in phase_sums else phase_sums[phase] + shifted[key]
+    interleaved = _interleave(phase_sums, next(iter(shifted.values())).shape, [layout.spatial_axes[i] for i in axes], strides)
+    limit = list(interleaved.shape)
+    for i in axes:
+        limit[layout.spatial_axes[i]] = in_shape[layout.spatial_axes[i]]
+    return lax.slice(interleaved, [0] * ct.ndim, limit)
+
+
+def _shifted_copies(ct, axes, rows, shifts) -> dict[tuple[int, ...], jax.Array]:
+    """``ct`` shifted by every combination of ``shifts[n]`` along array axis ``axes[n]`` (row ``m``
+    of the copy keyed ``(q_0, q_1, ...)`` holds ``ct[m - q_n]``, zero outside, ``rows[n]`` rows):
+    one pad into a frame, then slices one axis at a time."""
+    config = [(0, 0, 0)] * ct.ndim
+    for axis, r, qs in zip(axes, rows, shifts):
+        config[axis] = (max([0, *qs]), max(0, r - ct.shape[axis] - min(qs, default=0)), 0)
+    copies = {(): lax.pad(ct, jnp.zeros((), ct.dtype), config)}
+    for axis, r, qs in zip(axes, rows, shifts):
+        before = config[axis][0]
+        copies = {
+            key + (q,): lax.slice_in_dim(copy, before - q, before - q + r, axis=axis)
+            for key, copy in copies.items()
+            for q in sorted(qs)
+        }
+    return copies
+
+
+def _interleave(phase_sums: dict, shape, axes, strides) -> jax.Array:
+    """One array from its stride-phase pieces ``phase_sums`` (keyed by the phase along each of
+    ``axes``; missing pieces are zeros of ``shape``): along each axis, last first, the pieces are
+    stacked after it and merged into it (row ``m`` of phase ``p`` becomes row ``m s + p``)."""
+    shape = list(shape)
+    for n in reversed(range(len(axes))):
+        axis, s = axes[n], strides[n]
+        zero = jnp.zeros(shape, next(iter(phase_sums.values())).dtype)
+        merged = {}
+        for prefix in itertools.product(*(range(t) for t in strides[:n])):
+            stacked = jnp.stack([phase_sums.get(prefix + (p,), zero) for p in range(s)], axis + 1)
+            merged[prefix] = stacked.reshape(shape[:axis] + [shape[axis] * s] + shape[axis + 1 :])
+        phase_sums, shape[axis] = merged, shape[axis] * s
+    return phase_sums[()]
 
 
 def view_stride(geom: WindowGeometry, i: int) -> int:

@@ -125,7 +125,7 @@ def test_integer_input_averages_to_float32():
         ((14, 13), (3, 3), (3, 3), 1, True),
         ((20,), (5,), (3,), 2, False),
         ((7, 8, 9), (2, 2, 2), (3, 3, 3), 1, False),
-        ((12, 12), (5, 5), (2, 2), 2, False),  # the joint strided sums below: framed transposes
+        ((12, 12), (5, 5), (2, 2), 2, False),  # the joint strided sums below: transposed by spread
         ((8, 10, 12), (3, 3, 3), (2, 2, 2), 1, False),
         ((10, 14), (4, 4), (2, 2), 1, False),
         ((12, 16), (5, 3), (2, 4), (2, 1), False),
@@ -136,7 +136,7 @@ def test_integer_input_averages_to_float32():
 def test_strided_tap_sums_in_every_mode(spatial, window, strides, padding, ceil_mode):
     """Sums of windows strided by >= 3 take their value from strided slices of the unpadded input
     and their derivative from phase-view taps (jaxpool.avg._unpadded_tap_sum); strided phase-view
-    sums are evaluated as called taps and transposed as the framed sum (jaxpool._taps.tap_sum). The
+    sums are evaluated as called taps and transposed by jaxpool._taps.spread (the framed sum). The
     NumPy reference decides all: the value, the gradient, and (avg_pool being linear) the
     forward-mode tangent, which must be the reference's average of the tangent."""
     rng = np.random.default_rng(len(spatial) * 100 + sum(window))

@@ -268,8 +268,8 @@ def test_3d_max_reads_its_input_once():
 
 @pytest.mark.parametrize("window, padding", [((5, 5), 2), ((4, 4), 1), ((3, 3, 3), 1)])
 def test_strided_sum_transpose_pads_the_cotangent_once(window, padding):
-    """Strided window sums (stride 2, even sizes) are transposed as the framed sum
-    (jaxpool._taps.tap_sum): one padded cotangent, a third of the input here, is the only
+    """Strided window sums (stride 2, even sizes) are transposed by jaxpool._taps.spread (the
+    framed sum): one padded cotangent, a third of the input here, is the only
     temporary of the compiled forward+backward. JAX's own transpose of the tap sum pads the
     cotangent once per row shift (5x5/2 pad 2: twice the input in temporaries, 4x4/2 pad 1 half of
     it); as axis passes the 5x5 sum padded a copy of the input (avg 5x5/2 pad 2 on (32, 56, 56,
