@@ -196,7 +196,7 @@ class Taps:
 
     def _row_shift(self, i: int, offsets: dict[int, int]) -> tuple[int, int]:
         """``(q, p)``: tap ``offsets`` reads row ``o + q`` of phase ``p`` along axis ``i`` for output ``o``."""
-        return divmod(offsets.get(i, 0) * self.geom.dilation[i] - self.lo[i], self._stride(i))
+        return tap_row(self.geom, i, offsets.get(i, 0), self.lo[i])
 
 
 def tap_sum(x, layout: Layout, geom: WindowGeometry):
@@ -245,8 +245,8 @@ def spread(ct, layout: Layout, geom: WindowGeometry, in_shape):
     strides = [view_stride(geom, i) for i in axes]
     rows = [-(-in_shape[layout.spatial_axes[i]] // s) for i, s in zip(axes, strides)]
     shifts = []  # per axis, each tap's (row shift, phase), taps that read the input only
-    for i, s, r in zip(axes, strides, rows):
-        taps = [divmod(t * geom.dilation[i] - geom.pad_lo[i], s) for t in range(geom.window[i])]
+    for i, r in zip(axes, rows):
+        taps = [tap_row(geom, i, t, geom.pad_lo[i]) for t in range(geom.window[i])]
         shifts.append([(q, p) for q, p in taps if -geom.out_shape[i] <= q < r])
     shifted = _shifted_copies(ct, [layout.spatial_axes[i] for i in axes], rows, [{q for q, _ in t} for t in shifts])
     phase_sums = {}
@@ -292,6 +292,12 @@ def _interleave(phase_sums: dict, shape, axes, strides) -> jax.Array:
             merged[prefix] = stacked.reshape(shape[:axis] + [shape[axis] * s] + shape[axis + 1 :])
         phase_sums, shape[axis] = merged, shape[axis] * s
     return phase_sums[()]
+
+
+def tap_row(geom: WindowGeometry, i: int, tap: int, lo: int) -> tuple[int, int]:
+    """``(q, p)``: along axis ``i`` (low padding ``lo``), tap ``tap`` reads row ``o + q`` of phase
+    ``p`` of the stride view (:class:`Taps`) for output ``o``."""
+    return divmod(tap * geom.dilation[i] - lo, view_stride(geom, i))
 
 
 def view_stride(geom: WindowGeometry, i: int) -> int:
