@@ -7,8 +7,8 @@ once (:func:`jaxpool._taps.spread`) is, read forward, a framed sum that runs slo
 :func:`linear` evaluates ``forward`` and, in reverse mode, ``transpose``; it is a primitive that JAX differentiates in both
 modes (its JVP is itself, its transpose the same primitive with the two maps swapped, so any order
 of differentiation stays on these two programs) and vectorises by ``jax.vmap`` of both maps. It
-lowers to ``forward``'s own ops, so XLA's SPMD partitioner and ``jax.export`` see plain slices,
-pads and adds. JAX has no public ``custom_transpose``, hence the primitive.
+lowers to ``forward``'s own ops (which :mod:`jaxpool._halo` may custom-partition for spatially
+sharded inputs; lowered for ``jax.export``, the plain ops). JAX has no public ``custom_transpose``, hence the primitive.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from collections.abc import Callable
 import jax
 import jax.extend
 import jax.numpy as jnp
+from jax._src import dispatch
 from jax.interpreters import ad, batching, mlir
+
+from jaxpool import _halo
 
 _linear_p = jax.extend.core.Primitive("jaxpool_linear")
 
@@ -42,9 +45,19 @@ def _batch_rule(args, dims, *, forward, transpose):
 
 _linear_p.def_impl(lambda a, *, forward, transpose: forward(a))
 _linear_p.def_abstract_eval(_abstract)
-mlir.register_lowering(_linear_p, mlir.lower_fun(lambda a, *, forward, transpose: forward(a), multiple_results=False))
+
+
+def _lowering(ctx, a, *, forward, transpose):
+    with _halo.plain(ctx.module_context.lowering_parameters.for_export):
+        return mlir.lower_fun(forward, multiple_results=False)(ctx, a)
+
+
+mlir.register_lowering(_linear_p, _lowering)
 ad.deflinear2(_linear_p, _transpose_rule)
 batching.primitive_batchers[_linear_p] = _batch_rule
+# Its maps may be custom-partitioned (jaxpool._halo), which JAX lowers only knowing the devices;
+# JAX finds such primitives in a jaxpr, not inside the traced maps of our parameters.
+dispatch.prim_requires_devices_during_lowering.add(_linear_p)
 
 
 def linear(forward: Callable, transpose: Callable, a):

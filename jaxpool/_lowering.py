@@ -116,6 +116,11 @@ the batching, and for max the 1-byte offset); larger ones (sums above :data:`JOI
 max/min above :data:`JOINT_TAPS` elements, e.g. 8x8 adaptive bins) and windows that span a whole
 axis (global pooling) take ``"tiling"``. Timings are in
 benchmarks/RESULTS_breadth.md.
+
+Spatial sharding does not change the choice: window sums other than ``"tiling"`` whose axes split
+into blocks of whole strides (:func:`jaxpool._halo.splits`) are custom-partitioned around the
+chosen lowering (:func:`jaxpool.avg.window_sum`, :mod:`jaxpool._halo`: one halo exchange per
+direction of a sharded axis, the one-device program per shard).
 """
 
 from __future__ import annotations

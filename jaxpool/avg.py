@@ -8,6 +8,7 @@ differentiates them in forward and reverse mode; the backward pass is shifted ad
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool import _edges, _fusion, _lowering, _sliding, _symbolic, _taps
+from jaxpool import _edges, _fusion, _halo, _linear, _lowering, _sliding, _symbolic, _taps
 from jaxpool._fusion import results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, not_a_window, window_geometry, window_tuple
 from jaxpool._layout import Layout, accumulation_dtype, as_pool_input, layout_of, result_dtype
@@ -23,9 +24,70 @@ from jaxpool.max import max_pool
 
 
 def window_sum(x, layout: Layout, geom: WindowGeometry):
-    """Sum of each window's in-input elements (zero padding), in ``x``'s dtype, lowered per
-    :func:`jaxpool._lowering.choose`. Plain JAX ops (reshapes, slices, adds): JAX differentiates it
-    in both modes, and the transpose is phase-interleaved shifted adds — no ``reduce_window``
+    """Sum of each window's in-input elements (zero padding), in ``x``'s dtype: :func:`_local_sum`,
+    which on a spatially sharded ``x`` exchanges one halo per direction of each sharded axis, in
+    every derivative too (:mod:`jaxpool._halo`; :func:`_halo_sum`). One device runs the local
+    sum's programs, forward and backward."""
+    if _lowering.choose(geom, "sum") == "tiling" or not _halo.splits(geom):
+        return _local_sum(x, layout, geom)
+    return _halo_sum(x, layout, geom)
+
+
+def _halo_sum(x, layout: Layout, geom: WindowGeometry, differentiated: bool = False):
+    """:func:`_local_sum` of ``x`` (``differentiated``: its value where JAX differentiates it) by
+    :func:`jaxpool._halo.windowed`, differentiated by hand: the value again (``differentiated``)
+    and the tangent map, a :func:`jaxpool._linear.linear` pair of the local sum's own tangent and
+    its transpose, each partitioned."""
+
+    value = _differentiated_sum if differentiated else _local_sum
+
+    @jax.custom_jvp
+    def total(v):  # linear, so that code applying the sum to tangents (stochastic_pool) transposes it
+        return _linear.linear(
+            lambda a: _halo.windowed(value, a, layout, geom),
+            lambda ct: _halo.spilled(functools.partial(_transposed, value), ct, layout, geom),
+            v,
+        )
+
+    @total.defjvp
+    def _total_jvp(primals, tangents):
+        tangent = _linear.linear(
+            lambda t: _halo.windowed(_local_tangent, t, layout, geom),
+            lambda ct: _halo.spilled(_local_cotangent, ct, layout, geom),
+            tangents[0],
+        )
+        return _halo_sum(primals[0], layout, geom, differentiated=True), tangent
+
+    return total(x)
+
+
+def _differentiated_sum(x, layout: Layout, geom: WindowGeometry):
+    """:func:`_local_sum`'s value where JAX differentiates it (its custom JVP's primal)."""
+    return jax.jvp(lambda v: _local_sum(v, layout, geom), (x,), (x,))[0]
+
+
+def _local_tangent(t, layout: Layout, geom: WindowGeometry):
+    """:func:`_local_sum`'s tangent map (its custom JVP's tangent form)."""
+    return jax.jvp(lambda v: _local_sum(v, layout, geom), (jnp.zeros_like(t),), (t,))[1]
+
+
+def _transposed(value, ct, layout: Layout, geom: WindowGeometry):
+    """The transpose of the linear map ``value`` (JAX's, op by op)."""
+    shape = jax.ShapeDtypeStruct(layout.with_spatial(ct.shape, geom.in_shape), ct.dtype)
+    return jax.linear_transpose(lambda v: value(v, layout, geom), shape)(ct)[0]
+
+
+def _local_cotangent(ct, layout: Layout, geom: WindowGeometry):
+    """The transpose of :func:`_local_tangent`: :func:`_local_sum`'s pullback at zero (the forward
+    values, unused, XLA drops)."""
+    zeros = jnp.zeros(layout.with_spatial(ct.shape, geom.in_shape), ct.dtype)
+    return jax.vjp(lambda v: _local_sum(v, layout, geom), zeros)[1](ct)[0]
+
+
+def _local_sum(x, layout: Layout, geom: WindowGeometry):
+    """:func:`window_sum` on one device (or one shard's block), lowered per
+    :func:`jaxpool._lowering.choose`. Plain JAX ops (reshapes, slices, adds): JAX differentiates
+    it in both modes, and the transpose is phase-interleaved shifted adds — no ``reduce_window``
     transpose, no scatter. Axis-by-axis sums of short windows compute the cotangent between the
     passes once (:func:`jaxpool._lowering.keeps_apart`): fused, XLA:CPU re-read every tap of one
     pass for each tap of the other (forward+backward in one process, 5x5/3 pad 1 on (32, 56, 56,
