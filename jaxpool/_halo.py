@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
@@ -104,12 +105,12 @@ def _custom_partitioned(local: LocalMap, a, layout: Layout, geom: WindowGeometry
         plans = {}
         for i, axis in enumerate(layout.spatial_axes):
             if spec[axis] is not None:
-                names = spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],)
-                plan = _plan(geom, i, math.prod(mesh.shape[n] for n in names))
+                shards = _Shards(mesh, spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],))
+                plan = _plan(geom, i, shards.count)
                 if plan is None:
                     spec[axis] = None
                 else:
-                    plans[i] = names, plan
+                    plans[i] = shards, plan
         sharding = NamedSharding(mesh, PartitionSpec(*spec))
         block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
         if forward:
@@ -124,6 +125,36 @@ def _custom_partitioned(local: LocalMap, a, layout: Layout, geom: WindowGeometry
 def _spec(sharding, ndim: int) -> list:
     spec = list(sharding.spec) if isinstance(sharding, NamedSharding) else []
     return spec + [None] * (ndim - len(spec))
+
+
+class _Shards:
+    """The shards of one array axis split over mesh axes ``names`` (major first), in block order.
+
+    :meth:`send` moves each block's rows to block ``+ step``. ``lax.ppermute`` over several mesh
+    axes numbers the devices in the mesh's axis order whatever the order of the names (while
+    ``lax.axis_index`` follows the names: jax 0.10), so the pairs are numbered over the names in
+    mesh order, from each block's coordinates."""
+
+    def __init__(self, mesh, names: tuple):
+        self.names, self.sizes = names, tuple(mesh.shape[n] for n in names)
+        self.count = math.prod(self.sizes)
+        self.mesh_order = tuple(sorted(names, key=list(mesh.axis_names).index))
+
+    def index(self):
+        """This device's block number."""
+        block = 0
+        for name, size in zip(self.names, self.sizes):
+            block = block * size + lax.axis_index(name)
+        return block
+
+    def send(self, rows, step: int):
+        pairs = [(self._device(b), self._device(b + step)) for b in range(self.count) if 0 <= b + step < self.count]
+        return lax.ppermute(rows, self.mesh_order, pairs)
+
+    def _device(self, block: int) -> int:
+        coordinates = dict(zip(self.names, np.unravel_index(block, self.sizes)))
+        sizes = dict(zip(self.names, self.sizes))
+        return int(np.ravel_multi_index([coordinates[n] for n in self.mesh_order], [sizes[n] for n in self.mesh_order]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,19 +193,17 @@ def _exchange(v, layout: Layout, plans: dict, fill):
     """Each shard's block with ``lo`` rows of the previous shard before it and ``hi`` of the next
     after it (``fill`` past the input's ends), axis by axis: later axes carry the earlier halos,
     so the corners arrive too."""
-    for i, (names, plan) in plans.items():
-        axis, n = layout.spatial_axes[i], plan.shards
-        index = lax.axis_index(names)
+    for i, (shards, plan) in plans.items():
+        axis = layout.spatial_axes[i]
+        index = shards.index()
         parts = []
         if plan.lo:
-            tail = lax.slice_in_dim(v, plan.rows - plan.lo, plan.rows, axis=axis)
-            received = lax.ppermute(tail, names, [(j, j + 1) for j in range(n - 1)])
+            received = shards.send(lax.slice_in_dim(v, plan.rows - plan.lo, plan.rows, axis=axis), 1)
             parts.append(jnp.where(index == 0, jnp.asarray(fill, v.dtype), received))
         parts.append(v if plan.hi >= 0 else lax.slice_in_dim(v, 0, plan.rows + plan.hi, axis=axis))
         if plan.hi > 0:
-            head = lax.slice_in_dim(v, 0, plan.hi, axis=axis)
-            received = lax.ppermute(head, names, [(j + 1, j) for j in range(n - 1)])
-            parts.append(jnp.where(index == n - 1, jnp.asarray(fill, v.dtype), received))
+            received = shards.send(lax.slice_in_dim(v, 0, plan.hi, axis=axis), -1)
+            parts.append(jnp.where(index == shards.count - 1, jnp.asarray(fill, v.dtype), received))
         v = jnp.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
     return v
 
@@ -182,18 +211,18 @@ def _exchange(v, layout: Layout, plans: dict, fill):
 def _fold(g, layout: Layout, plans: dict):
     """The transpose of :func:`_exchange`: the rows of ``g`` (a block with its halos) outside the
     block are sent to the shard they belong to and added there; past the input's ends, dropped."""
-    for i, (names, plan) in reversed(list(plans.items())):
-        axis, n = layout.spatial_axes[i], plan.shards
+    for i, (shards, plan) in reversed(list(plans.items())):
+        axis = layout.spatial_axes[i]
         if plan.hi < 0:
             g = jnp.pad(g, [(0, -plan.hi if a == axis else 0) for a in range(g.ndim)])
         hi = max(plan.hi, 0)
         block = lax.slice_in_dim(g, plan.lo, plan.lo + plan.rows, axis=axis)
         if plan.lo:  # rows before the block: the previous shard's last ones
             spill = lax.slice_in_dim(g, 0, plan.lo, axis=axis)
-            block = _add_rows(block, lax.ppermute(spill, names, [(j + 1, j) for j in range(n - 1)]), axis, plan.rows - plan.lo)
+            block = _add_rows(block, shards.send(spill, -1), axis, plan.rows - plan.lo)
         if hi:  # rows after it: the next shard's first ones
             spill = lax.slice_in_dim(g, plan.lo + plan.rows, plan.lo + plan.rows + hi, axis=axis)
-            block = _add_rows(block, lax.ppermute(spill, names, [(j, j + 1) for j in range(n - 1)]), axis, 0)
+            block = _add_rows(block, shards.send(spill, 1), axis, 0)
         g = block
     return g
 

@@ -146,7 +146,25 @@ def main():
                 sharding = NamedSharding(grid if "a" in spec else line, PartitionSpec(*spec))
                 summary[f"{name} | {shard_name}"] = _sharded_run(op, flax_op, grad, expected, jax.device_put(x, sharding))
     summary["export"] = _exported_run(line)
+    summary["axis over two mesh axes"] = _two_mesh_axes_runs(grid)
     print(json.dumps(summary))
+
+
+def _two_mesh_axes_runs(grid) -> dict:
+    """H split over both axes of the 2x2 mesh, in the mesh's order and against it (blocks numbered
+    b-major): values, gradients and collectives of window sums, whose halos go by ppermute."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    x = np.random.default_rng(2).standard_normal(SHAPE, dtype=np.float32)
+    runs = {}
+    for name in ("avg_pool 3x3/2 p1", "avg_pool 5x5/2 p2 (passes)", "avg_pool 9x9/1 (separable)"):
+        op, flax_op = OPS[name]
+        grad = jax.grad(_loss(op))
+        expected = [np.asarray(a) for a in jax.tree.leaves(op(x))], np.asarray(grad(x))
+        for names in (("a", "b"), ("b", "a")):
+            xs = jax.device_put(x, NamedSharding(grid, PartitionSpec(None, names)))
+            runs[f"{name} | {names}"] = _sharded_run(op, flax_op, grad, expected, xs)
+    return runs
 
 
 def _exported_run(mesh) -> dict:
@@ -281,6 +299,15 @@ def test_global_pooling_reduces_locally(summary, name, sharding):
     """Local reductions combined by all-reduces; nothing bigger than the (pooled) output is gathered."""
     result = summary[f"{name} | {sharding}"]
     assert result["collectives"]["gathered"] <= result["output_elements"], (name, sharding, result)
+
+
+def test_an_axis_over_two_mesh_axes(summary):
+    for case, result in summary["axis over two mesh axes"].items():
+        assert max(result["values"]) <= 1e-5 and result["grad"] <= 1e-5, (case, result)
+        assert result["grad_keeps_sharding"], case
+        counts, flax = result["collectives"], result["flax_collectives"]
+        assert all(counts[c] == 0 for c in GATHERS), (case, counts)
+        assert counts["collective-permute"] <= flax["collective-permute"], (case, counts, flax)
 
 
 def test_export_of_a_sharded_sum(summary):
