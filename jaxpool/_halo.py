@@ -159,24 +159,25 @@ class _Shards:
 
 @dataclasses.dataclass(frozen=True)
 class _AxisPlan:
-    """One sharded axis: ``shards`` blocks of ``rows`` input rows, each needing ``lo`` rows of the
-    shard before and ``hi`` of the one after (``hi < 0``: its last ``-hi`` rows are read by none)."""
+    """One sharded axis: blocks of ``rows`` input rows, each needing ``lo`` rows of the shard
+    before and ``hi`` of the one after (``hi < 0``: its last ``-hi`` rows are read by none)."""
 
-    shards: int
     rows: int
     lo: int
     hi: int
 
 
 def _plan(geom: WindowGeometry, i: int, shards: int) -> _AxisPlan | None:
+    """Axis ``i`` over ``shards`` blocks, or None where a block does not own whole windows' outputs
+    (:func:`splits` has excluded binned windows)."""
     size, s = geom.in_shape[i], geom.strides[i]
     if size % shards or (size // shards) % s or geom.out_shape[i] * s != size:
         return None
     rows = size // shards
     lo, hi = geom.pad_lo[i], geom.extent[i] - s - geom.pad_lo[i]
-    if geom.bins is not None and geom.bins[i] is not None or lo > rows or hi > rows or lo < 0:
+    if lo > rows or hi > rows or lo < 0:  # a window reaching past the next shard
         return None
-    return _AxisPlan(shards, rows, lo, hi)
+    return _AxisPlan(rows, lo, hi)
 
 
 def _block_geometry(geom: WindowGeometry, plans: dict[int, _AxisPlan]) -> WindowGeometry:
