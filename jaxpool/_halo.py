@@ -4,20 +4,26 @@ XLA's SPMD partitioner gives every shifted tap of a window fold (a slice or pad 
 axis) a halo exchange of its own, where ``lax.reduce_window`` exchanges once; on XLA:CPU the fold
 is the faster program, and every formulation that shares its shifts runs 1.2-3x slower on one
 device (benchmarks/RESULTS_breadth.md, "Halo exchanges"). :func:`windowed` and :func:`spilled`
-wrap a windowed map and its transpose in ``jax.experimental.custom_partitioning``: on one device
-they are the plain program (JAX inlines it), and on a mesh each shard receives its window's
-overlap from its neighbours once (a ``ppermute`` per direction, the fill value past the input's
-ends), runs the same map over its own block, and — for the transpose — sends back what spills over
-its edges, added by the neighbour. Values equal the unsharded map's (sums within reassociation).
+wrap a windowed map and its transpose in ``jax.experimental.custom_partitioning``: on a mesh each
+shard receives its window's overlap from its neighbours once (a ``ppermute`` per direction, the
+fill value past the input's ends), runs the same map over its own block, and — for the transpose —
+either sends back what spills over its edges, added by the neighbour (sums), or receives the
+output rows whose windows reach into its block and transposes them with its own (``exact``: each
+input row sums its terms in the unsharded order, as a max's gradient must). Where padding must
+not be mistaken for an equal real element (a max's winner), the shards at the input's ends pad as
+the unsharded map does (``exact_edges``: a ``lax.switch`` on the shard's position). Values equal
+the unsharded map's (sums within reassociation; maxima and their gradients bit for bit).
 
 An axis is exchanged this way when it splits into equal blocks of whole strides and every shard
 owns the outputs of its block (``out == input / stride``, the windows reaching at most one
 neighbour); otherwise (ragged sizes, ``ceil_mode`` overhang past a block) that axis is gathered.
+The maps run as a primitive (:func:`_call`) that lowers the plain map for one device — the
+program is the local maps' own, with no call boundary — and for ``jax.export``, which serialises
+no partitioning callback (:func:`plain`; XLA partitions the exported program on a mesh).
 Transformations: ``custom_partitioning`` has no differentiation or batching rules, so these maps
 are only called inside :func:`jaxpool._linear.linear` (which differentiates and transposes them as
-a pair) and are vectorised by moving the mapped axis into the batch axes (``custom_vmap``).
-``jax.export`` serialises no partitioning callback: programs lowered for export (:func:`plain`)
-take the plain map, which XLA partitions itself when the exported program runs on a mesh.
+a pair) or as the value of a ``custom_jvp`` (a max's), and are vectorised by moving the mapped
+axis into the batch axes (``custom_vmap``).
 """
 
 from __future__ import annotations
@@ -25,15 +31,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax._src import dispatch, sharding_impls
 from jax.custom_batching import custom_vmap
 from jax.experimental.custom_partitioning import custom_partitioning
+from jax.interpreters import batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxpool._geometry import WindowGeometry
@@ -51,18 +62,25 @@ def splits(geom: WindowGeometry) -> bool:
     )
 
 
-def windowed(local: LocalMap, x, layout: Layout, geom: WindowGeometry, fill=0):
-    """``local(x, layout, geom)`` — a map whose output ``o`` along each spatial axis reads the
-    input rows of window ``o`` (padding ``fill``) — partitioned with one halo exchange per
-    direction of each sharded spatial axis. Example: ``windowed(window_sum, x, layout, geom)``."""
-    return _partitioned(local, x, layout, geom, fill, forward=True)
+def windowed(local: LocalMap, x, layout: Layout, geom: WindowGeometry, fill: float = 0, operands=(), exact_edges=False):
+    """``local(x, *operands, layout, geom)`` — a map whose output ``o`` along each spatial axis
+    reads the input rows of window ``o`` (padding ``fill``; ``operands`` shaped like the output) —
+    partitioned with one halo exchange per direction of each sharded spatial axis. It may return
+    several arrays shaped like its output. With ``exact_edges`` the shards at the input's ends run
+    ``local`` with the real padding instead of ``fill`` rows (a ``lax.switch`` on the shard's
+    position): needed where padding must be told apart from an equal real element (a max's
+    winner). Example: ``windowed(window_sum, x, layout, geom)``."""
+    return _partitioned(local, x, operands, layout, geom, fill, "edges" if exact_edges else "windowed")
 
 
-def spilled(local: LocalMap, ct, layout: Layout, geom: WindowGeometry):
-    """``local(ct, layout, geom)`` — the transpose of a :func:`windowed` map, from the output's
-    cotangent ``ct`` to the input's — partitioned: each shard transposes its block over the
-    window's reach and sends what falls outside it to the neighbour that owns it."""
-    return _partitioned(local, ct, layout, geom, 0, forward=False)
+def spilled(local: LocalMap, ct, layout: Layout, geom: WindowGeometry, operands=(), exact=False):
+    """``local(ct, *operands, layout, geom)`` — the transpose of a :func:`windowed` map, from the
+    output's cotangent ``ct`` to the input's — partitioned: each shard transposes its block over the
+    window's reach and sends what falls outside it to the neighbour that owns it, which adds it.
+    With ``exact`` each shard instead receives the rows of ``ct`` (and ``operands``) whose windows
+    reach into its block and transposes them with its own: every input row then sums its terms in
+    the unsharded order, bit for bit (a max's gradient), for one exchange per operand."""
+    return _partitioned(local, ct, operands, layout, geom, 0, "gathered" if exact else "spilled")
 
 
 _PLAIN = contextvars.ContextVar("jaxpool_plain_halo", default=False)
@@ -79,26 +97,32 @@ def plain(on: bool = True):
         _PLAIN.reset(token)
 
 
-def _partitioned(local: LocalMap, a, layout: Layout, geom: WindowGeometry, fill, forward: bool):
+def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str):
     if _PLAIN.get():
-        return local(a, layout, geom)
+        return local(a, *operands, layout, geom)
+    # One traced map for the shapes and the partitioned call (jit caches its trace), and no
+    # constants seen by custom_partitioning, which traces none (e.g. a max fold's masks).
+    whole = jax.jit(lambda v, *ops: local(v, *ops, layout, geom))
+    shapes = jax.eval_shape(whole, a, *operands)
 
     @custom_vmap
-    def mapped(v):
-        return _custom_partitioned(local, v, layout, geom, fill, forward)
+    def mapped(v, *ops):
+        if _PLAIN.get():  # lowered for export or one device (the primitive's lowering, :func:`_call`)
+            return local(v, *ops, layout, geom)
+        return _custom_partitioned(whole, local, v, ops, layout, geom, fill, how, len(jax.tree.leaves(shapes)))
 
     @mapped.def_vmap
-    def _vmapped(axis_size, in_batched, v):  # the mapped axis (moved first) joins the batch axes
+    def _vmapped(axis_size, in_batched, v, *ops):  # the mapped axis (moved first) joins the batch axes
+        v, *ops = (u if b else jnp.broadcast_to(u, (axis_size, *u.shape)) for u, b in zip((v, *ops), in_batched))
         wider = Layout(layout.ndim + 1, layout.n_spatial, layout.channels_first)
-        return _partitioned(local, v, wider, geom, fill, forward), True
+        out = _partitioned(local, v, tuple(ops), wider, geom, fill, how)
+        return out, jax.tree.map(lambda _: True, out)
 
-    return mapped(a)
+    return _call(mapped, shapes, a, *operands)
 
 
-def _custom_partitioned(local: LocalMap, a, layout: Layout, geom: WindowGeometry, fill, forward: bool):
-    @custom_partitioning
-    def call(v):
-        return local(v, layout, geom)
+def _custom_partitioned(whole, local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, outputs: int):
+    call = custom_partitioning(whole)
 
     def partition(mesh, arg_shapes, result_shape):
         spec = _spec(arg_shapes[0].sharding, layout.ndim)
@@ -107,19 +131,113 @@ def _custom_partitioned(local: LocalMap, a, layout: Layout, geom: WindowGeometry
             if spec[axis] is not None:
                 shards = _Shards(mesh, spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],))
                 plan = _plan(geom, i, shards.count)
+                if plan is not None and how == "gathered":
+                    plan = _output_plan(geom, i, plan)
                 if plan is None:
                     spec[axis] = None
                 else:
                     plans[i] = shards, plan
         sharding = NamedSharding(mesh, PartitionSpec(*spec))
         block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
-        if forward:
-            return mesh, lambda v: local(_exchange(v, layout, plans, fill), layout, block), sharding, (sharding,)
-        return mesh, lambda c: _fold(local(c, layout, block), layout, plans), sharding, (sharding,)
+        if how == "gathered":
+            lower = lambda c, *ops: _gathered(local, c, ops, layout, geom, plans)  # noqa: E731
+        elif how == "spilled":
+            lower = lambda c, *ops: _fold(local(c, *ops, layout, block), layout, plans)  # noqa: E731
+        elif how == "edges":
+            lower = lambda v, *ops: _at_edges(local, _exchange(v, layout, plans, fill), ops, layout, geom, plans)  # noqa: E731
+        else:
+            lower = lambda v, *ops: local(_exchange(v, layout, plans, fill), *ops, layout, block)  # noqa: E731
+        results = sharding if outputs == 1 else (sharding,) * outputs
+        return mesh, lower, results, (sharding,) * (1 + len(operands))
 
     factors = " ".join(f"d{n}" for n in range(layout.ndim))
-    call.def_partition(partition, sharding_rule=f"{factors} -> {factors}")
-    return call(a)
+    call.def_partition(
+        partition,
+        sharding_rule=", ".join([factors] * (1 + len(operands))) + " -> " + ", ".join([factors] * outputs),
+    )
+    return call(a, *operands)
+
+
+def _at_edges(local: LocalMap, v, operands, layout: Layout, geom: WindowGeometry, plans: dict):
+    """``local`` over the exchanged block ``v``, where a shard at an end of a sharded axis drops the
+    ``fill`` rows it received past the input's end and pads as the unsharded map does (so that the
+    padding never takes a real element's place): one ``lax.switch`` branch per combination of the
+    axes' positions that some shard has."""
+    variants = {}  # axis -> per block: (at the start, at the end), only where it reads padding
+    for i, (shards, plan) in plans.items():
+        ends = [(b == 0 and plan.lo > 0, b == shards.count - 1 and plan.hi > 0) for b in range(shards.count)]
+        if any(any(e) for e in ends):
+            variants[i] = shards, ends
+    if not variants:
+        return local(v, *operands, layout, _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()}))
+    kinds = {i: sorted(set(ends)) for i, (_, ends) in variants.items()}
+    combos = list(itertools.product(*kinds.values()))
+
+    def branch(combo):
+        def run(v, *ops):
+            block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
+            fields = {k: list(getattr(block, k)) for k in ("in_shape", "pad_lo", "pad_hi")}
+            for i, (start, end) in zip(kinds, combo):
+                axis, plan = layout.spatial_axes[i], plans[i][1]
+                if start:  # the rows before the input: padding, not received rows
+                    v = lax.slice_in_dim(v, plan.lo, v.shape[axis], axis=axis)
+                    fields["in_shape"][i] -= plan.lo
+                    fields["pad_lo"][i] = plan.lo
+                if end:
+                    v = lax.slice_in_dim(v, 0, v.shape[axis] - plan.hi, axis=axis)
+                    fields["in_shape"][i] -= plan.hi
+                    fields["pad_hi"][i] = plan.hi
+            return local(v, *ops, layout, dataclasses.replace(block, **{k: tuple(f) for k, f in fields.items()}))
+
+        return run
+
+    index = 0
+    for i, (shards, ends) in variants.items():
+        table = np.array([kinds[i].index(e) for e in ends], np.int32)
+        index = index * len(kinds[i]) + jnp.asarray(table)[shards.index()]
+    return lax.switch(index, [branch(c) for c in combos], v, *operands)
+
+
+_halo_p = jax.extend.core.Primitive("jaxpool_halo")
+_halo_p.multiple_results = True
+
+
+def _call(fn, shapes, *args):
+    """``fn(*args)``, of output ``shapes``, as a primitive whose lowering takes the plain maps when
+    lowered for ``jax.export`` or for one device (:func:`plain`: the one-device program is the
+    local maps' own, not one with call boundaries), and which JAX lowers knowing the devices."""
+    leaves, tree = jax.tree.flatten(shapes)
+    avals = tuple((s.shape, s.dtype) for s in leaves)
+    return jax.tree.unflatten(tree, _halo_p.bind(*args, fn=lambda *a: jax.tree.leaves(fn(*a)), avals=avals))
+
+
+def _halo_lowering(ctx, *args, fn, avals):
+    with plain(ctx.module_context.lowering_parameters.for_export or _devices(ctx) < 2):
+        return mlir.lower_fun(fn, multiple_results=True)(ctx, *args)
+
+
+def _devices(ctx) -> int:
+    """How many devices the program being lowered runs on (as custom_partitioning finds them)."""
+    context = ctx.module_context.axis_context
+    if isinstance(context, sharding_impls.ShardingContext):
+        return len(context.device_assignment or ())
+    if isinstance(context, sharding_impls.SPMDAxisContext):
+        return len(context.mesh._flat_devices_tuple)
+    return 0
+
+
+def _halo_batch(args, dims, *, fn, avals):
+    size = next(v.shape[d] for v, d in zip(args, dims) if d is not None)
+    args = [batching.bdim_at_front(v, d, size) for v, d in zip(args, dims)]
+    outs = _halo_p.bind(*args, fn=jax.vmap(fn), avals=tuple(((size, *shape), dtype) for shape, dtype in avals))
+    return outs, [0] * len(outs)
+
+
+_halo_p.def_impl(lambda *args, fn, avals: fn(*args))
+_halo_p.def_abstract_eval(lambda *args, fn, avals: [args[0].update(shape=shape, dtype=dtype) for shape, dtype in avals])
+mlir.register_lowering(_halo_p, _halo_lowering)
+batching.primitive_batchers[_halo_p] = _halo_batch
+dispatch.prim_requires_devices_during_lowering.add(_halo_p)
 
 
 def _spec(sharding, ndim: int) -> list:
@@ -188,6 +306,39 @@ def _block_geometry(geom: WindowGeometry, plans: dict[int, _AxisPlan]) -> Window
         fields["pad_lo"][i] = fields["pad_hi"][i] = 0
         fields["out_shape"][i] = plan.rows // geom.strides[i]
     return dataclasses.replace(geom, **{k: tuple(v) for k, v in fields.items()})
+
+
+def _output_plan(geom: WindowGeometry, i: int, plan: _AxisPlan) -> _AxisPlan | None:
+    """For an exact transpose (:func:`spilled`): blocks of ``rows`` outputs, each needing the
+    ``lo`` outputs before it whose windows reach into its input block and the ``hi`` after it."""
+    s, rows = geom.strides[i], plan.rows // geom.strides[i]
+    lo, hi = max((plan.hi + s - 1) // s, 0), -(-plan.lo // s)
+    if lo > rows or hi > rows:
+        return None
+    return _AxisPlan(rows, lo, hi)
+
+
+def _gathered(local: LocalMap, c, operands, layout: Layout, geom: WindowGeometry, plans: dict):
+    """The exact transpose on one shard: ``c`` and ``operands`` with the output rows before and
+    after the block whose windows reach into it (zero past the ends), transposed over their own
+    windows, cropped to the block's input rows."""
+    c = _exchange(c, layout, plans, 0)
+    operands = [_exchange(o, layout, plans, 0) for o in operands]
+    fields = {k: list(getattr(geom, k)) for k in ("in_shape", "pad_lo", "pad_hi", "out_shape")}
+    for i, (_, plan) in plans.items():
+        out = plan.lo + plan.rows + plan.hi
+        fields["out_shape"][i] = out
+        fields["in_shape"][i] = (out - 1) * geom.strides[i] + geom.extent[i]
+        fields["pad_lo"][i] = fields["pad_hi"][i] = 0
+    g = local(c, *operands, layout, dataclasses.replace(geom, **{k: tuple(v) for k, v in fields.items()}))
+    for i, (_, plan) in plans.items():
+        axis, rows = layout.spatial_axes[i], plan.rows * geom.strides[i]
+        start = plan.lo * geom.strides[i] + geom.pad_lo[i]  # the block's first row
+        short = start + rows - g.shape[axis]
+        if short > 0:  # windows with gaps: the block's last rows are read by none
+            g = jnp.pad(g, [(0, short if a == axis else 0) for a in range(g.ndim)])
+        g = lax.slice_in_dim(g, start, start + rows, axis=axis)
+    return g
 
 
 def _exchange(v, layout: Layout, plans: dict, fill):

@@ -8,7 +8,8 @@ once (:func:`jaxpool._taps.spread`) is, read forward, a framed sum that runs slo
 modes (its JVP is itself, its transpose the same primitive with the two maps swapped, so any order
 of differentiation stays on these two programs) and vectorises by ``jax.vmap`` of both maps. It
 lowers to ``forward``'s own ops (which :mod:`jaxpool._halo` may custom-partition for spatially
-sharded inputs; lowered for ``jax.export``, the plain ops). JAX has no public ``custom_transpose``, hence the primitive.
+sharded inputs). Further operands (a max-index route's offsets) are constants of both maps. JAX
+has no public ``custom_transpose``, hence the primitive.
 """
 
 from __future__ import annotations
@@ -17,53 +18,60 @@ from collections.abc import Callable
 
 import jax
 import jax.extend
-import jax.numpy as jnp
 from jax._src import dispatch
 from jax.interpreters import ad, batching, mlir
-
-from jaxpool import _halo
 
 _linear_p = jax.extend.core.Primitive("jaxpool_linear")
 
 
-def _abstract(a, *, forward, transpose):
-    out = jax.eval_shape(forward, jax.ShapeDtypeStruct(a.shape, a.dtype))
+def _abstract(a, *operands, forward, transpose):
+    shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in (a, *operands)]
+    out = jax.eval_shape(forward, *shapes)
     return a.update(shape=out.shape, dtype=out.dtype)
 
 
-def _transpose_rule(ct, a, *, forward, transpose):
+def _jvp_rule(primals, tangents, *, forward, transpose):
+    (a, *operands), (ta, *_) = primals, tangents  # the operands are constants: no tangent
+    out = _linear_p.bind(a, *operands, forward=forward, transpose=transpose)
+    if type(ta) is ad.Zero:
+        return out, ad.Zero(jax.typeof(out).to_tangent_aval())
+    return out, _linear_p.bind(ta, *operands, forward=forward, transpose=transpose)
+
+
+def _transpose_rule(ct, a, *operands, forward, transpose):
+    if any(ad.is_undefined_primal(v) for v in operands):
+        raise ValueError("jaxpool._linear.linear is linear in its first argument only")
+    zeros = [None] * len(operands)
     if type(ct) is ad.Zero:
-        return [ad.Zero(a.aval)]
-    return [_linear_p.bind(ct, forward=transpose, transpose=forward)]
+        return [ad.Zero(a.aval), *zeros]
+    return [_linear_p.bind(ct, *operands, forward=transpose, transpose=forward), *zeros]
 
 
 def _batch_rule(args, dims, *, forward, transpose):
-    (a,), (dim,) = args, dims
-    a = jnp.moveaxis(a, dim, 0)
-    return _linear_p.bind(a, forward=jax.vmap(forward), transpose=jax.vmap(transpose)), 0
+    size = next(v.shape[d] for v, d in zip(args, dims) if d is not None)
+    args = [batching.bdim_at_front(v, d, size) for v, d in zip(args, dims)]
+    return _linear_p.bind(*args, forward=jax.vmap(forward), transpose=jax.vmap(transpose)), 0
 
 
-_linear_p.def_impl(lambda a, *, forward, transpose: forward(a))
+_linear_p.def_impl(lambda *args, forward, transpose: forward(*args))
 _linear_p.def_abstract_eval(_abstract)
-
-
-def _lowering(ctx, a, *, forward, transpose):
-    with _halo.plain(ctx.module_context.lowering_parameters.for_export):
-        return mlir.lower_fun(forward, multiple_results=False)(ctx, a)
-
-
-mlir.register_lowering(_linear_p, _lowering)
-ad.deflinear2(_linear_p, _transpose_rule)
+mlir.register_lowering(
+    _linear_p, lambda ctx, *args, forward, transpose: mlir.lower_fun(forward, multiple_results=False)(ctx, *args)
+)
+ad.primitive_jvps[_linear_p] = _jvp_rule
+ad.primitive_transposes[_linear_p] = _transpose_rule
 batching.primitive_batchers[_linear_p] = _batch_rule
 # Its maps may be custom-partitioned (jaxpool._halo), which JAX lowers only knowing the devices;
 # JAX finds such primitives in a jaxpr, not inside the traced maps of our parameters.
 dispatch.prim_requires_devices_during_lowering.add(_linear_p)
 
 
-def linear(forward: Callable, transpose: Callable, a):
-    """``forward(a)`` for a linear ``forward`` whose transpose (reverse mode) is ``transpose``.
+def linear(forward: Callable, transpose: Callable, a, *operands):
+    """``forward(a, *operands)``, linear in ``a``, whose transpose (reverse mode) is ``transpose``.
 
-    ``transpose`` maps a cotangent of ``forward(a)`` to one of ``a``; both are traced JAX functions
-    of one array. Example: ``linear(lambda v: v[::2], lambda c: jnp.zeros(n).at[::2].set(c), a)``.
+    ``transpose(ct, *operands)`` maps a cotangent of ``forward(a, *operands)`` to one of ``a``;
+    ``operands`` (e.g. the saved argmax offsets of a max-index route) are constants of both maps,
+    never differentiated. Both are traced JAX functions. Example:
+    ``linear(lambda v: v[::2], lambda c: jnp.zeros(n).at[::2].set(c), a)``.
     """
-    return _linear_p.bind(a, forward=forward, transpose=transpose)
+    return _linear_p.bind(a, *operands, forward=forward, transpose=transpose)

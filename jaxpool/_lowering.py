@@ -117,10 +117,11 @@ max/min above :data:`JOINT_TAPS` elements, e.g. 8x8 adaptive bins) and windows t
 axis (global pooling) take ``"tiling"``. Timings are in
 benchmarks/RESULTS_breadth.md.
 
-Spatial sharding does not change the choice: window sums other than ``"tiling"`` whose axes split
-into blocks of whole strides (:func:`jaxpool._halo.splits`) are custom-partitioned around the
-chosen lowering (:func:`jaxpool.avg.window_sum`, :mod:`jaxpool._halo`: one halo exchange per
-direction of a sharded axis, the one-device program per shard).
+Spatial sharding does not change the choice: window sums and routed maxima (each pass of a chain)
+other than ``"tiling"`` whose axes split into blocks of whole strides (:func:`jaxpool._halo.splits`)
+are custom-partitioned around the chosen lowering (:func:`jaxpool.avg.window_sum`,
+:func:`jaxpool.max._routed_pool`, :mod:`jaxpool._halo`: one halo exchange per direction of a
+sharded axis, the one-device program per shard).
 """
 
 from __future__ import annotations
@@ -308,9 +309,8 @@ def joint_inner_pass(geom: WindowGeometry) -> tuple[int, ...]:
     0.67; inference on (4, 32, 64, 64, 32) 0.23 (0.51x PyTorch). A joint fold of all 27 taps
     reads the input once too but ran 1.6x slower than the passes on small volumes (the bounds
     test of each padded tap) and 2.4x slower than this on the large one. Spatially sharded over H
-    or W (4 devices), the joint pass exchanges a halo per shifted tap as the 2-D fold does: 3
-    collective-permutes in inference and 9 forward+backward, where the per-axis passes took 1 and
-    3 and flax's ``reduce_window`` takes 1 and 6 — values exact either way."""
+    or W (4 devices), the joint pass is custom-partitioned as one (:mod:`jaxpool._halo`): 3
+    collective-permutes forward+backward, flax's ``reduce_window`` 6."""
     pooled = geom.pooled_axes
     if len(pooled) < 3:
         return ()

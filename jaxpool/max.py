@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool import _blocks, _edges, _lowering, _rowmajor, _sliding, _symbolic, _taps
+from jaxpool import _blocks, _edges, _halo, _linear, _lowering, _rowmajor, _sliding, _symbolic, _taps
 from jaxpool._fusion import apart, differentiated_once, materialize, results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, check_bool, window_geometry, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
@@ -186,7 +186,24 @@ def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, posi
 def _routed_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
     """(extremum, in-window offset of the winner) with the max-index derivative: the tangent (and,
     transposed, the cotangent) of each output is its winner's. Reverse mode saves only the offsets
-    (one byte per output for windows of up to 256 elements)."""
+    (one byte per output for windows of up to 256 elements). On a spatially sharded ``x``, one halo
+    exchange per direction of each sharded axis (:func:`jaxpool._halo.windowed`; the shards at the
+    input's ends pad as the unsharded map does, so padding never takes a real element's place)."""
+    if _partitioned(geom):
+        fill = _fill_value(x.dtype, mode)
+        local = functools.partial(_local_routed, mode=mode)
+        return _halo.windowed(local, x, layout, geom, fill, exact_edges=True)
+    return _local_routed(x, layout, geom, mode)
+
+
+def _partitioned(geom: WindowGeometry) -> bool:
+    """Whether :func:`_routed_pool` and :func:`route_offsets` exchange their own halos on sharded
+    inputs (:mod:`jaxpool._halo`); tiling windows need none, and XLA partitions them locally."""
+    return _halo.splits(geom) and _lowering.choose(geom) != "tiling"
+
+
+def _local_routed(x, layout: Layout, geom: WindowGeometry, mode: str):
+    """:func:`_routed_pool`'s value on one device (or one shard's block)."""
     kind = _lowering.choose(geom)
     if kind == "blocks":
         return _blocks.extremum(x, layout, geom, mode, _fill_value(x.dtype, mode))
@@ -203,7 +220,7 @@ def _part_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, select_va
     are the full geometry's, which :func:`route_offsets` routes in one pass."""
     if _lowering.choose(geom) in ("chained", "taps"):  # a chain keeps no joint offset: fold all taps
         return _taps_extremum(x, layout, geom, mode, select_values=select_values)
-    return _routed_pool.fun(x, layout, geom, mode)
+    return _local_routed(x, layout, geom, mode)
 
 
 @_routed_pool.defjvp
@@ -220,11 +237,31 @@ def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
     checkpoint: the linearized program keeps only ``offset`` and recomputes the selects from it.
     Callers pass ``offset`` through :func:`jaxpool._fusion.materialize` — XLA:CPU would otherwise fuse
     (recompute) the forward fold into every select — and return that held offset as their primal
-    output too: a barrier's operand read elsewhere is copied first."""
+    output too: a barrier's operand read elsewhere is copied first.
+    On a spatially sharded ``tx``, a :func:`jaxpool._linear.linear` pair of :func:`_local_route`
+    and its transpose, each exchanging one halo per direction (:mod:`jaxpool._halo`)."""
+    if not _partitioned(geom):
+        return jax.checkpoint(lambda t, o: _local_route(t, o, layout, geom))(tx, offset)
+    return _linear.linear(
+        lambda t, o: _halo.windowed(_local_route, t, layout, geom, operands=(o,)),
+        lambda ct, o: _halo.spilled(_local_routed_back, ct, layout, geom, operands=(o,), exact=True),
+        tx,
+        offset,
+    )
+
+
+def _local_route(tx, offset, layout: Layout, geom: WindowGeometry):
+    """:func:`route_offsets` on one device (or one shard's block, whose windows have the same offsets)."""
     route = _blocks.route if _lowering.routes_blocks(geom) else _taps_route
     if _lowering.routes_disjoint(geom):
         route = _disjoint_route
-    return jax.checkpoint(lambda t, o: route(t, o, layout, geom))(tx, offset).astype(tx.dtype)
+    return jnp.asarray(route(tx, offset, layout, geom), tx.dtype)
+
+
+def _local_routed_back(ct, offset, layout: Layout, geom: WindowGeometry):
+    """The transpose of :func:`_local_route` (JAX's, op by op): the backward pass."""
+    shape = jax.ShapeDtypeStruct(layout.with_spatial(ct.shape, geom.in_shape), ct.dtype)
+    return jax.linear_transpose(lambda t: _local_route(t, offset, layout, geom), shape)(ct)[0]
 
 
 def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):

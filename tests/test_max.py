@@ -464,3 +464,25 @@ def test_nan_wins_on_large_maps(name, pool):
     assert np.isnan(y).sum() == np.isnan(y[0, ..., 1]).sum() + np.isnan(y[1, ..., 3]).sum()
     g = np.asarray(jax.jit(jax.grad(lambda v: pool(v).sum()))(jnp.asarray(x)))  # each window's gradient goes to its NaN
     assert g[0, 10, 12, 1] == np.isnan(y[0, ..., 1]).sum() and g[1, 63, 0, 3] == np.isnan(y[1, ..., 3]).sum()
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda v: jaxpool.max_pool(v, (3, 3), 2, 1),
+        lambda v: jaxpool.max_pool(v, (5, 5), 1, 2),  # chained passes
+        lambda v: jaxpool.min_pool(v, (3, 3), 1, "SAME"),
+        lambda v: jaxpool.max_pool(v, (3, 3), 4, 1),  # disjoint windows
+        lambda v: jaxpool.max_pool(v, (3, 3), 2, 1, return_indices=True)[1].astype(v.dtype),
+        lambda v: jaxpool.max_pool(v.reshape(2, 4, 3, 12, 8), (3, 3, 3), 2, 1),  # joint inner pass
+        lambda v: jaxpool.max_pool(v.astype(jnp.bfloat16), (3, 3), 1, 1).astype(v.dtype),
+    ],
+    ids=["3x3/2 p1", "5x5/1 p2", "min SAME", "3x3/4 p1", "indices", "3-D 3x3x3/2 p1", "bf16 3x3/1 p1"],
+)
+def test_halo_partitioning_leaves_the_one_device_program(op):
+    """Max pooling is custom-partitioned for spatially sharded inputs (jaxpool._halo: its extremum
+    and offsets, its route's tangent and exact transpose), not on one device."""
+    from tests.hlo import assert_one_device_program_is_local
+
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 12, 12, 8), dtype=np.float32))
+    assert_one_device_program_is_local(op, x)
