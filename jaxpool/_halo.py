@@ -79,8 +79,21 @@ def spilled(local: LocalMap, ct, layout: Layout, geom: WindowGeometry, operands=
     window's reach and sends what falls outside it to the neighbour that owns it, which adds it.
     With ``exact`` each shard instead receives the rows of ``ct`` (and ``operands``) whose windows
     reach into its block and transposes them with its own: every input row then sums its terms in
-    the unsharded order, bit for bit (a max's gradient), for one exchange per operand."""
+    the unsharded order, bit for bit (a max's gradient), at one exchange per direction for each of
+    ``ct`` and ``operands``."""
     return _partitioned(local, ct, operands, layout, geom, 0, "gathered" if exact else "spilled")
+
+
+def transposed(local: LocalMap) -> LocalMap:
+    """The transpose of a map ``local(a, *operands, layout, geom)`` linear in ``a`` (JAX's, op by
+    op): ``transposed(local)(ct, *operands, layout, geom)``, for :func:`spilled`."""
+
+    def back(ct, *args):
+        *operands, layout, geom = args
+        shape = jax.ShapeDtypeStruct(layout.with_spatial(ct.shape, geom.in_shape), ct.dtype)
+        return jax.linear_transpose(lambda v: local(v, *operands, layout, geom), shape)(ct)[0]
+
+    return back
 
 
 _PLAIN = contextvars.ContextVar("jaxpool_plain_halo", default=False)
@@ -176,18 +189,15 @@ def _at_edges(local: LocalMap, v, operands, layout: Layout, geom: WindowGeometry
     def branch(combo):
         def run(v, *ops):
             block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
-            fields = {k: list(getattr(block, k)) for k in ("in_shape", "pad_lo", "pad_hi")}
             for i, (start, end) in zip(kinds, combo):
                 axis, plan = layout.spatial_axes[i], plans[i][1]
                 if start:  # the rows before the input: padding, not received rows
                     v = lax.slice_in_dim(v, plan.lo, v.shape[axis], axis=axis)
-                    fields["in_shape"][i] -= plan.lo
-                    fields["pad_lo"][i] = plan.lo
+                    block = block.with_axis(i, in_shape=block.in_shape[i] - plan.lo, pad_lo=plan.lo)
                 if end:
                     v = lax.slice_in_dim(v, 0, v.shape[axis] - plan.hi, axis=axis)
-                    fields["in_shape"][i] -= plan.hi
-                    fields["pad_hi"][i] = plan.hi
-            return local(v, *ops, layout, dataclasses.replace(block, **{k: tuple(f) for k, f in fields.items()}))
+                    block = block.with_axis(i, in_shape=block.in_shape[i] - plan.hi, pad_hi=plan.hi)
+            return local(v, *ops, layout, block)
 
         return run
 
@@ -300,12 +310,10 @@ def _plan(geom: WindowGeometry, i: int, shards: int) -> _AxisPlan | None:
 
 def _block_geometry(geom: WindowGeometry, plans: dict[int, _AxisPlan]) -> WindowGeometry:
     """``geom`` over one shard's block with its halos: no padding on the exchanged axes."""
-    fields = {k: list(getattr(geom, k)) for k in ("in_shape", "pad_lo", "pad_hi", "out_shape")}
     for i, plan in plans.items():
-        fields["in_shape"][i] = plan.rows + plan.lo + plan.hi
-        fields["pad_lo"][i] = fields["pad_hi"][i] = 0
-        fields["out_shape"][i] = plan.rows // geom.strides[i]
-    return dataclasses.replace(geom, **{k: tuple(v) for k, v in fields.items()})
+        rows = plan.rows + plan.lo + plan.hi
+        geom = geom.with_axis(i, in_shape=rows, pad_lo=0, pad_hi=0, out_shape=plan.rows // geom.strides[i])
+    return geom
 
 
 def _output_plan(geom: WindowGeometry, i: int, plan: _AxisPlan) -> _AxisPlan | None:
@@ -324,13 +332,12 @@ def _gathered(local: LocalMap, c, operands, layout: Layout, geom: WindowGeometry
     windows, cropped to the block's input rows."""
     c = _exchange(c, layout, plans, 0)
     operands = [_exchange(o, layout, plans, 0) for o in operands]
-    fields = {k: list(getattr(geom, k)) for k in ("in_shape", "pad_lo", "pad_hi", "out_shape")}
+    windows = geom
     for i, (_, plan) in plans.items():
         out = plan.lo + plan.rows + plan.hi
-        fields["out_shape"][i] = out
-        fields["in_shape"][i] = (out - 1) * geom.strides[i] + geom.extent[i]
-        fields["pad_lo"][i] = fields["pad_hi"][i] = 0
-    g = local(c, *operands, layout, dataclasses.replace(geom, **{k: tuple(v) for k, v in fields.items()}))
+        in_shape = (out - 1) * geom.strides[i] + geom.extent[i]
+        windows = windows.with_axis(i, in_shape=in_shape, pad_lo=0, pad_hi=0, out_shape=out)
+    g = local(c, *operands, layout, windows)
     for i, (_, plan) in plans.items():
         axis, rows = layout.spatial_axes[i], plan.rows * geom.strides[i]
         start = plan.lo * geom.strides[i] + geom.pad_lo[i]  # the block's first row

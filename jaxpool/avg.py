@@ -8,7 +8,6 @@ differentiates them in forward and reverse mode; the backward pass is shifted ad
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
@@ -45,7 +44,7 @@ def _halo_sum(x, layout: Layout, geom: WindowGeometry, differentiated: bool = Fa
     def total(v):  # linear, so that code applying the sum to tangents (stochastic_pool) transposes it
         return _linear.linear(
             lambda a: _halo.windowed(value, a, layout, geom),
-            lambda ct: _halo.spilled(functools.partial(_transposed, value), ct, layout, geom),
+            lambda ct: _halo.spilled(_halo.transposed(value), ct, layout, geom),
             v,
         )
 
@@ -69,12 +68,6 @@ def _differentiated_sum(x, layout: Layout, geom: WindowGeometry):
 def _local_tangent(t, layout: Layout, geom: WindowGeometry):
     """:func:`_local_sum`'s tangent map (its custom JVP's tangent form)."""
     return jax.jvp(lambda v: _local_sum(v, layout, geom), (jnp.zeros_like(t),), (t,))[1]
-
-
-def _transposed(value, ct, layout: Layout, geom: WindowGeometry):
-    """The transpose of the linear map ``value`` (JAX's, op by op)."""
-    shape = jax.ShapeDtypeStruct(layout.with_spatial(ct.shape, geom.in_shape), ct.dtype)
-    return jax.linear_transpose(lambda v: value(v, layout, geom), shape)(ct)[0]
 
 
 def _local_cotangent(ct, layout: Layout, geom: WindowGeometry):

@@ -244,7 +244,7 @@ def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
         return jax.checkpoint(lambda t, o: _local_route(t, o, layout, geom))(tx, offset)
     return _linear.linear(
         lambda t, o: _halo.windowed(_local_route, t, layout, geom, operands=(o,)),
-        lambda ct, o: _halo.spilled(_local_routed_back, ct, layout, geom, operands=(o,), exact=True),
+        lambda ct, o: _halo.spilled(_halo.transposed(_local_route), ct, layout, geom, operands=(o,), exact=True),
         tx,
         offset,
     )
@@ -256,12 +256,6 @@ def _local_route(tx, offset, layout: Layout, geom: WindowGeometry):
     if _lowering.routes_disjoint(geom):
         route = _disjoint_route
     return jnp.asarray(route(tx, offset, layout, geom), tx.dtype)
-
-
-def _local_routed_back(ct, offset, layout: Layout, geom: WindowGeometry):
-    """The transpose of :func:`_local_route` (JAX's, op by op): the backward pass."""
-    shape = jax.ShapeDtypeStruct(layout.with_spatial(ct.shape, geom.in_shape), ct.dtype)
-    return jax.linear_transpose(lambda t: _local_route(t, offset, layout, geom), shape)(ct)[0]
 
 
 def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
