@@ -18,45 +18,51 @@ from collections.abc import Callable
 
 import jax
 import jax.extend
+import jax.numpy as jnp
 from jax._src import dispatch
 from jax.interpreters import ad, batching, mlir
 
 _linear_p = jax.extend.core.Primitive("jaxpool_linear")
 
 
-def _abstract(a, *operands, forward, transpose):
-    shapes = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in (a, *operands)]
-    out = jax.eval_shape(forward, *shapes)
-    return a.update(shape=out.shape, dtype=out.dtype)
+# Parameters of the primitive: ``forward``, ``transpose`` and ``shapes``, the ``(shape, dtype)`` of
+# ``forward``'s output and of its input ``a`` (``transpose``'s output): abstract evaluation reads
+# them instead of tracing a map on every bind.
 
 
-def _jvp_rule(primals, tangents, *, forward, transpose):
+def _abstract(a, *operands, forward, transpose, shapes):
+    (shape, dtype), _ = shapes
+    return a.update(shape=shape, dtype=dtype)
+
+
+def _jvp_rule(primals, tangents, **params):
     (a, *operands), (ta, *_) = primals, tangents  # the operands are constants: no tangent
-    out = _linear_p.bind(a, *operands, forward=forward, transpose=transpose)
+    out = _linear_p.bind(a, *operands, **params)
     if type(ta) is ad.Zero:
         return out, ad.Zero(jax.typeof(out).to_tangent_aval())
-    return out, _linear_p.bind(ta, *operands, forward=forward, transpose=transpose)
+    return out, _linear_p.bind(ta, *operands, **params)
 
 
-def _transpose_rule(ct, a, *operands, forward, transpose):
+def _transpose_rule(ct, a, *operands, forward, transpose, shapes):
     if any(ad.is_undefined_primal(v) for v in operands):
         raise ValueError("jaxpool._linear.linear is linear in its first argument only")
     zeros = [None] * len(operands)
     if type(ct) is ad.Zero:
         return [ad.Zero(a.aval), *zeros]
-    return [_linear_p.bind(ct, *operands, forward=transpose, transpose=forward), *zeros]
+    return [_linear_p.bind(ct, *operands, forward=transpose, transpose=forward, shapes=shapes[::-1]), *zeros]
 
 
-def _batch_rule(args, dims, *, forward, transpose):
+def _batch_rule(args, dims, *, forward, transpose, shapes):
     size = next(v.shape[d] for v, d in zip(args, dims) if d is not None)
     args = [batching.bdim_at_front(v, d, size) for v, d in zip(args, dims)]
-    return _linear_p.bind(*args, forward=jax.vmap(forward), transpose=jax.vmap(transpose)), 0
+    batched = tuple(((size, *shape), dtype) for shape, dtype in shapes)
+    return _linear_p.bind(*args, forward=jax.vmap(forward), transpose=jax.vmap(transpose), shapes=batched), 0
 
 
-_linear_p.def_impl(lambda *args, forward, transpose: forward(*args))
+_linear_p.def_impl(lambda *args, forward, transpose, shapes: forward(*args))
 _linear_p.def_abstract_eval(_abstract)
 mlir.register_lowering(
-    _linear_p, lambda ctx, *args, forward, transpose: mlir.lower_fun(forward, multiple_results=False)(ctx, *args)
+    _linear_p, lambda ctx, *args, forward, transpose, shapes: mlir.lower_fun(forward, multiple_results=False)(ctx, *args)
 )
 ad.primitive_jvps[_linear_p] = _jvp_rule
 ad.primitive_transposes[_linear_p] = _transpose_rule
@@ -74,4 +80,6 @@ def linear(forward: Callable, transpose: Callable, a, *operands):
     never differentiated. Both are traced JAX functions. Example:
     ``linear(lambda v: v[::2], lambda c: jnp.zeros(n).at[::2].set(c), a)``.
     """
-    return _linear_p.bind(a, *operands, forward=forward, transpose=transpose)
+    out = jax.eval_shape(forward, a, *operands)  # traced once here, not at every bind
+    shapes = ((tuple(out.shape), out.dtype), (tuple(jnp.shape(a)), jnp.result_type(a)))
+    return _linear_p.bind(a, *operands, forward=forward, transpose=transpose, shapes=shapes)

@@ -148,6 +148,7 @@ def main():
     summary["export"] = _exported_run(line)
     summary["axis over two mesh axes"] = _two_mesh_axes_runs(grid)
     summary["extrema at the edges"] = _edge_runs(line, grid)
+    summary["random geometries"] = _random_geometry_runs(line, grid, trials=RANDOM_TRIALS)
     print(json.dumps(summary))
 
 
@@ -342,6 +343,106 @@ def test_an_axis_over_two_mesh_axes(summary):
         counts, flax = result["collectives"], result["flax_collectives"]
         assert all(counts[c] == 0 for c in GATHERS), (case, counts)
         assert counts["collective-permute"] <= flax["collective-permute"], (case, counts, flax)
+
+
+RANDOM_TRIALS = 16
+
+
+def _random_geometry(rng) -> dict:
+    """A random pooling geometry (1-3 spatial axes, windows 1-5, strides 1-3, dilation, padding,
+    ``ceil_mode``, either layout), op (max, min, max with indices, avg) and sharding (one spatial
+    axis, or two at once on the 2x2 mesh), drawn from ``rng`` (seeded: the same cases every run)."""
+    nd = int(rng.integers(1, 4))
+    window = [int(v) for v in rng.integers(1, 6, nd)]
+    case = {
+        "op": str(rng.choice(["max", "min", "indices", "avg"])),
+        "window": window,
+        "strides": [int(v) for v in rng.integers(1, 4, nd)],
+        "dilation": [int(v) for v in rng.choice([1, 1, 1, 2], nd)],
+        "padding": [int(rng.integers(0, k // 2 + 1)) for k in window],
+        "ceil_mode": bool(rng.random() < 0.2),
+        "channels_first": bool(rng.random() < 0.3),
+        "sizes": [int(rng.choice([8, 12, 16])) for _ in range(nd)],
+        "ties": bool(rng.random() < 0.5),  # a rounded input: equal elements in most windows
+    }
+    first = 2 if case["channels_first"] else 1
+    if nd > 1 and rng.random() < 0.4:
+        case["sharded"] = {first: "a", first + 1: "b"}
+    else:
+        case["sharded"] = {first + int(rng.integers(nd)): "x"}
+    return case
+
+
+def _random_pool(case):
+    data_format = "channels_first" if case["channels_first"] else "channels_last"
+    kwargs = dict(dilation=case["dilation"], ceil_mode=case["ceil_mode"], data_format=data_format)
+    window, strides, padding = tuple(case["window"]), tuple(case["strides"]), tuple(case["padding"])
+    if case["op"] == "avg":
+        kwargs.pop("dilation")
+        return lambda v: jaxpool.avg_pool(v, window, strides, padding, **kwargs)
+    pool = jaxpool.min_pool if case["op"] == "min" else jaxpool.max_pool
+    if case["op"] == "indices":
+        kwargs["return_indices"] = True
+    return lambda v: pool(v, window, strides, padding, **kwargs)
+
+
+def _random_geometry_runs(line, grid, trials: int) -> list:
+    """Values, gradients, JVPs and vmapped values of random geometries (:func:`_random_geometry`)
+    on a sharded input (the first two rows of the first spatial axis -inf, where the padding must
+    not win), each compared with the same op on the unsharded input: the maximum difference (0
+    expected for extrema, reassociation for sums)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    rng, runs = np.random.default_rng(11), []
+    while len(runs) < trials:
+        case = _random_geometry(rng)
+        first = 2 if case["channels_first"] else 1
+        shape = (2, 3, *case["sizes"]) if case["channels_first"] else (2, *case["sizes"], 3)
+        x = rng.standard_normal(shape).astype(np.float32)
+        if case["ties"]:
+            x = np.round(x)
+        if case["op"] != "avg":
+            x[(slice(None),) * first + (slice(0, 2),)] = -np.inf
+        t = rng.standard_normal(shape).astype(np.float32)
+        op = _random_pool(case)
+        try:
+            expected = [np.asarray(a) for a in jax.tree.leaves(op(x))]
+        except ValueError:  # e.g. padding over half a dilated window: rejected, drawn again
+            continue
+        first_output = lambda v, op=op: jax.tree.leaves(op(v))[0]  # noqa: E731
+        grad, jvp = jax.grad(_loss(op)), lambda v, u, f=first_output: jax.jvp(f, (v,), (u,))[1]
+        vmapped = jax.vmap(first_output)
+        spec = [None] * len(shape)
+        for axis, name in case["sharded"].items():
+            spec[int(axis)] = name
+        mesh = grid if "a" in spec else line
+        sharding, batched = NamedSharding(mesh, PartitionSpec(*spec)), NamedSharding(mesh, PartitionSpec(None, *spec))
+        xs, ts, xb = jax.device_put(x, sharding), jax.device_put(t, sharding), jax.device_put(np.stack([x, -x]), batched)
+        pairs = [
+            *zip(jax.tree.leaves(jax.jit(op)(xs)), expected),
+            (jax.jit(grad)(xs), grad(x)),
+            (jax.jit(jvp)(xs, ts), jvp(x, t)),
+            (jax.jit(vmapped)(xb), vmapped(np.stack([x, -x]))),
+        ]
+        errors = []
+        for a, b in pairs:
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            with np.errstate(invalid="ignore"):  # -inf - -inf
+                same, difference = (a == b) | (np.isnan(a) & np.isnan(b)), np.abs(a - b)
+            difference = np.where(same, 0.0, np.nan_to_num(difference, nan=np.inf))  # a NaN in one only: inf
+            errors.append(float(np.max(difference, initial=0.0)))
+        runs.append({**case, "sharded": {str(k): v for k, v in case["sharded"].items()}, "errors": errors})
+    return runs
+
+
+def test_random_geometries_shard_exactly(summary):
+    """Seeded random geometries (:func:`_random_geometry`): values, indices, gradients, JVPs and
+    vmapped values on a sharded input equal the unsharded run's (extrema bit for bit)."""
+    runs = summary["random geometries"]
+    assert len(runs) == RANDOM_TRIALS
+    for case in runs:
+        tolerance = 1e-5 if case["op"] == "avg" else 0.0
+        assert max(case["errors"]) <= tolerance, case
 
 
 def test_extrema_at_the_edges_of_shards(summary):
