@@ -270,6 +270,9 @@ KNOWN_GATHERS = (
     # 30 blocks made XLA:CPU copy the input, avg 12x12/11 forward+backward 45 -> 8 ms without) do
     # not split evenly over 2 devices. reduce_window gathers on one sharded axis (H, W) itself.
     | {("max_pool 12x12/3 (blocked)", "HW")}
+    # Outputs that do not divide over the shards (6 over 4) stay unsharded in flax too (JAX keeps
+    # no uneven sharding: flax's output comes back replicated, over 7 permutes), and
+    # custom_partitioning cannot take them (its results must divide: IndivisibleError).
     # Windows that never overlap route their derivative through the input cut into windows (one
     # select per window, jaxpool.max._disjoint_route: 2x faster on one device); where the windows
     # do not tile the shards (6 windows of 3 over 16 = 4 x 4 rows), XLA's partitioner gathers that
@@ -289,7 +292,9 @@ def _permutes(name, **counts):
 
 EXCESS_PERMUTES = {
     # Large windows go axis by axis with a doubling scheme (jaxpool._sliding) that JAX
-    # differentiates itself: every shifted operand of a pass exchanges its own halo.
+    # differentiates itself: every shifted operand of a pass exchanges its own halo. (flax's H and
+    # W programs all-gather the padded input twice besides their 6 permutes: elements moved,
+    # jaxpool 20608 / 29872 / 12440, flax 17920 / 17920 / 16896.)
     **_permutes("max_pool 9x9/1 (separable)", H=38, W=40, HW=60),
 }
 
