@@ -350,17 +350,18 @@ def test_an_axis_over_two_mesh_axes(summary):
         assert counts["collective-permute"] <= flax["collective-permute"], (case, counts, flax)
 
 
-RANDOM_TRIALS = 16
+RANDOM_TRIALS = 20
 
 
 def _random_geometry(rng) -> dict:
     """A random pooling geometry (1-3 spatial axes, windows 1-5, strides 1-3, dilation, padding,
-    ``ceil_mode``, either layout), op (max, min, max with indices, avg) and sharding (one spatial
+    ``ceil_mode``, either layout, or adaptive output sizes 1-18), op (max, min, max with indices,
+    avg, adaptive max and avg) and sharding (one spatial
     axis, or two at once on the 2x2 mesh), drawn from ``rng`` (seeded: the same cases every run)."""
     nd = int(rng.integers(1, 4))
     window = [int(v) for v in rng.integers(1, 6, nd)]
     case = {
-        "op": str(rng.choice(["max", "min", "indices", "avg"])),
+        "op": str(rng.choice(["max", "min", "indices", "avg", "adaptive_max", "adaptive_avg"])),
         "window": window,
         "strides": [int(v) for v in rng.integers(1, 4, nd)],
         "dilation": [int(v) for v in rng.choice([1, 1, 1, 2], nd)],
@@ -368,6 +369,7 @@ def _random_geometry(rng) -> dict:
         "ceil_mode": bool(rng.random() < 0.2),
         "channels_first": bool(rng.random() < 0.3),
         "sizes": [int(rng.choice([8, 12, 16])) for _ in range(nd)],
+        "output_size": [int(v) for v in rng.integers(1, 19, nd)],  # adaptive only; larger than the input too
         "ties": bool(rng.random() < 0.5),  # a rounded input: equal elements in most windows
     }
     first = 2 if case["channels_first"] else 1
@@ -382,6 +384,9 @@ def _random_pool(case):
     data_format = "channels_first" if case["channels_first"] else "channels_last"
     kwargs = dict(dilation=case["dilation"], ceil_mode=case["ceil_mode"], data_format=data_format)
     window, strides, padding = tuple(case["window"]), tuple(case["strides"]), tuple(case["padding"])
+    if case["op"].startswith("adaptive"):
+        adaptive = getattr(jaxpool, f"{case['op']}_pool")
+        return lambda v: adaptive(v, tuple(case["output_size"]), data_format=data_format)
     if case["op"] == "avg":
         kwargs.pop("dilation")
         return lambda v: jaxpool.avg_pool(v, window, strides, padding, **kwargs)
@@ -406,7 +411,7 @@ def _random_geometry_runs(line, grid, trials: int) -> list:
         x = rng.standard_normal(shape).astype(np.float32)
         if case["ties"]:
             x = np.round(x)
-        if case["op"] != "avg":
+        if not case["op"].endswith("avg"):
             x[(slice(None),) * first + (slice(0, 2),)] = -np.inf
         t = rng.standard_normal(shape).astype(np.float32)
         op = _random_pool(case)
@@ -446,7 +451,7 @@ def test_random_geometries_shard_exactly(summary):
     runs = summary["random geometries"]
     assert len(runs) == RANDOM_TRIALS
     for case in runs:
-        tolerance = 1e-5 if case["op"] == "avg" else 0.0
+        tolerance = 1e-5 if case["op"].endswith("avg") else 0.0
         assert max(case["errors"]) <= tolerance, case
 
 
