@@ -15,11 +15,15 @@ the unsharded map does (``exact_edges``: a ``lax.switch`` on the shard's positio
 the unsharded map's (sums within reassociation; maxima and their gradients bit for bit).
 
 An axis is exchanged this way when it splits into equal blocks of whole strides and every shard
-owns the outputs of its block (``out == input / stride``, the windows reaching at most one
-neighbour); otherwise (ragged sizes, ``ceil_mode`` overhang past a block) that axis is gathered.
+owns the outputs of its block (``out == input / stride``); a window longer than a block takes
+its halo from as many shards as it spans, one ``ppermute`` each. Otherwise (ragged sizes,
+``ceil_mode`` overhang past a block) that axis is gathered.
 The maps run as a primitive (:func:`_call`) that lowers the plain map for one device — the
 program is the local maps' own, with no call boundary — and for ``jax.export``, which serialises
 no partitioning callback (:func:`plain`; XLA partitions the exported program on a mesh).
+A map may also read input-shaped arrays besides its input (``inputs``: a max's tangent map reads
+the input whose maxima select it), exchanged with the same halos — or, for an exact transpose,
+over the rows that the windows of the received outputs read.
 Transformations: ``custom_partitioning`` has no differentiation or batching rules, so these maps
 are only called inside :func:`jaxpool._linear.linear` (which differentiates and transposes them as
 a pair) or as the value of a ``custom_jvp`` (a max's), and are vectorised by moving the mapped
@@ -62,26 +66,32 @@ def splits(geom: WindowGeometry) -> bool:
     )
 
 
-def windowed(local: LocalMap, x, layout: Layout, geom: WindowGeometry, fill: float = 0, operands=(), exact_edges=False):
-    """``local(x, *operands, layout, geom)`` — a map whose output ``o`` along each spatial axis
-    reads the input rows of window ``o`` (padding ``fill``; ``operands`` shaped like the output) —
-    partitioned with one halo exchange per direction of each sharded spatial axis. It may return
-    several arrays shaped like its output. With ``exact_edges`` the shards at the input's ends run
-    ``local`` with the real padding instead of ``fill`` rows (a ``lax.switch`` on the shard's
-    position): needed where padding must be told apart from an equal real element (a max's
-    winner). Example: ``windowed(window_sum, x, layout, geom)``."""
-    return _partitioned(local, x, operands, layout, geom, fill, "edges" if exact_edges else "windowed")
+def windowed(
+    local: LocalMap, x, layout: Layout, geom: WindowGeometry, fill: float = 0, operands=(), exact_edges=False, inputs=()
+):
+    """``local(x, *inputs, *operands, layout, geom)`` — a map whose output ``o`` along each spatial
+    axis reads the input rows of window ``o`` (padding ``fill``; ``operands`` shaped like the
+    output; ``inputs``, ``(array, fill)`` pairs shaped like ``x``, whose rows it reads with
+    ``x``'s) — partitioned with one halo exchange per direction of each sharded spatial axis (and
+    of each input). It may return several arrays shaped like its output. With ``exact_edges`` the
+    shards at the input's ends run ``local`` with the real padding instead of ``fill`` rows (a
+    ``lax.switch`` on the shard's position): needed where padding must be told apart from an equal
+    real element (a max's winner). Example: ``windowed(window_sum, x, layout, geom)``."""
+    arrays, fills = tuple(a for a, _ in inputs), tuple(f for _, f in inputs)
+    return _partitioned(local, x, arrays + tuple(operands), layout, geom, fill, "edges" if exact_edges else "windowed", fills)
 
 
-def spilled(local: LocalMap, ct, layout: Layout, geom: WindowGeometry, operands=(), exact=False):
-    """``local(ct, *operands, layout, geom)`` — the transpose of a :func:`windowed` map, from the
-    output's cotangent ``ct`` to the input's — partitioned: each shard transposes its block over the
-    window's reach and sends what falls outside it to the neighbour that owns it, which adds it.
-    With ``exact`` each shard instead receives the rows of ``ct`` (and ``operands``) whose windows
-    reach into its block and transposes them with its own: every input row then sums its terms in
-    the unsharded order, bit for bit (a max's gradient), at one exchange per direction for each of
-    ``ct`` and ``operands``."""
-    return _partitioned(local, ct, operands, layout, geom, 0, "gathered" if exact else "spilled")
+def spilled(local: LocalMap, ct, layout: Layout, geom: WindowGeometry, operands=(), exact=False, inputs=()):
+    """``local(ct, *inputs, *operands, layout, geom)`` — the transpose of a :func:`windowed` map,
+    from the output's cotangent ``ct`` to the input's — partitioned: each shard transposes its
+    block over the window's reach and sends what falls outside it to the neighbour that owns it,
+    which adds it. With ``exact`` each shard instead receives the rows of ``ct`` (and ``operands``)
+    whose windows reach into its block, and the rows of ``inputs`` those windows read, and
+    transposes them with its own: every input row then sums its terms in the unsharded order, bit
+    for bit (a max's gradient), at one exchange per direction (and shard reached) for each array;
+    shards whose windows reach past the input's ends run ``local`` with the real padding there."""
+    arrays, fills = tuple(a for a, _ in inputs), tuple(f for _, f in inputs)
+    return _partitioned(local, ct, arrays + tuple(operands), layout, geom, 0, "gathered" if exact else "spilled", fills)
 
 
 def transposed(local: LocalMap) -> LocalMap:
@@ -110,7 +120,9 @@ def plain(on: bool = True):
         _PLAIN.reset(token)
 
 
-def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str):
+def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, input_fills=()):
+    """``local(a, *operands)`` partitioned ``how``; the first ``len(input_fills)`` operands are shaped
+    like the map's input (padded with those fills), the others like its output."""
     if _PLAIN.get():
         return local(a, *operands, layout, geom)
     # One traced map for the shapes and the partitioned call (jit caches its trace), and no
@@ -122,44 +134,57 @@ def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeome
     def mapped(v, *ops):
         if _PLAIN.get():  # lowered for export or one device (the primitive's lowering, :func:`_call`)
             return local(v, *ops, layout, geom)
-        return _custom_partitioned(whole, local, v, ops, layout, geom, fill, how, len(jax.tree.leaves(shapes)))
+        outputs = len(jax.tree.leaves(shapes))
+        return _custom_partitioned(whole, local, v, ops, layout, geom, fill, how, outputs, input_fills)
 
     @mapped.def_vmap
     def _vmapped(axis_size, in_batched, v, *ops):  # the mapped axis (moved first) joins the batch axes
         v, *ops = (u if b else jnp.broadcast_to(u, (axis_size, *u.shape)) for u, b in zip((v, *ops), in_batched))
         wider = Layout(layout.ndim + 1, layout.n_spatial, layout.channels_first)
-        out = _partitioned(local, v, tuple(ops), wider, geom, fill, how)
+        out = _partitioned(local, v, tuple(ops), wider, geom, fill, how, input_fills)
         return out, jax.tree.map(lambda _: True, out)
 
     return _call(mapped, shapes, a, *operands)
 
 
-def _custom_partitioned(whole, local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, outputs: int):
+def _custom_partitioned(
+    whole, local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, outputs: int, input_fills=()
+):
     call = custom_partitioning(whole)
 
     def partition(mesh, arg_shapes, result_shape):
         spec = _spec(arg_shapes[0].sharding, layout.ndim)
-        plans = {}
+        plans, reach = {}, {}  # reach: the rows of the inputs an exact transpose's windows read
         for i, axis in enumerate(layout.spatial_axes):
             if spec[axis] is not None:
                 shards = _Shards(mesh, spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],))
                 plan = _plan(geom, i, shards.count)
                 if plan is not None and how == "gathered":
-                    plan = _output_plan(geom, i, plan)
+                    plan, block_plan = _output_plan(geom, i, plan), plan
+                    if input_fills:
+                        reach[i] = shards, _reach_plan(geom, i, block_plan, plan)
+                        plan = plan if reach[i][1] is not None else None
                 if plan is None:
                     spec[axis] = None
+                    reach.pop(i, None)
                 else:
                     plans[i] = shards, plan
         sharding = NamedSharding(mesh, PartitionSpec(*spec))
         block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
+        n = len(input_fills)
+
+        def exchanged(*arrays):  # the map's input and its inputs (the first of each) with their halos
+            return [_exchange(u, layout, plans, f) for u, f in zip(arrays, (fill, *input_fills)[-len(arrays) :])]
+
         if how == "gathered":
-            lower = lambda c, *ops: _gathered(local, c, ops, layout, geom, plans)  # noqa: E731
+            lower = lambda c, *ops: _gathered(local, c, ops[:n], ops[n:], input_fills, layout, geom, plans, reach)  # noqa: E731
         elif how == "spilled":
-            lower = lambda c, *ops: _fold(local(c, *ops, layout, block), layout, plans)  # noqa: E731
+            lower = lambda c, *ops: _fold(local(c, *exchanged(*ops[:n]), *ops[n:], layout, block), layout, plans)  # noqa: E731
         elif how == "edges":
-            lower = lambda v, *ops: _at_edges(local, _exchange(v, layout, plans, fill), ops, layout, geom, plans)  # noqa: E731
+            run = lambda vs, others, g, _: local(*vs, *others, layout, g)  # noqa: E731
+            lower = lambda v, *ops: _at_edges(run, exchanged(v, *ops[:n]), ops[n:], plans, layout, block)  # noqa: E731
         else:
-            lower = lambda v, *ops: local(_exchange(v, layout, plans, fill), *ops, layout, block)  # noqa: E731
+            lower = lambda v, *ops: local(*exchanged(v, *ops[:n]), *ops[n:], layout, block)  # noqa: E731
         results = sharding if outputs == 1 else (sharding,) * outputs
         return mesh, lower, results, (sharding,) * (1 + len(operands))
 
@@ -171,41 +196,41 @@ def _custom_partitioned(whole, local: LocalMap, a, operands, layout: Layout, geo
     return call(a, *operands)
 
 
-def _at_edges(local: LocalMap, v, operands, layout: Layout, geom: WindowGeometry, plans: dict):
-    """``local`` over the exchanged block ``v``, where a shard at an end of a sharded axis drops the
-    ``fill`` rows it received past the input's end and pads as the unsharded map does (so that the
-    padding never takes a real element's place): one ``lax.switch`` branch per combination of the
-    axes' positions that some shard has."""
-    variants = {}  # axis -> per block: (at the start, at the end), only where it reads padding
+def _at_edges(run, vs, others, plans: dict, layout: Layout, geom: WindowGeometry):
+    """``run(vs, others, geom, cuts)`` over arrays ``vs`` exchanged by ``plans`` (``geom`` reads
+    them unpadded), where a shard whose exchanged rows reach past the input's ends drops those
+    ``fill`` rows and pads as the unsharded map does (so that the padding never takes a real
+    element's place): ``cuts[i]``, the rows dropped before and after along axis ``i``, in ``geom``
+    padding. One ``lax.switch`` branch per combination of the axes' cuts that some shard has."""
+    variants = {}  # axis -> per block: (padding rows before it, after it), only where some reads padding
     for i, (shards, plan) in plans.items():
-        ends = [(b == 0 and plan.lo > 0, b == shards.count - 1 and plan.hi > 0) for b in range(shards.count)]
+        ends = [
+            (max(plan.lo - b * plan.rows, 0), max(plan.hi - (shards.count - 1 - b) * plan.rows, 0)) for b in range(shards.count)
+        ]
         if any(any(e) for e in ends):
             variants[i] = shards, ends
     if not variants:
-        return local(v, *operands, layout, _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()}))
+        return run(vs, others, geom, {})
     kinds = {i: sorted(set(ends)) for i, (_, ends) in variants.items()}
     combos = list(itertools.product(*kinds.values()))
 
     def branch(combo):
-        def run(v, *ops):
-            block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
+        def go(*args):
+            vs, others, g = list(args[: len(args) - n_others]), args[len(args) - n_others :], geom
             for i, (start, end) in zip(kinds, combo):
-                axis, plan = layout.spatial_axes[i], plans[i][1]
-                if start:  # the rows before the input: padding, not received rows
-                    v = lax.slice_in_dim(v, plan.lo, v.shape[axis], axis=axis)
-                    block = block.with_axis(i, in_shape=block.in_shape[i] - plan.lo, pad_lo=plan.lo)
-                if end:
-                    v = lax.slice_in_dim(v, 0, v.shape[axis] - plan.hi, axis=axis)
-                    block = block.with_axis(i, in_shape=block.in_shape[i] - plan.hi, pad_hi=plan.hi)
-            return local(v, *ops, layout, block)
+                axis = layout.spatial_axes[i]
+                vs = [lax.slice_in_dim(v, start, v.shape[axis] - end, axis=axis) for v in vs]
+                g = g.with_axis(i, in_shape=g.in_shape[i] - start - end, pad_lo=g.pad_lo[i] + start, pad_hi=g.pad_hi[i] + end)
+            return run(vs, others, g, dict(zip(kinds, combo)))
 
-        return run
+        return go
 
+    n_others = len(others)
     index = 0
     for i, (shards, ends) in variants.items():
         table = np.array([kinds[i].index(e) for e in ends], np.int32)
         index = index * len(kinds[i]) + jnp.asarray(table)[shards.index()]
-    return lax.switch(index, [branch(c) for c in combos], v, *operands)
+    return lax.switch(index, [branch(c) for c in combos], *vs, *others)
 
 
 _halo_p = jax.extend.core.Primitive("jaxpool_halo")
@@ -287,8 +312,9 @@ class _Shards:
 
 @dataclasses.dataclass(frozen=True)
 class _AxisPlan:
-    """One sharded axis: blocks of ``rows`` input rows, each needing ``lo`` rows of the shard
-    before and ``hi`` of the one after (``hi < 0``: its last ``-hi`` rows are read by none)."""
+    """One sharded axis: blocks of ``rows`` input rows, each needing the ``lo`` rows before it and
+    the ``hi`` after it, from as many shards as they span (``hi < 0``: its last ``-hi`` rows are
+    read by none)."""
 
     rows: int
     lo: int
@@ -303,9 +329,16 @@ def _plan(geom: WindowGeometry, i: int, shards: int) -> _AxisPlan | None:
         return None
     rows = size // shards
     lo, hi = geom.pad_lo[i], geom.extent[i] - s - geom.pad_lo[i]
-    if lo > rows or hi > rows or lo < 0:  # a window reaching past the next shard
+    if lo < 0 or -hi > rows:
         return None
     return _AxisPlan(rows, lo, hi)
+
+
+def _hops(count: int, rows: int) -> list[tuple[int, int]]:
+    """A halo of ``count`` rows as ``(distance, rows)`` pieces: all of the nearer shards' blocks and
+    the rest from the farthest, farthest first."""
+    far = -(-count // rows)
+    return [(d, min(rows, count - (d - 1) * rows)) for d in range(far, 0, -1)]
 
 
 def _block_geometry(geom: WindowGeometry, plans: dict[int, _AxisPlan]) -> WindowGeometry:
@@ -316,19 +349,29 @@ def _block_geometry(geom: WindowGeometry, plans: dict[int, _AxisPlan]) -> Window
     return geom
 
 
-def _output_plan(geom: WindowGeometry, i: int, plan: _AxisPlan) -> _AxisPlan | None:
+def _output_plan(geom: WindowGeometry, i: int, plan: _AxisPlan) -> _AxisPlan:
     """For an exact transpose (:func:`spilled`): blocks of ``rows`` outputs, each needing the
     ``lo`` outputs before it whose windows reach into its input block and the ``hi`` after it."""
     s, rows = geom.strides[i], plan.rows // geom.strides[i]
     lo, hi = max((plan.hi + s - 1) // s, 0), -(-plan.lo // s)
-    if lo > rows or hi > rows:
-        return None
     return _AxisPlan(rows, lo, hi)
 
 
-def _gathered(local: LocalMap, c, operands, layout: Layout, geom: WindowGeometry, plans: dict):
+def _reach_plan(geom: WindowGeometry, i: int, plan: _AxisPlan, outputs: _AxisPlan) -> _AxisPlan | None:
+    """For an exact transpose with inputs (:func:`spilled`): the input rows that the windows of a
+    block's ``outputs`` plan read, around the block's ``plan.rows``."""
+    s = geom.strides[i]
+    lo = outputs.lo * s + geom.pad_lo[i]
+    hi = (outputs.lo + outputs.rows + outputs.hi - 1) * s + geom.extent[i] - lo - plan.rows
+    if lo < 0 or -hi > plan.rows:
+        return None
+    return _AxisPlan(plan.rows, lo, hi)
+
+
+def _gathered(local: LocalMap, c, inputs, operands, input_fills, layout: Layout, geom: WindowGeometry, plans: dict, reach: dict):
     """The exact transpose on one shard: ``c`` and ``operands`` with the output rows before and
-    after the block whose windows reach into it (zero past the ends), transposed over their own
+    after the block whose windows reach into it (zero past the ends), and ``inputs`` with the rows
+    those windows read (padding past the ends: :func:`_at_edges`), transposed over their own
     windows, cropped to the block's input rows."""
     c = _exchange(c, layout, plans, 0)
     operands = [_exchange(o, layout, plans, 0) for o in operands]
@@ -337,15 +380,22 @@ def _gathered(local: LocalMap, c, operands, layout: Layout, geom: WindowGeometry
         out = plan.lo + plan.rows + plan.hi
         in_shape = (out - 1) * geom.strides[i] + geom.extent[i]
         windows = windows.with_axis(i, in_shape=in_shape, pad_lo=0, pad_hi=0, out_shape=out)
-    g = local(c, *operands, layout, windows)
-    for i, (_, plan) in plans.items():
-        axis, rows = layout.spatial_axes[i], plan.rows * geom.strides[i]
-        start = plan.lo * geom.strides[i] + geom.pad_lo[i]  # the block's first row
-        short = start + rows - g.shape[axis]
-        if short > 0:  # windows with gaps: the block's last rows are read by none
-            g = jnp.pad(g, [(0, short if a == axis else 0) for a in range(g.ndim)])
-        g = lax.slice_in_dim(g, start, start + rows, axis=axis)
-    return g
+
+    def run(xs, others, g, cuts):
+        g = local(*others[:1], *xs, *others[1:], layout, g)
+        for i, (_, plan) in plans.items():
+            axis, rows = layout.spatial_axes[i], plan.rows * geom.strides[i]
+            start = plan.lo * geom.strides[i] + geom.pad_lo[i] - cuts.get(i, (0, 0))[0]  # the block's first row
+            short = start + rows - g.shape[axis]
+            if short > 0:  # windows with gaps: the block's last rows are read by none
+                g = jnp.pad(g, [(0, short if a == axis else 0) for a in range(g.ndim)])
+            g = lax.slice_in_dim(g, start, start + rows, axis=axis)
+        return g
+
+    if not inputs:
+        return run([], [c, *operands], windows, {})
+    xs = [_exchange(u, layout, reach, f) for u, f in zip(inputs, input_fills)]
+    return _at_edges(run, xs, [c, *operands], reach, layout, windows)
 
 
 def _exchange(v, layout: Layout, plans: dict, fill):
@@ -354,15 +404,16 @@ def _exchange(v, layout: Layout, plans: dict, fill):
     so the corners arrive too."""
     for i, (shards, plan) in plans.items():
         axis = layout.spatial_axes[i]
-        index = shards.index()
+        index, filled = shards.index(), jnp.asarray(fill, v.dtype)
         parts = []
-        if plan.lo:
-            received = shards.send(lax.slice_in_dim(v, plan.rows - plan.lo, plan.rows, axis=axis), 1)
-            parts.append(jnp.where(index == 0, jnp.asarray(fill, v.dtype), received))
+        for d, count in _hops(plan.lo, plan.rows):  # the last rows of the shard d before
+            rows = lax.slice_in_dim(v, plan.rows - count, plan.rows, axis=axis)
+            parts.append(jnp.where(index < d, filled, shards.send(rows, d)) if d < shards.count else jnp.full_like(rows, fill))
         parts.append(v if plan.hi >= 0 else lax.slice_in_dim(v, 0, plan.rows + plan.hi, axis=axis))
-        if plan.hi > 0:
-            received = shards.send(lax.slice_in_dim(v, 0, plan.hi, axis=axis), -1)
-            parts.append(jnp.where(index == shards.count - 1, jnp.asarray(fill, v.dtype), received))
+        for d, count in reversed(_hops(max(plan.hi, 0), plan.rows)):  # the first rows of the shard d after
+            rows = lax.slice_in_dim(v, 0, count, axis=axis)
+            last = index >= shards.count - d
+            parts.append(jnp.where(last, filled, shards.send(rows, -d)) if d < shards.count else jnp.full_like(rows, fill))
         v = jnp.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
     return v
 
@@ -374,14 +425,19 @@ def _fold(g, layout: Layout, plans: dict):
         axis = layout.spatial_axes[i]
         if plan.hi < 0:
             g = jnp.pad(g, [(0, -plan.hi if a == axis else 0) for a in range(g.ndim)])
-        hi = max(plan.hi, 0)
         block = lax.slice_in_dim(g, plan.lo, plan.lo + plan.rows, axis=axis)
-        if plan.lo:  # rows before the block: the previous shard's last ones
-            spill = lax.slice_in_dim(g, 0, plan.lo, axis=axis)
-            block = _add_rows(block, shards.send(spill, -1), axis, plan.rows - plan.lo)
-        if hi:  # rows after it: the next shard's first ones
-            spill = lax.slice_in_dim(g, plan.lo + plan.rows, plan.lo + plan.rows + hi, axis=axis)
-            block = _add_rows(block, shards.send(spill, 1), axis, 0)
+        start = 0
+        for d, count in _hops(plan.lo, plan.rows):  # rows before the block: the shard d before's last ones
+            spill = lax.slice_in_dim(g, start, start + count, axis=axis)
+            if d < shards.count:  # (farther: before the input, dropped)
+                block = _add_rows(block, shards.send(spill, -d), axis, plan.rows - count)
+            start += count
+        start = plan.lo + plan.rows
+        for d, count in reversed(_hops(max(plan.hi, 0), plan.rows)):  # after it: the shard d after's first ones
+            spill = lax.slice_in_dim(g, start, start + count, axis=axis)
+            if d < shards.count:
+                block = _add_rows(block, shards.send(spill, d), axis, 0)
+            start += count
         g = block
     return g
 
