@@ -165,10 +165,11 @@ def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, posi
     disjoint and ordered, so PyTorch's rule is "the later block wins if strictly better or NaN" —
     and, where the input is padded, if equal to an earlier block of padding alone, so that a real
     -inf never loses to the padding's: per axis a flag of the padding rows (their extent only, a
-    constant) rides with the values, and a block is padding alone where both halves are (before,
-    a flat int32 position per element: forward+backward 5x slower, 9x9/1 pad 4 on (8, 32, 32, 64)
-    20.8 -> 4 ms). With ``positions`` each candidate carries its flat input position instead
-    (int32 max in the padding), for indices."""
+    constant) rides with the values, and a block is padding alone where both halves are. Before,
+    a flat int32 position per element rode through every level: its temporaries crossed glibc's
+    32 MiB mmap ceiling (33.7 MiB, now 20.6), forward+backward of 9x9/1 pad 4 on (8, 32, 32, 64)
+    24.7 -> 9.0 ms in one process (benchmarks/ab_commit.py). With ``positions`` each candidate
+    carries its flat input position instead (int32 max in the padding), for indices."""
     padded = not positions and geom.needs_mask()
 
     def combine(a, b):

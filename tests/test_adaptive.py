@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxpool
@@ -252,14 +252,16 @@ def test_uneven_bins_derivatives_match_reference_in_both_modes(op, kind, spatial
     np.testing.assert_allclose(np.vdot(u, jt), np.vdot(dx, t), rtol=1e-4, atol=1e-3)
 
 
+# (size, out) with uneven bins that no 16-tap window covers (q + r > 16): drawn from the list, not
+# filtered (most random pairs fail it, and Hypothesis's health check then fails the test).
+_UNCOVERED = [(n, o) for n in range(17, 91) for o in range(2, n) if n % o and n // o + n % o > 16]
+
+
 @st.composite
 def _uncovered_bins(draw):
     """1-D or 2-D sizes whose first axis has uneven bins that no 16-tap window covers (q + r > 16),
     long or short, with or without fringes; a second axis of any kind."""
-    size = draw(st.integers(17, 90))
-    out = draw(st.integers(2, size - 1))
-    q, r = divmod(size, out)
-    assume(r > 0 and q + r > 16)
+    size, out = draw(st.sampled_from(_UNCOVERED))
     spatial, output = (size,), (out,)
     if draw(st.booleans()):
         spatial, output = spatial + (draw(st.integers(1, 12)),), output + (draw(st.integers(1, 12)),)
