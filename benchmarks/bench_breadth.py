@@ -128,6 +128,9 @@ CASES = [
     windowed("max", (2, 64, 64, 8), 31, 1),
     windowed("max", (8, 32, 32, 64), 9, 1, 4),  # YOLO's SPP: 5, 9 and 13 at stride 1, "same" padding
     windowed("max", (8, 32, 32, 64), 13, 1, 6),
+    windowed("max", (2, 64, 64, 8), 15, 1, 7),
+    windowed("max", (2, 16, 32, 32, 8), 9, 1, 4),  # a 3-D "same" window of 729 taps: one 9-tap fold per axis
+    windowed("max", (2, 128, 128, 8), 63, 1, 31),  # axes longer than CHAINED_TAPS: the doubling scheme
     windowed("max", (32, 56, 56, 64), 3, 2, 1, "bfloat16"),
     windowed("max", (32, 55, 55, 64), 3, 2),  # odd sizes (AlexNet's 55, Inception's 147/73/35)
     windowed("max", (32, 57, 57, 64), 3, 2, 1),

@@ -18,7 +18,9 @@ size independent of the window size — a 512x512 global max compiles as fast as
     those of more than :data:`JOINT_SUM_TAPS` taps sum axis by axis in inference
     (:func:`sums_by_passes`).
 ``"separable"``
-    larger windows: one axis at a time; along each axis a fold over at most :data:`AXIS_TAPS` taps,
+    larger windows (max/min: those with an axis longer than :data:`CHAINED_TAPS`, over one axis
+    only, or with indices; otherwise ``"chained"``, several times faster to differentiate): one
+    axis at a time; along each axis a fold over at most :data:`AXIS_TAPS` taps,
     or for longer axes a doubling (sparse-table) scheme — ``log2(k)`` elementwise passes for a
     window of ``k``, whatever ``k`` is (van Herk/Gil-Werman's idea of sharing partial results,
     with the pairwise summation's accuracy for sums). O(log k) HLO ops and work per element.
@@ -76,7 +78,7 @@ taps (:func:`routes_blocks`), not every tap. Sums over bins at least 3 apart cov
     PyTorch); the parts with their own derivatives 11-15 ms; with the whole-geometry derivative
     7.8-8.6 ms (max 55 and 57 pad 1, about 1.0x PyTorch).
 ``"chained"`` (max/min)
-    windows over several axes, each at most :data:`AXIS_TAPS` long or ``"blocks"``, other than
+    windows over several axes, each at most :data:`CHAINED_TAPS` long or ``"blocks"``, other than
     the phase-view folds of at most :data:`JOINT_PHASE_TAPS` elements below: one ``"taps"`` or
     ``"blocks"`` pass per axis, last axis first — or, for two axes whose first one's window is
     longer than :data:`AXIS_TAPS`, that one first (:func:`pass_order`, :mod:`jaxpool._rowmajor`:
@@ -146,6 +148,16 @@ JOINT_STRIDED_SUM_TAPS = 27
 JOINT_PHASE_TAPS = 9
 # Along one axis, windows longer than this use the doubling scheme instead of a fold over taps.
 AXIS_TAPS = 8
+# Max/min windows over several axes whose every axis is at most this long (or "blocks") run one
+# tap fold per axis ("chained", each routed by its 1-byte offsets) rather than the doubling scheme,
+# whose derivative JAX takes through every level's selects (XLA:CPU ran those fusions at ~10 ns
+# an element, 15-20x a copy). Forward+backward in one process (benchmarks/ab_commit.py), chained
+# / doubling: max 9x9/1 pad 4 on (8, 32, 32, 64) 0.32 (0.58x PyTorch), 13x13/1 pad 6 0.37,
+# 15x15/1 pad 7 on (2, 64, 64, 8) 0.12, 31x31/1 0.41, 31x31/1 pad 15 on (1, 512, 512, 4) 0.27,
+# 9x9x9/1 pad 4 on (2, 16, 32, 32, 8) 0.03 (0.06x PyTorch). The fold's program grows with its
+# taps: compile of jit(grad) on (2, 128, 128, 8) 0.6 s at 9x9 to 1.0-1.3 s at 33x33 (the
+# doubling's 0.9-1.1 s), 2.4 s at 63x63, so longer axes keep the doubling.
+CHAINED_TAPS = 32
 # Windows that do not overlap (the cores of uneven adaptive bins, ``k <= s``) up to this many taps
 # fold strided slices of the input: each element read once, and no copy — XLA:CPU materialises a
 # slice of the input before a reduction over a reshaped axis (max over cores of 9 to 31 of ~16 MB:
@@ -291,7 +303,7 @@ def chain_axes(geom: WindowGeometry) -> bool:
     3x3/2; XLA:CPU runs larger joint phase-view folds many times slower than the passes, max 5x5/2
     pad 2 on (32, 56, 56, 64) forward+backward 160 -> 19 ms chained, PyTorch 12)."""
     several = sum(k > 1 for k in geom.window) > 1
-    passes = all(k <= AXIS_TAPS or fits_blocks(geom.axis_only(i, geom.in_shape)) for i, k in enumerate(geom.window))
+    passes = all(k <= CHAINED_TAPS or fits_blocks(geom.axis_only(i, geom.in_shape)) for i, k in enumerate(geom.window))
     joint = fold_phases(geom) and geom.window_size <= JOINT_PHASE_TAPS
     return several and passes and not is_clean_tiling(geom) and not joint
 
@@ -407,6 +419,6 @@ def pass_order(passes: dict) -> list[int]:
     if len(pooled) == 2:
         inner, outer = pooled
         shrink = {i: passes[i].in_shape[i] / passes[i].out_shape[i] for i in pooled}
-        if passes[outer].window[outer] > AXIS_TAPS and shrink[outer] >= shrink[inner]:
+        if fits_blocks(passes[outer]) and shrink[outer] >= shrink[inner]:
             return [outer, inner] + [i for i in sorted(passes, reverse=True) if i not in pooled]
     return sorted(passes, reverse=True)

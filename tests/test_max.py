@@ -476,9 +476,10 @@ def test_nan_wins_on_large_maps(name, pool):
         lambda v: jaxpool.max_pool(v, (3, 3), 2, 1, return_indices=True)[1].astype(v.dtype),
         lambda v: jaxpool.max_pool(v.reshape(2, 4, 3, 12, 8), (3, 3, 3), 2, 1),  # joint inner pass
         lambda v: jaxpool.max_pool(v.astype(jnp.bfloat16), (3, 3), 1, 1).astype(v.dtype),
-        lambda v: jaxpool.max_pool(v, (9, 9), 1, 4),  # separable: the doubling scheme and its linear pair
+        lambda v: jaxpool.max_pool(v, (9, 9), 1, 4),  # chained passes of 9 taps
+        lambda v: jaxpool.max_pool(v, (33, 3), 1, (16, 1)),  # separable: the doubling scheme and its linear pair
     ],
-    ids=["3x3/2 p1", "5x5/1 p2", "min SAME", "3x3/4 p1", "indices", "3-D 3x3x3/2 p1", "bf16 3x3/1 p1", "9x9/1 p4"],
+    ids=["3x3/2 p1", "5x5/1 p2", "min SAME", "3x3/4 p1", "indices", "3-D 3x3x3/2 p1", "bf16 3x3/1 p1", "9x9/1 p4", "33x3/1 p16"],
 )
 def test_halo_partitioning_leaves_the_one_device_program(op):
     """Max pooling is custom-partitioned for spatially sharded inputs (jaxpool._halo: its extremum
