@@ -224,6 +224,29 @@ class WindowGeometry:
             along(self.out_shape, in_shape),
         )
 
+    def block_passes(self, axis: int, blocks: int, in_shape: Sequence[int]) -> tuple[WindowGeometry, WindowGeometry]:
+        """This undilated geometry's windows along ``axis`` (of ``k``) as two passes over ``in_shape``:
+        runs of ``a`` consecutive elements (stride 1), then ``blocks`` (``m``) of those runs every
+        ``d = k // m`` at this stride, ``(m - 1) d + a = k``: the runs overlap (``a >= d``) and
+        cover the window exactly. Padding is the first pass's as far as a run still holds an input
+        element; the runs wholly in padding are the second pass's padding, so that no pass takes
+        padding for an element (padding never wins a tie, :func:`jaxpool.max._chained_extremum`).
+        The second geometry is over the first one's output (``in_shape`` with axis ``axis`` its
+        length); both keep the other axes as they are."""
+        k, lo, hi = self.window[axis], self.pad_lo[axis], self.pad_hi[axis] + self.overhang[axis]
+        d = k // blocks
+        a = k - (blocks - 1) * d
+        first_lo, first_hi = min(lo, a - 1), min(hi, a - 1)
+        runs = in_shape[axis] + first_lo + first_hi - a + 1
+        first = self.axis_only(axis, in_shape).with_axis(
+            axis, window=a, strides=1, pad_lo=first_lo, pad_hi=first_hi, out_shape=runs
+        )
+        shape = tuple(runs if j == axis else n for j, n in enumerate(in_shape))
+        second = self.axis_only(axis, shape).with_axis(
+            axis, window=blocks, dilation=d, pad_lo=lo - first_lo, pad_hi=hi - first_hi
+        )
+        return first, second
+
     def divisor(self, axis: int, count_include_pad: bool) -> np.ndarray:
         """Per-window element count along ``axis`` (PyTorch's avg_pool divisor, one axis of it).
 

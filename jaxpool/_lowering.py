@@ -18,8 +18,9 @@ size independent of the window size — a 512x512 global max compiles as fast as
     those of more than :data:`JOINT_SUM_TAPS` taps sum axis by axis in inference
     (:func:`sums_by_passes`).
 ``"separable"``
-    larger windows (max/min: those with an axis longer than :data:`CHAINED_TAPS`, over one axis
-    only, or with indices; otherwise ``"chained"``, several times faster to differentiate): one
+    larger windows (max/min: with indices, or an axis that ``"chained"`` passes cannot take —
+    dilated and longer than :data:`CHAINED_TAPS`, or undilated and longer than 256 —; chained
+    passes differentiate several times faster): one
     axis at a time; along each axis a fold over at most :data:`AXIS_TAPS` taps,
     or for longer axes a doubling (sparse-table) scheme — ``log2(k)`` elementwise passes for a
     window of ``k``, whatever ``k`` is (van Herk/Gil-Werman's idea of sharing partial results,
@@ -78,10 +79,12 @@ taps (:func:`routes_blocks`), not every tap. Sums over bins at least 3 apart cov
     PyTorch); the parts with their own derivatives 11-15 ms; with the whole-geometry derivative
     7.8-8.6 ms (max 55 and 57 pad 1, about 1.0x PyTorch).
 ``"chained"`` (max/min)
-    windows over several axes, each at most :data:`CHAINED_TAPS` long or ``"blocks"``, other than
-    the phase-view folds of at most :data:`JOINT_PHASE_TAPS` elements below: one ``"taps"`` or
-    ``"blocks"`` pass per axis, last axis first — or, for two axes whose first one's window is
-    longer than :data:`AXIS_TAPS`, that one first (:func:`pass_order`, :mod:`jaxpool._rowmajor`:
+    windows over several axes (or over one, of more than :data:`JOINT_TAPS`), each at most
+    :data:`CHAINED_TAPS` long, ``"blocks"`` or split into runs and blocks of runs
+    (:func:`run_blocks`: up to 256), other than the phase-view folds of at most
+    :data:`JOINT_PHASE_TAPS` elements below: one ``"taps"`` or ``"blocks"`` pass per axis (two
+    for a split one), last axis first — or, for two axes whose first one is ``"blocks"``, that
+    one first (:func:`pass_order`, :mod:`jaxpool._rowmajor`:
     adaptive 512 -> 7 0.4-0.6x), or for three axes whose two inner ones fold phase views of at
     most :data:`JOINT_PHASE_TAPS` taps, those two at once first (:func:`joint_inner_pass`) —,
     each with its own 1-byte offsets and max-index derivative
@@ -121,7 +124,8 @@ benchmarks/RESULTS_breadth.md.
 
 Spatial sharding does not change the choice: window sums and routed maxima (each pass of a chain)
 other than ``"tiling"`` whose axes split into blocks of whole strides (:func:`jaxpool._halo.splits`)
-are custom-partitioned around the chosen lowering (:func:`jaxpool.avg.window_sum`,
+are custom-partitioned around the chosen lowering (maxima over runs and blocks of runs, or the
+doubling scheme, as one map: :func:`jaxpool.max._pool`; :func:`jaxpool.avg.window_sum`,
 :func:`jaxpool.max._routed_pool`, :mod:`jaxpool._halo`: one halo exchange per direction of a
 sharded axis, the one-device program per shard).
 """
@@ -158,6 +162,17 @@ AXIS_TAPS = 8
 # taps: compile of jit(grad) on (2, 128, 128, 8) 0.6 s at 9x9 to 1.0-1.3 s at 33x33 (the
 # doubling's 0.9-1.1 s), 2.4 s at 63x63, so longer axes keep the doubling.
 CHAINED_TAPS = 32
+# Longer undilated windows along one axis of a "chained" max/min (not "blocks") fold overlapping runs
+# of ``a`` elements, then ``m`` of those runs every ``k // m`` (run_blocks, WindowGeometry.block_passes):
+# ``a + m`` taps (33: 13, 63: 16, 255: 32) instead of ``k``, exact with PyTorch's first winner; one
+# custom-partitioned map (jaxpool.max._pool: a pass's runs outnumber the input's rows). In one
+# process, forward+backward, runs / doubling: 33x33/1 pad 16 on (2, 128, 128, 8) 0.05 (52 -> 2.8
+# ms, PyTorch 62), 63x63/1 pad 31 0.03, 41x41/1 on (8, 64, 64, 16) 0.35; 255x255/1 pad 127 337 ->
+# 6 ms. Compile of jit(grad) 1.0-1.4 s (the doubling's 1.1-1.3). Shorter windows measured faster
+# as runs too (9x9/1 pad 4 on (8, 32, 32, 64) 0.56, 31x31/1 pad 15 0.48, but 3-D 9x9x9 1.09) and,
+# as one partitioned map, moved 8 / 8 collective-permutes on shards of 4 rows where the per-pass
+# folds move flax's 6 / 6: left as single folds.
+RUN_TAPS = CHAINED_TAPS
 # Windows that do not overlap (the cores of uneven adaptive bins, ``k <= s``) up to this many taps
 # fold strided slices of the input: each element read once, and no copy — XLA:CPU materialises a
 # slice of the input before a reduction over a reshaped axis (max over cores of 9 to 31 of ~16 MB:
@@ -296,14 +311,35 @@ def keeps_apart(fused_taps: int, taps: int) -> bool:
     return fused_taps > 1 and fused_taps * taps > FUSED_PASS_TAPS
 
 
+def run_blocks(geom: WindowGeometry, i: int) -> int:
+    """How many blocks of overlapping runs a ``"chained"`` max/min window reads along axis ``i``
+    in a second pass (:meth:`jaxpool._geometry.WindowGeometry.block_passes`), or 1 for one pass:
+    undilated windows longer than :data:`RUN_TAPS`, not ``"blocks"``, whose runs and blocks fold
+    at most :data:`CHAINED_TAPS` taps together, their number chosen to fold the fewest."""
+    k = geom.window[i]
+    if geom.dilation[i] > 1 or k <= RUN_TAPS or fits_blocks(geom.axis_only(i, geom.in_shape)):
+        return 1
+    taps = {m: k - (m - 1) * (k // m) + m for m in range(2, k + 1)}
+    best = min(taps, key=lambda m: (taps[m], m))
+    return best if taps[best] <= CHAINED_TAPS else 1
+
+
+def splits_runs(geom: WindowGeometry) -> bool:
+    """Whether some axis of a ``"chained"`` window reads runs and blocks of runs (:func:`run_blocks`)."""
+    return any(run_blocks(geom, i) > 1 for i in range(geom.ndim))
+
+
 def chain_axes(geom: WindowGeometry) -> bool:
     """Whether a max/min runs one routed pass per axis (``"chained"``): windows over several axes,
     each at most :data:`AXIS_TAPS` long or :func:`fits_blocks`, that neither tile cleanly nor fold
     phase views of at most :data:`JOINT_PHASE_TAPS` taps (those fold all taps at once fastest:
     3x3/2; XLA:CPU runs larger joint phase-view folds many times slower than the passes, max 5x5/2
     pad 2 on (32, 56, 56, 64) forward+backward 160 -> 19 ms chained, PyTorch 12)."""
-    several = sum(k > 1 for k in geom.window) > 1
-    passes = all(k <= CHAINED_TAPS or fits_blocks(geom.axis_only(i, geom.in_shape)) for i, k in enumerate(geom.window))
+    several = sum(k > 1 for k in geom.window) > 1 or geom.window_size > JOINT_TAPS
+    passes = all(
+        k <= CHAINED_TAPS or fits_blocks(geom.axis_only(i, geom.in_shape)) or run_blocks(geom, i) > 1
+        for i, k in enumerate(geom.window)
+    )
     joint = fold_phases(geom) and geom.window_size <= JOINT_PHASE_TAPS
     return several and passes and not is_clean_tiling(geom) and not joint
 

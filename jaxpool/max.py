@@ -203,41 +203,56 @@ def _padding_rows(layout: Layout, geom: WindowGeometry, i: int):
     return jnp.asarray(layout.along(~inside, i))
 
 
-def _local_separable(x, layout: Layout, geom: WindowGeometry, mode: str):
-    """:func:`_separable_extremum`'s value on one device (or one shard's block)."""
-    return _separable_extremum(x, layout, geom, mode, positions=False)[0]
+def _local_pool(x, layout: Layout, geom: WindowGeometry, mode: str, scheme: str):
+    """:func:`_pool`'s value on one device (or one shard's block): the doubling scheme
+    (:func:`_separable_extremum`) or the ``"runs"`` chain (:func:`_chain_plan`'s passes, each
+    :func:`_local_routed`)."""
+    if scheme == "doubling":
+        return _separable_extremum(x, layout, geom, mode, positions=False)[0]
+    for g in _plan_geometries(_chain_plan(geom), layout.spatial_shape(x.shape)):
+        x = materialize(_local_routed(x, layout, g, mode)[0])
+    return x
 
 
-def _separable_tangent(tx, x, layout: Layout, geom: WindowGeometry, mode: str):
-    """The tangent of :func:`_local_separable` at ``x``: linear in ``tx``, selected as ``x``'s
-    extrema are (JAX's derivative of the doubling scheme's selects)."""
-    return jax.jvp(lambda v: _local_separable(v, layout, geom, mode), (x,), (tx,))[1]
+def _pool_tangent(tx, x, layout: Layout, geom: WindowGeometry, mode: str, scheme: str):
+    """The tangent of :func:`_local_pool` at ``x``: linear in ``tx``, selected as ``x``'s extrema
+    are (JAX's derivative of the doubling scheme's selects; each pass's winners routed)."""
+    if scheme == "doubling":
+        return jax.jvp(lambda v: _local_pool(v, layout, geom, mode, scheme), (x,), (tx,))[1]
+    for g in _plan_geometries(_chain_plan(geom), layout.spatial_shape(x.shape)):
+        x, offset = _local_routed(x, layout, g, mode)
+        # each pass's winners and tangent computed once: fused, XLA:CPU recomputes the fold per tap
+        x, offset = materialize(x), materialize(offset)
+        tx = materialize(_local_route(tx, offset, layout, g))
+    return tx
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _separable_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
-    """:func:`_local_separable` partitioned on spatially sharded inputs (one halo exchange per
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def _pool(x, layout: Layout, geom: WindowGeometry, mode: str, scheme: str):
+    """:func:`_local_pool` partitioned on spatially sharded inputs as one map (one halo exchange per
     direction, the shards at the ends padding as the unsharded map does), its derivative a
-    :func:`jaxpool._linear.linear` pair of :func:`_separable_tangent` and its exact transpose, each
+    :func:`jaxpool._linear.linear` pair of :func:`_pool_tangent` and its exact transpose, each
     exchanging halos of the input with the tangent's or cotangent's (:mod:`jaxpool._halo`): the
     values and gradients of the unsharded run, bit for bit. Reverse mode keeps the input (the pair's
-    operand, as the checkpointed form did) and recomputes the selection masks from it. Without
-    indices only: theirs are flat positions of the whole input."""
-    local = functools.partial(_local_separable, mode=mode)
+    operand, as the checkpointed form did) and recomputes the selections from it. For schemes whose
+    passes cannot each be partitioned (``"runs"``: the runs outnumber the input's rows) or that
+    keep no offsets (``"doubling"``); without indices only: theirs are flat positions of the whole
+    input."""
+    local = functools.partial(_local_pool, mode=mode, scheme=scheme)
     return _halo.windowed(local, x, layout, geom, _fill_value(x.dtype, mode), exact_edges=True)
 
 
-@_separable_pool.defjvp
-def _separable_pool_jvp(layout, geom, mode, primals, tangents):
+@_pool.defjvp
+def _pool_jvp(layout, geom, mode, scheme, primals, tangents):
     (x,), (tx,) = primals, tangents
-    tangent, fill = functools.partial(_separable_tangent, mode=mode), _fill_value(x.dtype, mode)
+    tangent, fill = functools.partial(_pool_tangent, mode=mode, scheme=scheme), _fill_value(x.dtype, mode)
     ty = _linear.linear(
         lambda t, v: _halo.windowed(tangent, t, layout, geom, inputs=((v, fill),), exact_edges=True),
         lambda ct, v: _halo.spilled(_halo.transposed(tangent), ct, layout, geom, inputs=((v, fill),), exact=True),
         tx,
         x,
     )
-    return _separable_pool(x, layout, geom, mode), ty
+    return _pool(x, layout, geom, mode, scheme), ty
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
@@ -331,13 +346,43 @@ def _chained_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
     after a pass do so only under differentiation (:func:`jaxpool._fusion.differentiated_once`):
     inference fuses them. Two inner axes that fold stride-2 phase views together
     (:func:`jaxpool._lowering.joint_inner_pass`) are one pass, the first."""
+    return chain_passes(x, layout, _chain_plan(geom), mode)
+
+
+def _chain_plan(geom: WindowGeometry) -> list:
+    """:func:`_chained_extremum`'s passes, ``(axis, geometry of the current spatial shape)`` pairs;
+    an axis of :func:`jaxpool._lowering.run_blocks` is two (runs, then blocks of runs)."""
     inner = _lowering.joint_inner_pass(geom)
     if inner:
         passes = [(inner[0], lambda shape: geom.axes_only(inner, shape))]
         order = [i for i in reversed(range(geom.ndim)) if i not in inner]
     else:
         passes, order = [], _lowering.pass_order({i: geom.axis_only(i, geom.in_shape) for i in range(geom.ndim)})
-    return chain_passes(x, layout, passes + [(i, lambda shape, i=i: geom.axis_only(i, shape)) for i in order], mode)
+    runs = {i: _lowering.run_blocks(geom, i) for i in order}
+    if any(m > 1 for m in runs.values()):
+        order = sorted(order, reverse=True)  # last axis first: two passes along one axis rank nothing
+    for i in order:
+        if runs[i] > 1:
+            passes += [(i, lambda shape, i=i: geom.block_passes(i, runs[i], shape)[0])]
+            passes += [(i, lambda shape, i=i: geom.block_passes(i, runs[i], _before(shape, geom, i))[1])]
+        else:
+            passes += [(i, lambda shape, i=i: geom.axis_only(i, shape))]
+    return passes
+
+
+def _plan_geometries(passes, shape) -> list:
+    """The geometries of ``passes`` (:func:`_chain_plan`) from the spatial ``shape`` on."""
+    geoms = []
+    for _, make in passes:
+        geoms.append(make(shape))
+        shape = geoms[-1].out_shape
+    return geoms
+
+
+def _before(shape, geom: WindowGeometry, i: int) -> tuple[int, ...]:
+    """``shape`` (after the first pass of :meth:`WindowGeometry.block_passes` along ``i``) with axis
+    ``i`` back to the input's length."""
+    return tuple(geom.in_shape[i] if j == i else n for j, n in enumerate(shape))
 
 
 def chain_passes(x, layout: Layout, passes, mode: str):
@@ -404,11 +449,12 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     :func:`jaxpool._lowering.choose`."""
     kind = _lowering.choose(geom, indices=indices)
     acc = _upcast16(x)
-    if kind == "chained":
+    scheme = "runs" if kind == "chained" and _lowering.splits_runs(geom) else "doubling"
+    if kind == "chained" and not (scheme == "runs" and _partitioned(geom)):
         return _chained_extremum(acc, layout, geom, mode).astype(x.dtype), (None, "offset")
-    if kind == "separable" and not indices and _partitioned(geom):
-        pool = _separable_pool.fun if jnp.issubdtype(acc.dtype, jnp.integer) else _separable_pool
-        return pool(acc, layout, geom, mode).astype(x.dtype), (None, "position")
+    if (kind == "separable" and not indices or kind == "chained") and _partitioned(geom):
+        pool = _pool.fun if jnp.issubdtype(acc.dtype, jnp.integer) else _pool
+        return pool(acc, layout, geom, mode, scheme).astype(x.dtype), (None, "position")
     if kind == "separable":
         # checkpoint: reverse mode keeps the input (as flax.linen's reduce_window does) and recomputes
         # the log2(k) selection masks, instead of keeping every mask.

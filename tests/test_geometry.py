@@ -168,3 +168,30 @@ def test_adaptive_bins_as_windows_against_a_search(size, out):
         assert pool == ((size,), (size,), ((0, 0),))
     else:
         assert pool == (found[0] if found else None)
+
+
+@given(
+    size=st.integers(1, 80),
+    k=st.integers(2, 80),
+    s=st.integers(1, 4),
+    lo=st.integers(0, 40),
+    hi=st.integers(0, 40),
+    ceil=st.booleans(),
+    blocks=st.integers(2, 12),
+)
+def test_block_passes_cover_each_window_and_pad_only_what_is_padding(size, k, s, lo, hi, ceil, blocks):
+    """WindowGeometry.block_passes: runs then blocks of runs read exactly each window's input
+    elements, give the same outputs, and no run that the second pass reads as an element lies
+    wholly in padding."""
+    lo, hi, blocks = min(lo, k // 2), min(hi, k // 2), min(blocks, k)
+    if ref.output_size(size, k, s, lo, hi, 1, ceil) < 1 or size + lo + hi < k:
+        return
+    geom = _geometry.window_geometry((size,), (k,), (s,), ((lo, hi),), ceil_mode=ceil)
+    first, second = geom.block_passes(0, blocks, (size,))
+    assert second.in_shape == first.out_shape and second.out_shape == geom.out_shape
+    assert first.strides == (1,) and first.dilation == (1,) and second.strides == (s,)
+    runs = [set(p[keep].tolist()) for p, keep in zip(first.tap_positions(0), first.tap_inside(0))]
+    assert all(runs), runs  # every run holds an input element
+    for want, pos, keep in zip(geom.tap_positions(0), second.tap_positions(0), second.tap_inside(0)):
+        got = set().union(*(runs[p] for p in pos[keep]))
+        assert got == {p for p in want.tolist() if 0 <= p < size}

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import jaxpool
@@ -18,6 +18,7 @@ from jaxpool._geometry import window_geometry
 from tests import reference as ref
 from tests.hlo import barriers, compiled_opcodes
 from tests.layouts import from_layout, random_input, to_layout
+from tests.lowerings import doubling
 from tests.strategies import every_window_touches_input, layouts, pool_geometry
 
 OPS = {"max": (jaxpool.max_pool, ref.max_pool, ref.max_pool_grad), "min": (jaxpool.min_pool, ref.min_pool, ref.min_pool_grad)}
@@ -369,6 +370,43 @@ def test_long_strided_windows_match_reference(long_stride, data, data_format, mo
 
 
 @st.composite
+def _split_long_windows(draw):
+    """Windows with an axis longer than RUN_TAPS (9 to 90) at strides 1-3, or a 1-D one longer
+    than JOINT_TAPS: "chained" passes that read it as overlapping runs and blocks of runs
+    (jaxpool._geometry.WindowGeometry.block_passes), padding up to half the window, ceil_mode; a
+    second axis short or long."""
+    n = draw(st.integers(1, 2))
+    strides = [draw(st.integers(1, 3)) for _ in range(n)]
+    shortest = _lowering.RUN_TAPS + 1 if n == 2 else _lowering.JOINT_TAPS + 1
+    window = [draw(st.integers(max(shortest, 9 * strides[0]), 90))]  # over 8 strides: not "blocks"
+    if n == 2:
+        window.append(draw(st.sampled_from([2, 5, 9, 40])))
+    spatial = [k + draw(st.integers(0, 6)) for k in window]
+    pad = tuple(draw(st.integers(0, k // 2)) for k in window)
+    ceil_mode = draw(st.booleans())
+    pairs = tuple((p, p) for p in pad)
+    assume(every_window_touches_input(tuple(spatial), tuple(window), tuple(strides), pairs, (1,) * n, ceil_mode))
+    geom = window_geometry(spatial, window, strides, pairs, ceil_mode=ceil_mode)
+    assert _lowering.choose(geom) == "chained" and _lowering.run_blocks(geom, 0) > 1
+    return dict(
+        spatial=tuple(spatial), window=tuple(window), strides=tuple(strides), padding=pad, pairs=pairs, ceil_mode=ceil_mode
+    )
+
+
+@settings(max_examples=15)  # each example compiles a long window's program
+@given(
+    g=_split_long_windows(),
+    data_format=st.sampled_from(["channels_last", "channels_first"]),
+    mode=st.sampled_from(["max", "min"]),
+    seed=st.integers(0, 2**16),
+)
+def test_long_windows_in_runs_and_blocks_match_reference(g, data_format, mode, seed):
+    """Two passes along one axis, runs wholly in padding being the second pass's padding: values,
+    indices, gradient and tangents against the NumPy reference, with ties, NaN, -inf and padding."""
+    _check_strided_windows(g, data_format, mode, seed)
+
+
+@st.composite
 def _disjoint_or_padded_strided(draw):
     """Windows no longer than their stride on every axis (no two share an element: the one-loop
     derivative of jaxpool.max._disjoint_route, with padding, ragged ends and gaps) or, on at least
@@ -477,9 +515,11 @@ def test_nan_wins_on_large_maps(name, pool):
         lambda v: jaxpool.max_pool(v.reshape(2, 4, 3, 12, 8), (3, 3, 3), 2, 1),  # joint inner pass
         lambda v: jaxpool.max_pool(v.astype(jnp.bfloat16), (3, 3), 1, 1).astype(v.dtype),
         lambda v: jaxpool.max_pool(v, (9, 9), 1, 4),  # chained passes of 9 taps
-        lambda v: jaxpool.max_pool(v, (33, 3), 1, (16, 1)),  # separable: the doubling scheme and its linear pair
+        lambda v: jaxpool.max_pool(v, (33, 3), 1, (16, 1)),  # runs, then blocks of runs along H
+        doubling(lambda v: jaxpool.max_pool(v, (9, 9), 1, 4)),  # separable: the doubling scheme and its linear pair
     ],
-    ids=["3x3/2 p1", "5x5/1 p2", "min SAME", "3x3/4 p1", "indices", "3-D 3x3x3/2 p1", "bf16 3x3/1 p1", "9x9/1 p4", "33x3/1 p16"],
+    ids=["3x3/2 p1", "5x5/1 p2", "min SAME", "3x3/4 p1", "indices", "3-D 3x3x3/2 p1", "bf16 3x3/1 p1"]
+    + ["9x9/1 p4", "33x3/1 p16", "doubling"],
 )
 def test_halo_partitioning_leaves_the_one_device_program(op):
     """Max pooling is custom-partitioned for spatially sharded inputs (jaxpool._halo: its extremum

@@ -19,6 +19,7 @@ import pytest
 
 import jaxpool
 from tests.devices import four_device_summary
+from tests.lowerings import doubling
 
 SHAPE = (4, 16, 16, 4)  # channels_last: (batch, H, W, C)
 KEY = jax.random.key(0)
@@ -44,9 +45,10 @@ OPS = {  # name -> (jaxpool op, flax.linen equivalent or None)
     "max_pool 2x2/2": (lambda x: jaxpool.max_pool(x, (2, 2)), _fl("max_pool", (2, 2), (2, 2))),
     "max_pool 16x16 (whole map)": (lambda x: jaxpool.max_pool(x, (16, 16)), _fl("max_pool", (16, 16), (16, 16))),
     "max_pool 9x9/1 (chained)": (lambda x: jaxpool.max_pool(x, (9, 9), 1, 4), _fl("max_pool", (9, 9), (1, 1), 4)),
+    "max_pool 9x9/1 (doubling)": (doubling(lambda x: jaxpool.max_pool(x, (9, 9), 1, 4)), _fl("max_pool", (9, 9), (1, 1), 4)),
     # flax.linen's reduce_window all-gathers the padded input along a sharded H (3 all-gathers
     # forward+backward H-sharded, 6 with H and W): no permute count to compare (CEILINGS below)
-    "max_pool 33x3/1 (separable)": (lambda x: jaxpool.max_pool(x, (33, 3), 1, (16, 1)), None),
+    "max_pool 33x3/1 (runs, blocks)": (lambda x: jaxpool.max_pool(x, (33, 3), 1, (16, 1)), None),
     "max_pool 12x12/3 (blocked)": (lambda x: jaxpool.max_pool(x, (12, 12), 3, 6, return_indices=True), None),
     "max_pool 3x3/4 p1 (disjoint)": (lambda x: jaxpool.max_pool(x, (3, 3), 4, 1), _fl("max_pool", (3, 3), (4, 4), 1)),
     "max_pool 3x3/3 p1 (disjoint, ragged)": (lambda x: jaxpool.max_pool(x, (3, 3), 3, 1), _fl("max_pool", (3, 3), (3, 3), 1)),
@@ -178,7 +180,8 @@ EDGE_OPS = {  # extrema whose windows at the input's ends hold real elements equ
     "max_pool 5x5/1 p2 indices": lambda x: jaxpool.max_pool(x, (5, 5), 1, 2, return_indices=True),
     "min_pool 3x3/1 SAME": lambda x: jaxpool.min_pool(-x, (3, 3), 1, "SAME"),
     "max_pool 9x9/1 p4 (chained)": lambda x: jaxpool.max_pool(x, (9, 9), 1, 4),
-    "max_pool 33x3/1 p16 (separable)": lambda x: jaxpool.max_pool(x, (33, 3), 1, (16, 1)),
+    "max_pool 9x9/1 p4 (doubling)": doubling(lambda x: jaxpool.max_pool(x, (9, 9), 1, 4)),
+    "max_pool 33x3/1 p16 (runs, blocks)": lambda x: jaxpool.max_pool(x, (33, 3), 1, (16, 1)),
     "max_pool int32 3x3/1 p1": lambda x: (  # integers: the padding is the dtype's minimum; with a float
         jaxpool.max_pool(jnp.where(jnp.isinf(x), jnp.iinfo(jnp.int32).min, 7), (3, 3), 1, 1),
         jaxpool.max_pool(x, (3, 3), 1, 1),
@@ -295,12 +298,19 @@ def _permutes(name, **counts):
     return {(name, sharding): count for sharding, count in counts.items()}
 
 
-EXCESS_PERMUTES: dict = {}  # none today: max 9x9/1 pad 4 (8 / 8 here as a doubling) runs chained passes, at most flax's
+EXCESS_PERMUTES = {
+    # The doubling scheme (jaxpool._sliding), custom-partitioned with its derivative, whose exact
+    # transpose exchanges the input over the reach of the windows of the outputs that reach each
+    # block: 8 rows each way for 9x9/1 pad 4, two blocks of the 4 rows of a shard here (4 permutes),
+    # where flax's reduce_window exchanges 4 rows once. With shards of at least 8 rows, 6 / 6 / 12
+    # as flax (2, 32, 32, 3); both sharded, 12 as flax here. (flax's H and W programs all-gather the
+    # padded input twice besides their 6 permutes.) 9x9/1 itself runs chained passes (6 / 6 / 12).
+    **_permutes("max_pool 9x9/1 (doubling)", H=8, W=8),
+}
 
 # Collective-permutes today where flax's program gathers instead: ceilings, fewer is progress. A
-# window longer than the sharded axis takes its halos from every shard it spans (jaxpool._halo),
-# the doubling scheme's exact transpose exchanging the input over the windows' reach too.
-CEILINGS = {**_permutes("max_pool 33x3/1 (separable)", H=18, W=6, HW=12)}
+# window longer than the sharded axis takes its halos from every shard it spans (jaxpool._halo).
+CEILINGS = {**_permutes("max_pool 33x3/1 (runs, blocks)", H=18, W=6, HW=12)}
 
 
 def _windowed_cases():
