@@ -6,7 +6,7 @@ from jaxpool import _lowering
 def doubling(op):
     """``op`` traced with :data:`jaxpool._lowering.CHAINED_TAPS` at 8: max windows of 9 to 32 taps
     per axis then take the doubling scheme (``"separable"``; without indices custom-partitioned by
-    ``jaxpool.max._separable_pool``), which real programs reach only with axes longer than
+    ``jaxpool.max._pool``), which real programs reach only with axes longer than
     :func:`jaxpool._lowering.run_blocks` splits (or dilated ones longer than CHAINED_TAPS)."""
 
     def traced(x):
