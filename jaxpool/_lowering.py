@@ -330,8 +330,9 @@ def splits_runs(geom: WindowGeometry) -> bool:
 
 
 def chain_axes(geom: WindowGeometry) -> bool:
-    """Whether a max/min runs one routed pass per axis (``"chained"``): windows over several axes,
-    each at most :data:`AXIS_TAPS` long or :func:`fits_blocks`, that neither tile cleanly nor fold
+    """Whether a max/min runs one routed pass per axis (``"chained"``): windows over several axes
+    (or one of more than :data:`JOINT_TAPS` taps), each at most :data:`CHAINED_TAPS` long,
+    :func:`fits_blocks` or split by :func:`run_blocks`, that neither tile cleanly nor fold
     phase views of at most :data:`JOINT_PHASE_TAPS` taps (those fold all taps at once fastest:
     3x3/2; XLA:CPU runs larger joint phase-view folds many times slower than the passes, max 5x5/2
     pad 2 on (32, 56, 56, 64) forward+backward 160 -> 19 ms chained, PyTorch 12)."""

@@ -389,10 +389,7 @@ def chain_passes(x, layout: Layout, passes, mode: str):
     """Runs single-axis routed passes in order: ``passes`` are ``(axis, geometry of the current
     spatial shape)`` pairs. The barrier rule of :func:`_chained_extremum`. Passes over an axis after
     an inner one rank their candidates (:func:`_ranked_pass`) to keep PyTorch's row-major winner."""
-    geoms, shape = [], layout.spatial_shape(x.shape)
-    for i, make in passes:  # each pass's geometry on the previous pass's output
-        geoms.append((i, make(shape)))
-        shape = geoms[-1][1].out_shape
+    geoms = list(zip((i for i, _ in passes), _plan_geometries(passes, layout.spatial_shape(x.shape))))
     ranked = any(a < b for (a, _), (b, _) in zip(geoms, geoms[1:]))
     windows = {i: g.window[i] for i, g in geoms}
     total = math.prod(windows.values())
