@@ -35,10 +35,17 @@ def _slice(values: tuple, axis: int, start: int, count: int) -> tuple:
 
 def strided(values: tuple, axis: int, count: int, stride: int, start: int = 0) -> tuple:
     """Elements ``start + o * stride``, ``o < count``, along ``axis`` (stride 1 for one element: XLA's
-    SPMD partitioner mis-slices a stride longer than the slice on a sharded axis)."""
+    SPMD partitioner mis-slices a stride longer than the slice on a sharded axis; transposed by
+    :func:`jaxpool._taps.strided_slice`'s spread, not an interior pad)."""
     if count == 1 or stride == 1:
         return _slice(values, axis, start, count)
-    return tuple(lax.slice_in_dim(v, start, start + (count - 1) * stride + 1, stride, axis=axis) for v in values)
+
+    def cut(v):
+        first, limit, strides = [0] * v.ndim, list(v.shape), [1] * v.ndim
+        first[axis], limit[axis], strides[axis] = start, start + (count - 1) * stride + 1, stride
+        return _taps.strided_slice(v, first, limit, strides)
+
+    return tuple(cut(v) for v in values)
 
 
 def doubling(values: tuple, combine, axis: int, k: int, dilation: int, count: int, *, idempotent: bool = False) -> tuple:

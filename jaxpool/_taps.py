@@ -33,6 +33,39 @@ def pad_input(x, layout: Layout, geom: WindowGeometry, fill, axes=None):
     return lax.pad(x, jnp.asarray(fill, x.dtype), config)
 
 
+def strided_slice(x, start, limit, strides):
+    """``lax.slice(x, start, limit, strides)`` whose transpose spreads the cotangent by a broadcast
+    along a new axis, a select and a reshape per strided axis, instead of JAX's interior pad (a
+    :func:`jaxpool._linear.linear` pair; the forward is the same slice): XLA's SPMD partitioner
+    gives an interior pad onto a sharded axis per-device buffers of the wrong size, or wrong values
+    (``tests/test_spatial_sharding.py::test_xla_interior_pad_partitioning``), which broke the
+    gradients of plain-program geometries on spatially sharded inputs (avg 11x3/2 on 16 rows over 4
+    devices: the heads of :func:`jaxpool._sliding.blocked`). Forward+backward on one device in one
+    process, spread / interior pad: adaptive avg 56 -> 5 on (32, 56, 56, 64) 0.97, avg 19x19/2 pad 9
+    on (8, 64, 64, 16) 0.96. The taps of :func:`unpadded_tap` and :class:`Taps` keep ``lax.slice``:
+    there the spread measured 1.2-1.3x slower (max 5x5/3 pad 1, 25 taps), and no geometry of a
+    4-device sweep (max and avg, windows 3-11, strides 2-4, 16-32 rows) partitioned them wrongly."""
+    if all(s == 1 for s in strides):
+        return lax.slice(x, start, limit)
+    shape = x.shape
+    return _linear.linear(lambda v: lax.slice(v, start, limit, strides), lambda ct: _spread_strided(ct, shape, start, strides), x)
+
+
+def _spread_strided(ct, shape, start, strides):
+    """The transpose of :func:`strided_slice`: each element of ``ct`` back at its place in ``shape``, zeros elsewhere."""
+    zero = jnp.zeros((), ct.dtype)
+    config = []
+    for axis, (n, first, s) in enumerate(zip(shape, start, strides)):
+        m = ct.shape[axis]
+        if s > 1:  # each element s times in a row, kept at the first: m * s rows
+            expanded = jnp.expand_dims(ct, axis + 1)
+            repeated = jnp.broadcast_to(expanded, expanded.shape[: axis + 1] + (s,) + expanded.shape[axis + 2 :])
+            first_of_s = lax.broadcasted_iota(jnp.int32, (1,) * (axis + 1) + (s,) + (1,) * (ct.ndim - axis - 1), axis + 1) == 0
+            ct = jnp.where(first_of_s, repeated, zero).reshape(ct.shape[:axis] + (m * s,) + ct.shape[axis + 1 :])
+        config.append((first, n - first - ct.shape[axis], 0))  # the high end may drop trailing zeros
+    return lax.pad(ct, zero, config)
+
+
 def tap(xp, layout: Layout, geom: WindowGeometry, offsets: dict[int, int]):
     """The strided slice of padded ``xp`` holding window element ``offsets`` ({spatial index: t}).
 
@@ -55,7 +88,7 @@ def unpadded_tap(x, layout: Layout, geom: WindowGeometry, offsets: dict[int, int
     leaves the input: the same values as :func:`tap` of :func:`pad_input`, without a padded copy of
     the input (which XLA:CPU materialises: 5x5/3 pad 1 forward on (32, 56, 56, 64) 19 -> 2 ms under
     the default allocator). ``lo`` ({spatial index: low padding}, default ``geom``'s) covers the
-    axes to slice; others are taken whole. Transposed: interior pads.
+    axes to slice; others are taken whole. Transposed: interior pads (see :func:`strided_slice`).
     """
     lo = {i: geom.pad_lo[i] for i in range(geom.ndim)} if lo is None else lo
     start, limit, stride, config = [0] * x.ndim, list(x.shape), [1] * x.ndim, [(0, 0, 0)] * x.ndim

@@ -154,6 +154,7 @@ def main():
     summary["axis over two mesh axes"] = _two_mesh_axes_runs(grid)
     summary["extrema at the edges"] = _edge_runs(line, grid)
     summary["random geometries"] = _random_geometry_runs(line, grid, trials=RANDOM_TRIALS)
+    summary["plain programs"] = _plain_runs(line, grid)
     print(json.dumps(summary))
 
 
@@ -211,6 +212,40 @@ def _edge_runs(line, grid) -> dict:
                 "values": all(np.array_equal(a, b, equal_nan=True) for a, b in zip(values, expected[0])),
                 "grad": bool(np.array_equal(np.asarray(jax.jit(grad)(xs)), expected[1], equal_nan=True)),
             }
+    return runs
+
+
+PLAIN_OPS = {  # geometries XLA partitions (out * stride != in), whose derivatives transpose strided slices
+    "avg_pool 11x3/2 (strided heads)": lambda x: jaxpool.avg_pool(x, (11, 3), 2),
+    "avg_pool 13x5/(2, 4)": lambda x: jaxpool.avg_pool(x, (13, 5), (2, 4)),
+    "lp_pool 11x3/2": lambda x: jaxpool.lp_pool(x, 2.0, (11, 3), 2),
+}
+
+
+def _plain_runs(line, grid) -> dict:
+    """Values, gradients and JVPs of :data:`PLAIN_OPS` sharded over H, W or both: the largest
+    difference from the unsharded run. Their strided slices' transposes were interior pads, which
+    XLA's partitioner got wrong (:func:`test_xla_interior_pad_partitioning`): the H-sharded
+    gradients failed to compile."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    rng = np.random.default_rng(5)
+    x, t = rng.standard_normal(SHAPE, dtype=np.float32), rng.standard_normal(SHAPE, dtype=np.float32)
+    runs = {}
+    for name, op in PLAIN_OPS.items():
+        grad, jvp = jax.grad(_loss(op)), lambda v, u, op=op: jax.jvp(op, (v,), (u,))[1]
+        expected = (op(x), grad(x), jvp(x, t))
+        for shard_name in ("H", "W", "HW"):
+            spec = SHARDINGS[shard_name]
+            sharding = NamedSharding(grid if "a" in spec else line, PartitionSpec(*spec))
+            xs, ts = jax.device_put(x, sharding), jax.device_put(t, sharding)
+            try:
+                got = (jax.jit(op)(xs), jax.jit(grad)(xs), jax.jit(jvp)(xs, ts))
+                runs[f"{name} | {shard_name}"] = max(
+                    float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(got, expected)
+                )
+            except Exception as error:  # noqa: BLE001 - XLA's verifier rejected the partitioned program
+                runs[f"{name} | {shard_name}"] = f"{type(error).__name__}: {str(error)[:200]}"
     return runs
 
 
@@ -505,6 +540,36 @@ def test_xla_strided_slice_partitioning():
     if strided == 13.0:
         pytest.skip("this XLA partitions the strided slice correctly: the workaround in _taps.tap may go")
     assert strided == 0.0
+
+
+def test_plain_programs_shard_exactly(summary):
+    """Geometries left to XLA's partitioner whose derivatives transpose strided slices
+    (:data:`PLAIN_OPS`): sharded values, gradients and JVPs equal the unsharded run's."""
+    for case, error in summary["plain programs"].items():
+        assert isinstance(error, float) and error <= 1e-5, (case, error)
+
+
+def test_xla_interior_pad_partitioning():
+    """XLA bug (SPMD partitioner, GSPMD and Shardy alike, jax 0.10.2): a pad with interior padding
+    onto a sharded axis — JAX's transpose of a strided slice — gets per-device buffers of the wrong
+    size or wrong values. Minimal program: x = arange(32) sharded 4 ways;
+    ``jit(grad(lambda v: sum(v[0:5:2] ** 2)))(x)`` returns an array whose shards hold 7 elements
+    instead of 8 (reading it raises), where the unsharded program gives 2 x at 0, 2, 4. jaxpool
+    transposes its strided slices by a pad of a new axis and a reshape instead
+    (:func:`jaxpool._taps.strided_slice`), which this test pins."""
+    summary = _run_snippet(
+        "import jax, jax.numpy as jnp, numpy as np; from jax.sharding import Mesh, NamedSharding, PartitionSpec as P\n"
+        "x = jax.device_put(np.arange(32, dtype=np.float32), NamedSharding(Mesh(np.array(jax.devices()), ('x',)), P('x')))\n"
+        "g = jax.jit(jax.grad(lambda v: jnp.sum(v[0:5:2] ** 2)))\n"
+        "expected = np.zeros(32, np.float32); expected[0:5:2] = 2 * np.arange(32)[0:5:2]\n"
+        "try:\n"
+        "    print('equal' if np.array_equal(np.asarray(g(x)), expected) else 'wrong')\n"
+        "except Exception as error:\n"
+        "    print('broken', type(error).__name__)"
+    )
+    if summary == "equal":
+        pytest.skip("this XLA partitions interior pads correctly: jaxpool._taps.strided_slice may use lax.slice")
+    assert summary.startswith(("wrong", "broken")), summary
 
 
 def _run_snippet(code: str) -> str:

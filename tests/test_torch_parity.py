@@ -144,6 +144,42 @@ def test_max_pool(seed):
     np.testing.assert_array_equal(lay.take(y), ty)
 
 
+def sample_long_window(rng, n):
+    """A window with at least one axis of 6-48 taps (2-D: one of 33-48 in a third of the draws,
+    the runs and blocks of runs; 1-D 40-90), strides 1-3, padding up to half the window, no
+    dilation (the doubling scheme's ground), and an input 0-12 longer than the padded window."""
+    k = [int(rng.integers(1, 6)) for _ in range(n)]
+    axis = int(rng.integers(n))
+    if n == 1:
+        k[axis] = int(rng.integers(40, 91))  # over 64 taps: runs and blocks of runs
+    else:
+        k[axis] = int(rng.integers(33, 49) if rng.random() < 0.33 else rng.integers(6, 20))
+    s = tuple(int(v) for v in rng.integers(1, 4, n))
+    p = tuple(int(rng.integers(0, ki // 2 + 1)) for ki in k)
+    spatial = tuple(max(1, ki - 2 * pi) + int(rng.integers(0, 13)) for ki, pi in zip(k, p))
+    return Window(tuple(k), s, p, (1,) * n, bool(rng.random() < 0.3)), spatial
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_long_max_pool_windows(seed):
+    """Long windows without indices — chained tap folds up to 32 taps per axis, runs and blocks of
+    runs up to 256 (jaxpool._lowering.chain_axes) — whose values and gradients torch decides (ties,
+    NaN and -inf inputs included); the other parity tests draw windows of at most 4."""
+    rng = np.random.default_rng(1000 + seed)
+    n, kind = seed % 2 + 1, KINDS[seed // 2 % 4]
+    w, spatial = sample_long_window(rng, n)
+    lay = Layout.sample(rng)
+    x = sample_x(rng, (lay.size, int(rng.integers(1, 4)), *spatial), kind)
+    pool = jaxpool.min_pool if seed % 3 == 2 else jaxpool.max_pool
+    sign = -1.0 if pool is jaxpool.min_pool else 1.0
+    tmax = getattr(F, f"max_pool{n}d")
+    ty, g, tdx = torch_value_and_grad(lambda t: sign * tmax(sign * t, w.k, w.s, w.p, 1, w.ceil), x, rng)
+    kw = {"strides": w.s, "padding": w.p, "ceil_mode": w.ceil, "data_format": lay.fmt}
+    y, dx = value_and_vjp(lambda v: pool(v, w.k, **kw), lay.put(x), lay.put(g))
+    np.testing.assert_array_equal(lay.take(y), ty)
+    assert_close(lay, dx, tdx)
+
+
 @pytest.mark.parametrize("seed", range(9))
 def test_min_pool(seed):
     """min_pool(x) == -max_pool(-x), gradient included (max_pool's code path: fewer cases)."""
