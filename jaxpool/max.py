@@ -301,7 +301,7 @@ def _routed_pool_jvp(layout, geom, mode, primals, tangents):
     (x,), (tx,) = primals, tangents
     y, offset = _routed_pool(x, layout, geom, mode)
     offset = materialize(offset)
-    return (y, offset), (route_offsets(tx, offset, layout, geom), np.zeros(offset.shape, jax.dtypes.float0))
+    return (y, offset), (route_offsets(tx, offset, layout, geom), jnp.zeros(offset.shape, jax.dtypes.float0))
 
 
 def route_offsets(tx, offset, layout: Layout, geom: WindowGeometry):
@@ -430,7 +430,7 @@ def _ranked_pass_jvp(layout: Layout, geom: WindowGeometry, mode: str, total: int
     (x, rank), (tx, _) = primals, tangents
     y, offset, rank = _ranked_pass(x, rank, layout, geom, mode, total, stride, scale)
     offset = materialize(offset)
-    zeros = (np.zeros(offset.shape, jax.dtypes.float0), np.zeros(rank.shape, jax.dtypes.float0))
+    zeros = (jnp.zeros(offset.shape, jax.dtypes.float0), jnp.zeros(rank.shape, jax.dtypes.float0))
     return (y, offset, rank), (route_offsets(tx, offset, layout, geom), *zeros)
 
 

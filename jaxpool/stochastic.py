@@ -21,7 +21,6 @@ from typing import cast
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxpool import _taps
 from jaxpool._fusion import computed_once, materialize, results_once
@@ -80,7 +79,7 @@ def _sampled_pool_jvp(layout, geom, primals, tangents):
     y, offset = _sampled_pool(x, u, layout, geom)
     offset = materialize(offset)
     ty = route_offsets(tx.astype(y.dtype), offset, layout, geom)
-    return (y, offset), (ty, np.zeros(offset.shape, jax.dtypes.float0))
+    return (y, offset), (ty, jnp.zeros(offset.shape, jax.dtypes.float0))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))

@@ -9,6 +9,7 @@ import pytest
 from jax import export
 
 import jaxpool
+from tests.test_transformations import OPS as TRANSFORMED_OPS
 
 EXPORTABLE = {
     "max_pool 3x3/2 p1": lambda x: jaxpool.max_pool(x, (3, 3), 2, 1),
@@ -52,6 +53,21 @@ def test_symbolic_batch_works_for_every_op_kind():
         x = _tie_free((3, 12, 12, 2))
         for a, b in zip(jax.tree.leaves(exported.call(x)), jax.tree.leaves(op(x))):
             np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMED_OPS))
+def test_symbolic_batch_exports_every_op_and_its_gradient(name):
+    """Every public op (tests/test_transformations.py's table), its value and gradient exported with
+    a symbolic batch, equal the concrete run's (the max index's zero tangents of the offsets were
+    NumPy arrays of the batch's shape, which a symbolic size cannot make)."""
+    op = TRANSFORMED_OPS[name]
+    spec = jax.ShapeDtypeStruct(export.symbolic_shape("b, 8, 8, 2"), jnp.float32)
+    loss = lambda v: jnp.sum(op(v) ** 2)  # noqa: E731
+    exported, grad_exported = export.export(jax.jit(op))(spec), export.export(jax.jit(jax.grad(loss)))(spec)
+    for batch in (1, 3):
+        x = _tie_free((batch, 8, 8, 2)) + 0.25
+        np.testing.assert_allclose(exported.call(x), op(x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grad_exported.call(x), jax.grad(loss)(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
