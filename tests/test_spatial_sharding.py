@@ -554,9 +554,10 @@ def test_xla_interior_pad_partitioning():
     onto a sharded axis — JAX's transpose of a strided slice — gets per-device buffers of the wrong
     size or wrong values. Minimal program: x = arange(32) sharded 4 ways;
     ``jit(grad(lambda v: sum(v[0:5:2] ** 2)))(x)`` returns an array whose shards hold 7 elements
-    instead of 8 (reading it raises), where the unsharded program gives 2 x at 0, 2, 4. jaxpool
-    transposes its strided slices by a pad of a new axis and a reshape instead
-    (:func:`jaxpool._taps.strided_slice`), which this test pins."""
+    instead of 8 (reading it raises), where the unsharded program gives 2 x at 0, 2, 4. The strided
+    slices of :func:`jaxpool._sliding.strided` transpose by a broadcast, a select and a reshape
+    instead (:func:`jaxpool._taps.strided_slice`; ``PLAIN_OPS`` failed without it); this test
+    says when XLA no longer needs that."""
     summary = _run_snippet(
         "import jax, jax.numpy as jnp, numpy as np; from jax.sharding import Mesh, NamedSharding, PartitionSpec as P\n"
         "x = jax.device_put(np.arange(32, dtype=np.float32), NamedSharding(Mesh(np.array(jax.devices()), ('x',)), P('x')))\n"
