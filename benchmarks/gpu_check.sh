@@ -33,6 +33,7 @@ EOF
 
 timeout -s INT "${BENCH_S:-270}" $PY benchmarks/bench_breadth.py --gpu --rounds "$ROUNDS" --calls 10 --batch-scale "$SCALE" ${BENCH_ARGS:-} --out "$OUT/RESULTS_breadth_gpu.md" 2>&1 | tee "$OUT/bench.log" | grep -v ' \.\.\.$' | grep -v '^|' | tail -5
 
-# -v streams every result line, so a timeout still leaves the failures' names in the log
-CI=true timeout "${TESTS_S:-150}" $PY -m pytest -v -n 12 -p no:cacheprovider -p no:benchmark --tb=short $TESTS > "$OUT/tests.log" 2>&1
+# -v streams every result line; the cap's SIGINT makes pytest print the failures so far with their
+# tracebacks (a plain timeout's SIGTERM left only their names)
+CI=true timeout -s INT -k 30 "${TESTS_S:-150}" $PY -m pytest -v -n 12 -p no:cacheprovider -p no:benchmark --tb=short $TESTS > "$OUT/tests.log" 2>&1
 grep -E "FAILED|ERROR|passed|failed" "$OUT/tests.log" | grep -v "^\[gw.*PASSED" | tail -20

@@ -20,13 +20,28 @@ def barriers(text: str, array: str = "f32[") -> int:
 
 def instructions(fn, *args) -> list[str]:
     """The optimised HLO of ``jit(fn)(*args)`` as a sorted list of its instructions with every name
-    (``%...``), parameter name and source location removed: equal lists mean the same program up to
-    XLA's naming and the order it prints computations in."""
+    (``%...``), parameter name, source location and backend configuration removed: equal lists mean
+    the same program up to XLA's naming and the order it prints computations in."""
     text = jax.jit(fn).lower(*args).compile().as_text()
     tables = r"^(\d+ |FileNames|FunctionNames|FileLocations|StackFrames)"
     lines = (line for line in text.splitlines() if not re.match(tables, line))
-    lines = (re.sub(r", metadata=\{[^}]*\}", "", line) for line in lines)
+    lines = (_without_backend_config(re.sub(r", metadata=\{[^}]*\}", "", line)) for line in lines)
     return sorted(re.sub(r"%[\w.\-]+|[\w\-]+(\.\d+)?(?=: )", "%", line) for line in lines)
+
+
+def _without_backend_config(line: str) -> str:
+    """``line`` without its ``backend_config={...}`` (nested JSON): how a backend tunes an
+    instruction (XLA:GPU's fusion kinds, launch and autotuned tiling choices), not what it computes.
+    XLA:CPU prints none."""
+    start = line.find(", backend_config={")
+    if start < 0:
+        return line
+    depth = 0
+    for end in range(start + len(", backend_config="), len(line)):
+        depth += {"{": 1, "}": -1}.get(line[end], 0)
+        if depth == 0:
+            return line[:start] + line[end + 1 :]
+    return line[:start]
 
 
 def assert_one_device_program_is_local(op, x):
