@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (its own JAX, flax and CUDA PyTorch; nothing installed): versions,
-# a smoke check against NumPy, the breadth table on the GPU, then the op suites on the GPU.
-# Writes under $OUT (default /tmp/jaxpool_gpu): env.txt, smoke.txt, bench.log,
-# RESULTS_breadth_gpu.md, tests.log. Time caps (BENCH_S, TESTS_S seconds) keep the whole call under
-# 8 minutes; BENCH_ARGS passes more options to bench_breadth.py (e.g. "--skip 23" to resume).
+# a smoke check against NumPy, the forms of tiling sums (xla_tiling_sums.py), the breadth table on the
+# GPU, then the op suites on the GPU.
+# Writes under $OUT (default /tmp/jaxpool_gpu): env.txt, smoke.txt, tiling_sums.txt, bench.log,
+# RESULTS_breadth_gpu.md, tests.log. Time caps (FORMS_S, BENCH_S, TESTS_S seconds; 60 + 270 + 150 by
+# default) keep the whole call under 9 minutes; BENCH_ARGS passes more options to bench_breadth.py (e.g. "--skip 23" to resume).
 #
 #     bash benchmarks/gpu_check.sh [ROUNDS] [BATCH_SCALE] [TESTS...]
 set -u
@@ -30,6 +31,9 @@ print("backend", jax.default_backend(), "max_pool 3x3/2 p1 equal to NumPy:", np.
 g = jax.grad(lambda v: jaxpool.max_pool(v, (3, 3), 2, 1).sum())(x)
 print("gradient sums to the output count:", float(g.sum()), "==", y.size)
 EOF
+
+# which form of a tiling window sum this backend runs fastest (avg 2x2/2 ran 1.39x flax on an H100)
+timeout -s INT "${FORMS_S:-60}" $PY benchmarks/xla_tiling_sums.py --rounds 5 --calls 10 --batch-scale "$SCALE" 2>&1 | tee "$OUT/tiling_sums.txt"
 
 timeout -s INT "${BENCH_S:-270}" $PY benchmarks/bench_breadth.py --gpu --rounds "$ROUNDS" --calls 10 --batch-scale "$SCALE" ${BENCH_ARGS:-} --out "$OUT/RESULTS_breadth_gpu.md" 2>&1 | tee "$OUT/bench.log" | grep -v ' \.\.\.$' | grep -v '^|' | tail -5
 
