@@ -528,3 +528,14 @@ def test_halo_partitioning_leaves_the_one_device_program(op):
 
     x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 12, 12, 8), dtype=np.float32))
     assert_one_device_program_is_local(op, x)
+
+
+def test_program_comparison_ignores_backend_tuning():
+    """The comparison above reads instructions without their ``backend_config`` (nested JSON that
+    XLA:GPU prints on every fusion: launch and autotuned choices), and still tells programs apart."""
+    from tests.hlo import _without_backend_config
+
+    fusion = "%f = f32[8]{0} fusion(%p), kind=kLoop, calls=%c"
+    tuned = [fusion + ', backend_config={"kind":{"__loop":{"tile":[TILE]}},"q":"0"}'.replace("TILE", t) for t in "12"]
+    assert [_without_backend_config(line) for line in tuned] == [fusion, fusion]
+    assert _without_backend_config("%a = f32[8]{0} add(%p, %q)") != _without_backend_config("%a = f32[8]{0} maximum(%p, %q)")
