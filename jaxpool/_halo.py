@@ -16,8 +16,12 @@ the unsharded map's (sums within reassociation; maxima and their gradients bit f
 
 An axis is exchanged this way when it splits into equal blocks of whole strides and every shard
 owns the outputs of its block (``out == input / stride``); a window longer than a block takes
-its halo from as many shards as it spans, one ``ppermute`` each. Otherwise (ragged sizes,
-``ceil_mode`` overhang past a block) that axis is gathered.
+its halo from as many shards as it spans, one ``ppermute`` each. Window sums also take axes whose
+outputs divide over the shards but whose windows drift across the blocks ("VALID" 3x3/1 on 64 rows
+over 2 devices: 31 outputs a shard, reading rows 0-32 and 31-63): every shard receives the most
+rows any shard's windows need and slices its own from them (:func:`_aligned`). Otherwise (ragged
+sizes, ``ceil_mode`` overhang past a block) the plain map is left to XLA's partitioner
+(:func:`_call`), or, for maxima, that axis is gathered.
 The maps run as a primitive (:func:`_call`) that lowers the plain map for one device — the
 program is the local maps' own, with no call boundary — and for ``jax.export``, which serialises
 no partitioning callback (:func:`plain`; XLA partitions the exported program on a mesh).
@@ -57,13 +61,16 @@ from jaxpool._layout import Layout
 LocalMap = Callable[..., Any]  # (array, layout, geometry) -> array
 
 
-def splits(geom: WindowGeometry) -> bool:
+def splits(geom: WindowGeometry, drifting: bool = False) -> bool:
     """Whether blocks of whole strides can own their outputs on every pooled axis (``out * stride
     == in``): a precondition for any shard count. Elsewhere (e.g. 4x4/3 bins on 16) XLA's own
-    partitioning of the plain map exchanges halos where :func:`windowed` would gather the axis."""
-    return geom.bins is None and all(
-        o * s == n for o, s, n, k in zip(geom.out_shape, geom.strides, geom.in_shape, geom.window) if k > 1 or s > 1
-    )
+    partitioning of the plain map exchanges halos where :func:`windowed` would gather the axis.
+    With ``drifting`` (window sums), any unbinned geometry: where the shards own equal numbers of
+    outputs whose windows drift across the blocks (``out * stride != in``: "VALID" 3x3/1 on 64
+    rows over 2 devices), each shard slices its windows' rows from the exchanged ones
+    (:func:`_aligned`); where the outputs do not divide over the shards, that axis is gathered."""
+    axes = zip(geom.out_shape, geom.strides, geom.in_shape, geom.window)
+    return geom.bins is None and (drifting or all(o * s == n for o, s, n, k in axes if k > 1 or s > 1))
 
 
 def windowed(
@@ -144,7 +151,14 @@ def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeome
         out = _partitioned(local, v, tuple(ops), wider, geom, fill, how, input_fills)
         return out, jax.tree.map(lambda _: True, out)
 
-    return _call(mapped, shapes, a, *operands)
+    return _call(mapped, shapes, a, *operands, drifting=_drifting(geom))
+
+
+def _drifting(geom: WindowGeometry) -> tuple[tuple[int, int], ...]:
+    """``(input rows, outputs)`` of each pooled axis whose blocks do not own whole strides' outputs
+    (``out * stride != in``): only shard counts that divide such outputs keep the axis sharded."""
+    axes = zip(geom.in_shape, geom.out_shape, geom.strides, geom.window)
+    return tuple((n, o) for n, o, s, k in axes if (k > 1 or s > 1) and o * s != n)
 
 
 def _custom_partitioned(
@@ -158,7 +172,7 @@ def _custom_partitioned(
         for i, axis in enumerate(layout.spatial_axes):
             if spec[axis] is not None:
                 shards = _Shards(mesh, spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],))
-                plan = _plan(geom, i, shards.count)
+                plan = _plan(geom, i, shards.count, drifting=how in ("windowed", "spilled"))
                 if plan is not None and how == "gathered":
                     plan, block_plan = _output_plan(geom, i, plan), plan
                     if input_fills:
@@ -179,12 +193,17 @@ def _custom_partitioned(
         if how == "gathered":
             lower = lambda c, *ops: _gathered(local, c, ops[:n], ops[n:], input_fills, layout, geom, plans, reach)  # noqa: E731
         elif how == "spilled":
-            lower = lambda c, *ops: _fold(local(c, *exchanged(*ops[:n]), *ops[n:], layout, block), layout, plans)  # noqa: E731
+
+            def spill(c, *ops):
+                aligned = [_aligned(u, layout, plans) for u in exchanged(*ops[:n])]
+                return _fold(_unaligned(local(c, *aligned, *ops[n:], layout, block), layout, plans), layout, plans)
+
+            lower = spill
         elif how == "edges":
             run = lambda vs, others, g, _: local(*vs, *others, layout, g)  # noqa: E731
             lower = lambda v, *ops: _at_edges(run, exchanged(v, *ops[:n]), ops[n:], plans, layout, block)  # noqa: E731
         else:
-            lower = lambda v, *ops: local(*exchanged(v, *ops[:n]), *ops[n:], layout, block)  # noqa: E731
+            lower = lambda v, *ops: local(*[_aligned(u, layout, plans) for u in exchanged(v, *ops[:n])], *ops[n:], layout, block)  # noqa: E731
         results = sharding if outputs == 1 else (sharding,) * outputs
         return mesh, lower, results, (sharding,) * (1 + len(operands))
 
@@ -237,18 +256,40 @@ _halo_p = jax.extend.core.Primitive("jaxpool_halo")
 _halo_p.multiple_results = True
 
 
-def _call(fn, shapes, *args):
+def _call(fn, shapes, *args, drifting=()):
     """``fn(*args)``, of output ``shapes``, as a primitive whose lowering takes the plain maps when
     lowered for ``jax.export`` or for one device (:func:`plain`: the one-device program is the
-    local maps' own, not one with call boundaries), and which JAX lowers knowing the devices."""
+    local maps' own, not one with call boundaries), or where some shard count the mesh allows would
+    split a ``drifting`` axis (:func:`_drifting`) into blocks whose outputs do not divide: that axis
+    would be gathered (custom_partitioning's results must divide), where XLA's partitioning of the
+    plain map exchanges halos (avg 3x3/1 "VALID" on 64 rows over 4 devices: 6 and 12
+    collective-permutes forward and backward, where the partitioned map's gathers were 2 and 2).
+    JAX lowers it knowing the devices."""
     leaves, tree = jax.tree.flatten(shapes)
     avals = tuple((s.shape, s.dtype) for s in leaves)
-    return jax.tree.unflatten(tree, _halo_p.bind(*args, fn=lambda *a: jax.tree.leaves(fn(*a)), avals=avals))
+    fn_leaves = lambda *a: jax.tree.leaves(fn(*a))  # noqa: E731
+    return jax.tree.unflatten(tree, _halo_p.bind(*args, fn=fn_leaves, avals=avals, drifting=drifting))
 
 
-def _halo_lowering(ctx, *args, fn, avals):
-    with plain(ctx.module_context.lowering_parameters.for_export or _devices(ctx) < 2):
+def _halo_lowering(ctx, *args, fn, avals, drifting):
+    exported = ctx.module_context.lowering_parameters.for_export  # (drifting may hold symbolic sizes there)
+    uneven = lambda: any(n % c == 0 and o % c for n, o in drifting for c in _shard_counts(ctx))  # noqa: E731
+    with plain(exported or _devices(ctx) < 2 or uneven()):
         return mlir.lower_fun(fn, multiple_results=True)(ctx, *args)
+
+
+def _shard_counts(ctx) -> set[int]:
+    """The block counts an array axis can be split into on the program's mesh (the products of its
+    axes' sizes), or, where the lowering knows no mesh, every divisor of its device count."""
+    context, sizes = ctx.module_context.axis_context, ()
+    if isinstance(context, sharding_impls.ShardingContext) and context.abstract_mesh is not None:
+        sizes = tuple(context.abstract_mesh.axis_sizes)
+    elif isinstance(context, sharding_impls.SPMDAxisContext):
+        sizes = tuple(context.mesh.shape.values())
+    if not sizes:
+        devices = _devices(ctx)
+        return {c for c in range(2, devices + 1) if devices % c == 0}
+    return {math.prod(c) for r in range(1, len(sizes) + 1) for c in itertools.combinations(sizes, r)} - {1}
 
 
 def _devices(ctx) -> int:
@@ -261,15 +302,16 @@ def _devices(ctx) -> int:
     return 0
 
 
-def _halo_batch(args, dims, *, fn, avals):
+def _halo_batch(args, dims, *, fn, avals, drifting):
     size = next(v.shape[d] for v, d in zip(args, dims) if d is not None)
     args = [batching.bdim_at_front(v, d, size) for v, d in zip(args, dims)]
-    outs = _halo_p.bind(*args, fn=jax.vmap(fn), avals=tuple(((size, *shape), dtype) for shape, dtype in avals))
+    avals = tuple(((size, *shape), dtype) for shape, dtype in avals)
+    outs = _halo_p.bind(*args, fn=jax.vmap(fn), avals=avals, drifting=drifting)
     return outs, [0] * len(outs)
 
 
-_halo_p.def_impl(lambda *args, fn, avals: fn(*args))
-_halo_p.def_abstract_eval(lambda *args, fn, avals: [args[0].update(shape=shape, dtype=dtype) for shape, dtype in avals])
+_halo_p.def_impl(lambda *args, fn, avals, drifting: fn(*args))
+_halo_p.def_abstract_eval(lambda *args, fn, avals, drifting: [args[0].update(shape=shape, dtype=dtype) for shape, dtype in avals])
 mlir.register_lowering(_halo_p, _halo_lowering)
 batching.primitive_batchers[_halo_p] = _halo_batch
 dispatch.prim_requires_devices_during_lowering.add(_halo_p)
@@ -314,24 +356,39 @@ class _Shards:
 class _AxisPlan:
     """One sharded axis: blocks of ``rows`` input rows, each needing the ``lo`` rows before it and
     the ``hi`` after it, from as many shards as they span (``hi < 0``: its last ``-hi`` rows are
-    read by none)."""
+    read by none). Windows that drift across the blocks (``drift``: how many rows later each block's
+    windows start than the one before's, relative to the block) read ``span`` rows of those, from
+    row ``first - block * drift``, for their ``outputs`` outputs per block; otherwise ``span`` is 0."""
 
     rows: int
     lo: int
     hi: int
+    drift: int = 0
+    span: int = 0
+    first: int = 0
+    outputs: int = 0
 
 
-def _plan(geom: WindowGeometry, i: int, shards: int) -> _AxisPlan | None:
+def _plan(geom: WindowGeometry, i: int, shards: int, drifting: bool = False) -> _AxisPlan | None:
     """Axis ``i`` over ``shards`` blocks, or None where a block does not own whole windows' outputs
-    (:func:`splits` has excluded binned windows)."""
-    size, s = geom.in_shape[i], geom.strides[i]
-    if size % shards or (size // shards) % s or geom.out_shape[i] * s != size:
+    (:func:`splits` has excluded binned windows) — with ``drifting``, where the outputs do not
+    divide over the shards."""
+    size, s, out, pad = geom.in_shape[i], geom.strides[i], geom.out_shape[i], geom.pad_lo[i]
+    if size % shards:
         return None
     rows = size // shards
-    lo, hi = geom.pad_lo[i], geom.extent[i] - s - geom.pad_lo[i]
-    if lo < 0 or -hi > rows:
+    if rows % s == 0 and out * s == size:
+        lo, hi = pad, geom.extent[i] - s - pad
+        return None if lo < 0 or -hi > rows else _AxisPlan(rows, lo, hi)
+    if not drifting or out % shards:
         return None
-    return _AxisPlan(rows, lo, hi)
+    outputs = out // shards  # block b's windows: rows b * outputs * s - pad on, relative to the block
+    drift = rows - outputs * s  # b * drift + pad rows before the block, extent - s - pad - (b + 1) * drift after
+    lo = max(b * drift + pad for b in range(shards))
+    hi = max(geom.extent[i] - s - pad - (b + 1) * drift for b in range(shards))
+    if -hi > rows:
+        return None
+    return _AxisPlan(rows, lo, hi, drift, (outputs - 1) * s + geom.extent[i], lo - pad, outputs)
 
 
 def _hops(count: int, rows: int) -> list[tuple[int, int]]:
@@ -344,8 +401,11 @@ def _hops(count: int, rows: int) -> list[tuple[int, int]]:
 def _block_geometry(geom: WindowGeometry, plans: dict[int, _AxisPlan]) -> WindowGeometry:
     """``geom`` over one shard's block with its halos: no padding on the exchanged axes."""
     for i, plan in plans.items():
-        rows = plan.rows + plan.lo + plan.hi
-        geom = geom.with_axis(i, in_shape=rows, pad_lo=0, pad_hi=0, out_shape=plan.rows // geom.strides[i])
+        if plan.span:  # drifting windows: the rows they read (_aligned)
+            geom = geom.with_axis(i, in_shape=plan.span, pad_lo=0, pad_hi=0, out_shape=plan.outputs)
+        else:
+            rows = plan.rows + plan.lo + plan.hi
+            geom = geom.with_axis(i, in_shape=rows, pad_lo=0, pad_hi=0, out_shape=plan.rows // geom.strides[i])
     return geom
 
 
@@ -416,6 +476,28 @@ def _exchange(v, layout: Layout, plans: dict, fill):
             parts.append(jnp.where(last, filled, shards.send(rows, -d)) if d < shards.count else jnp.full_like(rows, fill))
         v = jnp.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
     return v
+
+
+def _aligned(v, layout: Layout, plans: dict):
+    """A block exchanged by :func:`_exchange` cut to the rows its drifting windows read (a dynamic
+    slice from row ``first - block * drift``); axes whose windows do not drift pass unchanged."""
+    for i, (shards, plan) in plans.items():
+        if plan.span:
+            v = lax.dynamic_slice_in_dim(v, plan.first - shards.index() * plan.drift, plan.span, layout.spatial_axes[i])
+    return v
+
+
+def _unaligned(g, layout: Layout, plans: dict):
+    """The transpose of :func:`_aligned`: ``g`` placed at its rows of the exchanged block, zero
+    elsewhere (a dynamic update of zeros)."""
+    for i, (shards, plan) in reversed(list(plans.items())):
+        if plan.span:
+            axis = layout.spatial_axes[i]
+            frame = list(g.shape)
+            frame[axis] = plan.rows + plan.lo + plan.hi
+            start = plan.first - shards.index() * plan.drift
+            g = lax.dynamic_update_slice_in_dim(jnp.zeros(frame, g.dtype), g, start, axis)
+    return g
 
 
 def _fold(g, layout: Layout, plans: dict):

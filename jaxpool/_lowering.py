@@ -123,7 +123,8 @@ axis (global pooling) take ``"tiling"``. Timings are in
 benchmarks/RESULTS_breadth.md.
 
 Spatial sharding does not change the choice: window sums and routed maxima (each pass of a chain)
-other than ``"tiling"`` whose axes split into blocks of whole strides (:func:`jaxpool._halo.splits`)
+other than ``"tiling"`` whose axes split into blocks of whole strides (:func:`jaxpool._halo.splits`;
+sums also where their outputs divide over the shards and the windows drift across the blocks)
 are custom-partitioned around the chosen lowering (maxima over runs and blocks of runs, or the
 doubling scheme, as one map: :func:`jaxpool.max._pool`; :func:`jaxpool.avg.window_sum`,
 :func:`jaxpool.max._routed_pool`, :mod:`jaxpool._halo`: one halo exchange per direction of a

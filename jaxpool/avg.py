@@ -27,7 +27,7 @@ def window_sum(x, layout: Layout, geom: WindowGeometry):
     which on a spatially sharded ``x`` exchanges one halo per direction of each sharded axis, in
     every derivative too (:mod:`jaxpool._halo`; :func:`_halo_sum`). One device runs the local
     sum's programs, forward and backward."""
-    if _lowering.choose(geom, "sum") == "tiling" or not _halo.splits(geom):
+    if _lowering.choose(geom, "sum") == "tiling" or not _halo.splits(geom, drifting=True):
         return _local_sum(x, layout, geom)
     return _halo_sum(x, layout, geom)
 

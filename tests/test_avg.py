@@ -195,7 +195,10 @@ def test_vmap_and_jit():
     np.testing.assert_allclose(jax.jit(pool)(x), pool(x), rtol=1e-6)
 
 
-@pytest.mark.parametrize("window, strides, padding", [((3, 3), 2, 1), ((5, 5), 1, 2), ((3, 3, 3), 2, 1)])
+@pytest.mark.parametrize(
+    "window, strides, padding",
+    [((3, 3), 2, 1), ((5, 5), 1, 2), ((3, 3, 3), 2, 1), ((3, 3), 1, 0), ((5, 5), 3, 1)],  # the last two: drifting windows
+)
 def test_halo_partitioning_leaves_the_one_device_program(window, strides, padding):
     """Window sums are custom-partitioned for spatially sharded inputs (jaxpool._halo), not on one device."""
     x = jnp.asarray(random_input(np.random.default_rng(3), (2, *[12] * len(window), 8), "normal"))
