@@ -68,7 +68,8 @@ def splits(geom: WindowGeometry, drifting: bool = False) -> bool:
     With ``drifting`` (window sums), any unbinned geometry: where the shards own equal numbers of
     outputs whose windows drift across the blocks (``out * stride != in``: "VALID" 3x3/1 on 64
     rows over 2 devices), each shard slices its windows' rows from the exchanged ones
-    (:func:`_aligned`); where the outputs do not divide over the shards, that axis is gathered."""
+    (:func:`_aligned`); where the outputs do not divide over the shards, the plain map is left to
+    XLA's partitioner (:func:`_call`)."""
     axes = zip(geom.out_shape, geom.strides, geom.in_shape, geom.window)
     return geom.bins is None and (drifting or all(o * s == n for o, s, n, k in axes if k > 1 or s > 1))
 
@@ -260,11 +261,11 @@ def _call(fn, shapes, *args, drifting=()):
     """``fn(*args)``, of output ``shapes``, as a primitive whose lowering takes the plain maps when
     lowered for ``jax.export`` or for one device (:func:`plain`: the one-device program is the
     local maps' own, not one with call boundaries), or where some shard count the mesh allows would
-    split a ``drifting`` axis (:func:`_drifting`) into blocks whose outputs do not divide: that axis
-    would be gathered (custom_partitioning's results must divide), where XLA's partitioning of the
-    plain map exchanges halos (avg 3x3/1 "VALID" on 64 rows over 4 devices: 6 and 12
-    collective-permutes forward and backward, where the partitioned map's gathers were 2 and 2).
-    JAX lowers it knowing the devices."""
+    split a ``drifting`` axis (:func:`_drifting`) into blocks whose outputs do not divide: there
+    the partitioned map could only gather that axis (custom_partitioning's results must divide),
+    where XLA's partitioning of the plain map mostly exchanges halos (avg 3x3/1 "VALID" on 64 rows
+    over 4 devices, forward / backward: the plain map's 6 collective-permutes and 1 all-gather / 12
+    permutes, the partitioned map's 2 / 2 all-gathers). JAX lowers it knowing the devices."""
     leaves, tree = jax.tree.flatten(shapes)
     avals = tuple((s.shape, s.dtype) for s in leaves)
     fn_leaves = lambda *a: jax.tree.leaves(fn(*a))  # noqa: E731
