@@ -70,8 +70,7 @@ def splits(geom: WindowGeometry, drifting: bool = False) -> bool:
     rows over 2 devices), each shard slices its windows' rows from the exchanged ones
     (:func:`_aligned`); where the outputs do not divide over the shards, the plain map is left to
     XLA's partitioner (:func:`_call`)."""
-    axes = zip(geom.out_shape, geom.strides, geom.in_shape, geom.window)
-    return geom.bins is None and (drifting or all(o * s == n for o, s, n, k in axes if k > 1 or s > 1))
+    return geom.bins is None and (drifting or not _drifting(geom))
 
 
 def windowed(
