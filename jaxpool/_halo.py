@@ -16,12 +16,14 @@ the unsharded map's (sums within reassociation; maxima and their gradients bit f
 
 An axis is exchanged this way when it splits into equal blocks of whole strides and every shard
 owns the outputs of its block (``out == input / stride``); a window longer than a block takes
-its halo from as many shards as it spans, one ``ppermute`` each. Window sums also take axes whose
-outputs divide over the shards but whose windows drift across the blocks ("VALID" 3x3/1 on 64 rows
-over 2 devices: 31 outputs a shard, reading rows 0-32 and 31-63): every shard receives the most
-rows any shard's windows need and slices its own from them (:func:`_aligned`). Otherwise (ragged
-sizes, ``ceil_mode`` overhang past a block) the plain map is left to XLA's partitioner
-(:func:`_call`), or, for maxima, that axis is gathered.
+its halo from as many shards as it spans, one ``ppermute`` each. Axes whose outputs divide over the
+shards but whose windows drift across the blocks ("VALID" 3x3/1 on 64 rows over 2 devices: 31
+outputs a shard, reading rows 0-32 and 31-63) take the most rows any shard's windows need (only
+those some shard reads from another: :meth:`_AxisPlan.received`), each shard slicing its own
+(:func:`_aligned`); an exact transpose receives the most outputs any shard's rows need and slices
+its rows from their transpose. Where outputs do not divide (14 over 4, ``ceil_mode``'s extra
+window), or a chained pass's input axis was left uneven by the pass before, the map runs over more
+rows or outputs and is cropped back (:func:`_call`): sharded arrays never gather.
 The maps run as a primitive (:func:`_call`) that lowers the plain map for one device — the
 program is the local maps' own, with no call boundary — and for ``jax.export``, which serialises
 no partitioning callback (:func:`plain`; XLA partitions the exported program on a mesh).
@@ -65,11 +67,10 @@ def splits(geom: WindowGeometry, drifting: bool = False) -> bool:
     """Whether blocks of whole strides can own their outputs on every pooled axis (``out * stride
     == in``): a precondition for any shard count. Elsewhere (e.g. 4x4/3 bins on 16) XLA's own
     partitioning of the plain map exchanges halos where :func:`windowed` would gather the axis.
-    With ``drifting`` (window sums), any unbinned geometry: where the shards own equal numbers of
-    outputs whose windows drift across the blocks (``out * stride != in``: "VALID" 3x3/1 on 64
-    rows over 2 devices), each shard slices its windows' rows from the exchanged ones
-    (:func:`_aligned`); where the outputs do not divide over the shards, the plain map is left to
-    XLA's partitioner (:func:`_call`)."""
+    With ``drifting``, any unbinned geometry: where the shards own equal numbers of outputs whose
+    windows drift across the blocks (``out * stride != in``: "VALID" 3x3/1 on 64 rows over 2
+    devices), each shard slices its windows' rows from the exchanged ones (:func:`_aligned`);
+    where the outputs do not divide over the shards, the map computes more of them (:func:`_call`)."""
     return geom.bins is None and (drifting or not _drifting(geom))
 
 
@@ -151,14 +152,55 @@ def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeome
         out = _partitioned(local, v, tuple(ops), wider, geom, fill, how, input_fills)
         return out, jax.tree.map(lambda _: True, out)
 
-    return _call(mapped, shapes, a, *operands, drifting=_drifting(geom))
+    def padded(sizes: dict[int, tuple[int, int]]):  # the map over more rows or outputs, cropped back
+        wider = geom
+        for i, (rows, outputs) in sizes.items():
+            wider = wider.with_axis(i, in_shape=rows, out_shape=outputs)
+        ins = {i: rows for i, (rows, _) in sizes.items()}
+        outs = {i: outputs for i, (_, outputs) in sizes.items()}
+        out_shaped = how in ("windowed", "edges")  # its results, else its first argument (a cotangent)
+        n = len(input_fills)
+
+        def run(v, *ops):
+            v = _resized(v, layout, ins, fill) if out_shaped else _resized(v, layout, outs, 0)
+            fills = (*input_fills, *(0 for _ in ops[n:]))
+            ops = tuple(_resized(o, layout, ins if k < n else outs, f) for k, (o, f) in enumerate(zip(ops, fills)))
+            results = _partitioned(local, v, ops, layout, wider, fill, how, input_fills)
+            original = {i: (geom.out_shape if out_shaped else geom.in_shape)[i] for i in sizes}
+            return [_resized(r, layout, original, 0) for r in jax.tree.leaves(results)]
+
+        return run
+
+    return _call(mapped, shapes, a, *operands, resizable=_resizable(geom), padded=padded)
 
 
-def _drifting(geom: WindowGeometry) -> tuple[tuple[int, int], ...]:
-    """``(input rows, outputs)`` of each pooled axis whose blocks do not own whole strides' outputs
-    (``out * stride != in``): only shard counts that divide such outputs keep the axis sharded."""
-    axes = zip(geom.in_shape, geom.out_shape, geom.strides, geom.window)
-    return tuple((n, o) for n, o, s, k in axes if (k > 1 or s > 1) and o * s != n)
+def _resizable(geom: WindowGeometry) -> tuple[tuple[int, int, int, int], ...]:
+    """``(axis, input rows, outputs, stride)`` of each spatial axis whose size the map may grow where
+    shards would split it unevenly (:func:`_call`): axes it does not pool (stride 0 here: its output
+    rows are its input rows), and pooled axes (blocks that do not own whole strides' outputs keep
+    the axis sharded where the outputs divide: :func:`_plan`; the map computes more outputs for the
+    other shard counts)."""
+    if geom.bins is not None:
+        return ()
+    axes = enumerate(zip(geom.in_shape, geom.out_shape, geom.strides, geom.window, geom.pad_lo, geom.pad_hi))
+    return tuple((i, n, o, 0 if k == s == 1 and lo == hi == 0 else s) for i, (n, o, s, k, lo, hi) in axes)
+
+
+def _drifting(geom: WindowGeometry) -> bool:
+    """Whether the windows of some pooled axis drift across blocks of whole strides (``out *
+    stride != in``: blocks can own their outputs only where the outputs divide over the shards)."""
+    return any(o * s != n for _, n, o, s in _resizable(geom) if s)
+
+
+def _resized(v, layout: Layout, rows: dict[int, int], fill):
+    """``v`` with ``rows[i]`` rows along spatial axis ``i``: its own first ones, then ``fill``."""
+    for i, count in rows.items():
+        axis = layout.spatial_axes[i]
+        if v.shape[axis] > count:
+            v = lax.slice_in_dim(v, 0, count, axis=axis)
+        elif v.shape[axis] < count:
+            v = jnp.pad(v, [(0, count - v.shape[axis] if a == axis else 0) for a in range(v.ndim)], constant_values=fill)
+    return v
 
 
 def _custom_partitioned(
@@ -172,7 +214,7 @@ def _custom_partitioned(
         for i, axis in enumerate(layout.spatial_axes):
             if spec[axis] is not None:
                 shards = _Shards(mesh, spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],))
-                plan = _plan(geom, i, shards.count, drifting=how in ("windowed", "spilled"))
+                plan = _plan(geom, i, shards.count)
                 if plan is not None and how == "gathered":
                     plan, block_plan = _output_plan(geom, i, plan), plan
                     if input_fills:
@@ -187,23 +229,23 @@ def _custom_partitioned(
         block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
         n = len(input_fills)
 
-        def exchanged(*arrays):  # the map's input and its inputs (the first of each) with their halos
-            return [_exchange(u, layout, plans, f) for u, f in zip(arrays, (fill, *input_fills)[-len(arrays) :])]
+        def exchanged(*arrays):  # the map's input and its inputs (the first of each) with their halos, aligned
+            fills = (fill, *input_fills)[-len(arrays) :]
+            return [_aligned(_exchange(u, layout, plans, f), layout, plans) for u, f in zip(arrays, fills)]
 
         if how == "gathered":
             lower = lambda c, *ops: _gathered(local, c, ops[:n], ops[n:], input_fills, layout, geom, plans, reach)  # noqa: E731
         elif how == "spilled":
 
             def spill(c, *ops):
-                aligned = [_aligned(u, layout, plans) for u in exchanged(*ops[:n])]
-                return _fold(_unaligned(local(c, *aligned, *ops[n:], layout, block), layout, plans), layout, plans)
+                return _fold(_unaligned(local(c, *exchanged(*ops[:n]), *ops[n:], layout, block), layout, plans), layout, plans)
 
             lower = spill
         elif how == "edges":
             run = lambda vs, others, g, _: local(*vs, *others, layout, g)  # noqa: E731
             lower = lambda v, *ops: _at_edges(run, exchanged(v, *ops[:n]), ops[n:], plans, layout, block)  # noqa: E731
         else:
-            lower = lambda v, *ops: local(*[_aligned(u, layout, plans) for u in exchanged(v, *ops[:n])], *ops[n:], layout, block)  # noqa: E731
+            lower = lambda v, *ops: local(*exchanged(v, *ops[:n]), *ops[n:], layout, block)  # noqa: E731
         results = sharding if outputs == 1 else (sharding,) * outputs
         return mesh, lower, results, (sharding,) * (1 + len(operands))
 
@@ -223,9 +265,8 @@ def _at_edges(run, vs, others, plans: dict, layout: Layout, geom: WindowGeometry
     padding. One ``lax.switch`` branch per combination of the axes' cuts that some shard has."""
     variants = {}  # axis -> per block: (padding rows before it, after it), only where some reads padding
     for i, (shards, plan) in plans.items():
-        ends = [
-            (max(plan.lo - b * plan.rows, 0), max(plan.hi - (shards.count - 1 - b) * plan.rows, 0)) for b in range(shards.count)
-        ]
+        size = shards.count * plan.rows
+        ends = [(max(-start, 0), max(start + length - size, 0)) for start, length in map(plan.reads, range(shards.count))]
         if any(any(e) for e in ends):
             variants[i] = shards, ends
     if not variants:
@@ -256,26 +297,54 @@ _halo_p = jax.extend.core.Primitive("jaxpool_halo")
 _halo_p.multiple_results = True
 
 
-def _call(fn, shapes, *args, drifting=()):
+def _call(fn, shapes, *args, resizable=(), padded=None):
     """``fn(*args)``, of output ``shapes``, as a primitive whose lowering takes the plain maps when
     lowered for ``jax.export`` or for one device (:func:`plain`: the one-device program is the
-    local maps' own, not one with call boundaries), or where some shard count the mesh allows would
-    split a ``drifting`` axis (:func:`_drifting`) into blocks whose outputs do not divide: there
-    the partitioned map could only gather that axis (custom_partitioning's results must divide),
-    where XLA's partitioning of the plain map mostly exchanges halos (avg 3x3/1 "VALID" on 64 rows
-    over 4 devices, forward / backward: the plain map's 6 collective-permutes and 1 all-gather / 12
-    permutes, the partitioned map's 2 / 2 all-gathers). JAX lowers it knowing the devices."""
+    local maps' own, not one with call boundaries). custom_partitioning's operands and results must
+    divide over the shards, so where some shard count the mesh allows would split a
+    :func:`_resizable` axis unevenly (14 outputs of "VALID" 3x3/1 on 16 rows over 4; the 15 rows
+    of a chained pass's input) it lowers ``padded(sizes)``: the map over rows and outputs up to the
+    next multiple of every such count (the extra windows read padding), cropped back. XLA keeps a
+    cropped or padded sharded axis in place (avg 3x3/1 "VALID" on 16 rows over 4 devices,
+    forward+backward: 2 collective-permutes, against 12 for XLA's partitioning of the plain maps
+    and 5 for flax.linen's reduce_window). JAX lowers it knowing the devices."""
     leaves, tree = jax.tree.flatten(shapes)
     avals = tuple((s.shape, s.dtype) for s in leaves)
     fn_leaves = lambda *a: jax.tree.leaves(fn(*a))  # noqa: E731
-    return jax.tree.unflatten(tree, _halo_p.bind(*args, fn=fn_leaves, avals=avals, drifting=drifting))
+    params = dict(fn=fn_leaves, avals=avals, resizable=resizable, padded=padded)
+    return jax.tree.unflatten(tree, _halo_p.bind(*args, **params))
 
 
-def _halo_lowering(ctx, *args, fn, avals, drifting):
-    exported = ctx.module_context.lowering_parameters.for_export  # (drifting may hold symbolic sizes there)
-    uneven = lambda: any(n % c == 0 and o % c for n, o in drifting for c in _shard_counts(ctx))  # noqa: E731
-    with plain(exported or _devices(ctx) < 2 or uneven()):
-        return mlir.lower_fun(fn, multiple_results=True)(ctx, *args)
+def _halo_lowering(ctx, *args, fn, avals, resizable, padded):
+    exported = ctx.module_context.lowering_parameters.for_export  # (resizable may hold symbolic sizes there)
+    sizes = None if exported or _devices(ctx) < 2 else _grown_sizes(resizable, _shard_counts(ctx))
+    if sizes is None:
+        with plain():
+            return mlir.lower_fun(fn, multiple_results=True)(ctx, *args)
+    return mlir.lower_fun(padded(sizes) if sizes else fn, multiple_results=True)(ctx, *args)
+
+
+def _grown_sizes(resizable, counts: set[int]) -> dict[int, tuple[int, int]] | None:
+    """``{axis: (input rows, outputs)}`` that every shard count in ``counts`` splits into blocks
+    (:func:`_plan`), for the :func:`_resizable` axes that some count would split unevenly; None
+    where others split that axis evenly as it is: growing it would move their blocks' boundaries
+    (14 outputs on a 2x2 mesh: 7 a shard over 2, uneven over 4), so the map is left to XLA's
+    partitioner. Pooled input rows that no count divides stay as they are (that axis gathers)."""
+    sizes = {}
+    for i, n, o, s in resizable:
+        if s:  # pooled: blocks of the input that own whole strides' outputs or an equal share of them
+            splitting = [c for c in counts if n % c == 0]
+            uneven = [c for c in splitting if o % c and (n // c % s or o * s != n)]
+        else:  # unpooled: rows that divide
+            splitting, uneven = list(counts), [c for c in counts if n % c]
+        if not uneven:
+            continue
+        if len(uneven) < len(splitting):
+            return None
+        multiple = math.lcm(*splitting)
+        grown = -(-(o if s else n) // multiple) * multiple
+        sizes[i] = (n if s else grown, grown)
+    return sizes
 
 
 def _shard_counts(ctx) -> set[int]:
@@ -302,16 +371,17 @@ def _devices(ctx) -> int:
     return 0
 
 
-def _halo_batch(args, dims, *, fn, avals, drifting):
+def _halo_batch(args, dims, *, fn, avals, resizable, padded):
     size = next(v.shape[d] for v, d in zip(args, dims) if d is not None)
     args = [batching.bdim_at_front(v, d, size) for v, d in zip(args, dims)]
     avals = tuple(((size, *shape), dtype) for shape, dtype in avals)
-    outs = _halo_p.bind(*args, fn=jax.vmap(fn), avals=avals, drifting=drifting)
+    vmapped = None if padded is None else lambda outputs: jax.vmap(padded(outputs))
+    outs = _halo_p.bind(*args, fn=jax.vmap(fn), avals=avals, resizable=resizable, padded=vmapped)
     return outs, [0] * len(outs)
 
 
-_halo_p.def_impl(lambda *args, fn, avals, drifting: fn(*args))
-_halo_p.def_abstract_eval(lambda *args, fn, avals, drifting: [args[0].update(shape=shape, dtype=dtype) for shape, dtype in avals])
+_halo_p.def_impl(lambda *args, fn, **_: fn(*args))
+_halo_p.def_abstract_eval(lambda *args, avals, **_: [args[0].update(shape=shape, dtype=dtype) for shape, dtype in avals])
 mlir.register_lowering(_halo_p, _halo_lowering)
 batching.primitive_batchers[_halo_p] = _halo_batch
 dispatch.prim_requires_devices_during_lowering.add(_halo_p)
@@ -368,11 +438,28 @@ class _AxisPlan:
     first: int = 0
     outputs: int = 0
 
+    def reads(self, block: int) -> tuple[int, int]:
+        """``(first row, rows)``: where, along the whole axis, the rows that ``block``'s map reads
+        start (negative: before the input), and how many (exchanged, then :func:`_aligned`)."""
+        start = block * self.rows - self.lo
+        if self.span:
+            return start + self.first - block * self.drift, self.span
+        return start, self.lo + self.rows + self.hi
 
-def _plan(geom: WindowGeometry, i: int, shards: int, drifting: bool = False) -> _AxisPlan | None:
-    """Axis ``i`` over ``shards`` blocks, or None where a block does not own whole windows' outputs
-    (:func:`splits` has excluded binned windows) — with ``drifting``, where the outputs do not
-    divide over the shards."""
+    def received(self, count: int) -> tuple[int, int]:
+        """How many of the ``lo`` rows before a block and of the ``hi`` after it some block of
+        ``count`` reads from other blocks (the rest: padding, or rows only another block reads)."""
+        size, before, after = count * self.rows, 0, 0
+        for b in range(count):
+            start, length = self.reads(b)
+            before = max(before, b * self.rows - max(start, 0))
+            after = max(after, min(start + length, size) - (b + 1) * self.rows)
+        return min(before, self.lo), min(after, max(self.hi, 0))
+
+
+def _plan(geom: WindowGeometry, i: int, shards: int) -> _AxisPlan | None:
+    """Axis ``i`` over ``shards`` blocks, or None where the input or the outputs do not divide over
+    them (:func:`splits` has excluded binned windows; :func:`_call` grows such outputs)."""
     size, s, out, pad = geom.in_shape[i], geom.strides[i], geom.out_shape[i], geom.pad_lo[i]
     if size % shards:
         return None
@@ -380,7 +467,7 @@ def _plan(geom: WindowGeometry, i: int, shards: int, drifting: bool = False) -> 
     if rows % s == 0 and out * s == size:
         lo, hi = pad, geom.extent[i] - s - pad
         return None if lo < 0 or -hi > rows else _AxisPlan(rows, lo, hi)
-    if not drifting or out % shards:
+    if out % shards:
         return None
     outputs = out // shards  # block b's windows: rows b * outputs * s - pad on, relative to the block
     drift = rows - outputs * s  # b * drift + pad rows before the block, extent - s - pad - (b + 1) * drift after
@@ -411,21 +498,36 @@ def _block_geometry(geom: WindowGeometry, plans: dict[int, _AxisPlan]) -> Window
 
 def _output_plan(geom: WindowGeometry, i: int, plan: _AxisPlan) -> _AxisPlan:
     """For an exact transpose (:func:`spilled`): blocks of ``rows`` outputs, each needing the
-    ``lo`` outputs before it whose windows reach into its input block and the ``hi`` after it."""
-    s, rows = geom.strides[i], plan.rows // geom.strides[i]
-    lo, hi = max((plan.hi + s - 1) // s, 0), -(-plan.lo // s)
-    return _AxisPlan(rows, lo, hi)
+    ``lo`` outputs before it whose windows reach into its input block and the ``hi`` after it (the
+    most any block needs where windows drift: each transposes them all, and ``drift`` says how many
+    rows later each block's input block starts relative to its outputs' windows)."""
+    s, pad, extent = geom.strides[i], geom.pad_lo[i], geom.extent[i]
+    if not plan.span:
+        rows = plan.rows // s
+        return _AxisPlan(rows, max((plan.hi + s - 1) // s, 0), -(-plan.lo // s))
+    out, rows = geom.out_shape[i], plan.outputs
+    count = out // rows
+    firsts = [max(-(-(b * plan.rows + pad - extent + 1) // s), 0) for b in range(count)]  # the first output reaching block b
+    lasts = [min(((b + 1) * plan.rows - 1 + pad) // s, out - 1) for b in range(count)]  # and the last
+    lo = max(max(b * rows - f for b, f in enumerate(firsts)), 0)
+    hi = max(max(last - (b + 1) * rows + 1 for b, last in enumerate(lasts)), 0)
+    return _AxisPlan(rows, lo, hi, plan.drift)
 
 
 def _reach_plan(geom: WindowGeometry, i: int, plan: _AxisPlan, outputs: _AxisPlan) -> _AxisPlan | None:
     """For an exact transpose with inputs (:func:`spilled`): the input rows that the windows of a
-    block's ``outputs`` plan read, around the block's ``plan.rows``."""
-    s = geom.strides[i]
-    lo = outputs.lo * s + geom.pad_lo[i]
-    hi = (outputs.lo + outputs.rows + outputs.hi - 1) * s + geom.extent[i] - lo - plan.rows
+    block's ``outputs`` plan read, around the block's ``plan.rows`` (drifting windows: the most any
+    block's read, each block slicing its own, :func:`_aligned`)."""
+    s, count = geom.strides[i], (plan.drift and geom.out_shape[i] // outputs.rows) or 1
+    before = outputs.lo * s + geom.pad_lo[i]  # rows before block 0 that its outputs' windows read
+    span = (outputs.lo + outputs.rows + outputs.hi - 1) * s + geom.extent[i]
+    lo = max(before + b * plan.drift for b in range(count))
+    hi = max(span - before - b * plan.drift - plan.rows for b in range(count))
     if lo < 0 or -hi > plan.rows:
         return None
-    return _AxisPlan(plan.rows, lo, hi)
+    if not plan.drift:
+        return _AxisPlan(plan.rows, lo, hi)
+    return _AxisPlan(plan.rows, lo, hi, plan.drift, span, lo - before, outputs.lo + outputs.rows + outputs.hi)
 
 
 def _gathered(local: LocalMap, c, inputs, operands, input_fills, layout: Layout, geom: WindowGeometry, plans: dict, reach: dict):
@@ -443,18 +545,23 @@ def _gathered(local: LocalMap, c, inputs, operands, input_fills, layout: Layout,
 
     def run(xs, others, g, cuts):
         g = local(*others[:1], *xs, *others[1:], layout, g)
-        for i, (_, plan) in plans.items():
-            axis, rows = layout.spatial_axes[i], plan.rows * geom.strides[i]
-            start = plan.lo * geom.strides[i] + geom.pad_lo[i] - cuts.get(i, (0, 0))[0]  # the block's first row
-            short = start + rows - g.shape[axis]
-            if short > 0:  # windows with gaps: the block's last rows are read by none
-                g = jnp.pad(g, [(0, short if a == axis else 0) for a in range(g.ndim)])
-            g = lax.slice_in_dim(g, start, start + rows, axis=axis)
+        for i, (shards, plan) in plans.items():
+            axis, rows = layout.spatial_axes[i], geom.in_shape[i] // shards.count
+            start = plan.lo * geom.strides[i] + geom.pad_lo[i] - cuts.get(i, (0, 0))[0]  # block 0's first row
+            starts = [start + b * plan.drift for b in range(shards.count)]
+            early, short = max(-min(starts), 0), max(starts) + rows - g.shape[axis]
+            if early > 0 or short > 0:  # windows with gaps: a block's first or last rows are read by none
+                g = jnp.pad(g, [(early, max(short, 0)) if a == axis else (0, 0) for a in range(g.ndim)])
+                start += early
+            if plan.drift:  # drifting windows: each block's rows start ``drift`` later than the last's
+                g = lax.dynamic_slice_in_dim(g, start + shards.index() * plan.drift, rows, axis)
+            else:
+                g = lax.slice_in_dim(g, start, start + rows, axis=axis)
         return g
 
     if not inputs:
         return run([], [c, *operands], windows, {})
-    xs = [_exchange(u, layout, reach, f) for u, f in zip(inputs, input_fills)]
+    xs = [_aligned(_exchange(u, layout, reach, f), layout, reach) for u, f in zip(inputs, input_fills)]
     return _at_edges(run, xs, [c, *operands], reach, layout, windows)
 
 
@@ -465,17 +572,26 @@ def _exchange(v, layout: Layout, plans: dict, fill):
     for i, (shards, plan) in plans.items():
         axis = layout.spatial_axes[i]
         index, filled = shards.index(), jnp.asarray(fill, v.dtype)
-        parts = []
-        for d, count in _hops(plan.lo, plan.rows):  # the last rows of the shard d before
+        before, after = plan.received(shards.count)
+        parts = [_fill_rows(v, axis, plan.lo - before, fill)]
+        for d, count in _hops(before, plan.rows):  # the last rows of the shard d before
             rows = lax.slice_in_dim(v, plan.rows - count, plan.rows, axis=axis)
-            parts.append(jnp.where(index < d, filled, shards.send(rows, d)) if d < shards.count else jnp.full_like(rows, fill))
+            parts.append(jnp.where(index < d, filled, shards.send(rows, d)))
         parts.append(v if plan.hi >= 0 else lax.slice_in_dim(v, 0, plan.rows + plan.hi, axis=axis))
-        for d, count in reversed(_hops(max(plan.hi, 0), plan.rows)):  # the first rows of the shard d after
+        for d, count in reversed(_hops(after, plan.rows)):  # the first rows of the shard d after
             rows = lax.slice_in_dim(v, 0, count, axis=axis)
-            last = index >= shards.count - d
-            parts.append(jnp.where(last, filled, shards.send(rows, -d)) if d < shards.count else jnp.full_like(rows, fill))
+            parts.append(jnp.where(index >= shards.count - d, filled, shards.send(rows, -d)))
+        parts.append(_fill_rows(v, axis, max(plan.hi, 0) - after, fill))
+        parts = [p for p in parts if p.shape[axis]]
         v = jnp.concatenate(parts, axis=axis) if len(parts) > 1 else parts[0]
     return v
+
+
+def _fill_rows(v, axis: int, count: int, fill):
+    """``count`` rows shaped like ``v``'s, all ``fill``."""
+    shape = list(v.shape)
+    shape[axis] = count
+    return jnp.full(shape, fill, v.dtype)
 
 
 def _aligned(v, layout: Layout, plans: dict):
@@ -508,17 +624,16 @@ def _fold(g, layout: Layout, plans: dict):
         if plan.hi < 0:
             g = jnp.pad(g, [(0, -plan.hi if a == axis else 0) for a in range(g.ndim)])
         block = lax.slice_in_dim(g, plan.lo, plan.lo + plan.rows, axis=axis)
-        start = 0
-        for d, count in _hops(plan.lo, plan.rows):  # rows before the block: the shard d before's last ones
+        before, after = plan.received(shards.count)  # (the other rows: past the input's ends, dropped)
+        start = plan.lo - before
+        for d, count in _hops(before, plan.rows):  # rows before the block: the shard d before's last ones
             spill = lax.slice_in_dim(g, start, start + count, axis=axis)
-            if d < shards.count:  # (farther: before the input, dropped)
-                block = _add_rows(block, shards.send(spill, -d), axis, plan.rows - count)
+            block = _add_rows(block, shards.send(spill, -d), axis, plan.rows - count)
             start += count
         start = plan.lo + plan.rows
-        for d, count in reversed(_hops(max(plan.hi, 0), plan.rows)):  # after it: the shard d after's first ones
+        for d, count in reversed(_hops(after, plan.rows)):  # after it: the shard d after's first ones
             spill = lax.slice_in_dim(g, start, start + count, axis=axis)
-            if d < shards.count:
-                block = _add_rows(block, shards.send(spill, d), axis, 0)
+            block = _add_rows(block, shards.send(spill, d), axis, 0)
             start += count
         g = block
     return g

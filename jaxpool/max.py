@@ -269,10 +269,13 @@ def _routed_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
     return _local_routed(x, layout, geom, mode)
 
 
-def _partitioned(geom: WindowGeometry) -> bool:
+def _partitioned(geom: WindowGeometry, drifting: bool = True) -> bool:
     """Whether :func:`_routed_pool` and :func:`route_offsets` exchange their own halos on sharded
-    inputs (:mod:`jaxpool._halo`); tiling windows need none, and XLA partitions them locally."""
-    return _halo.splits(geom) and _lowering.choose(geom) != "tiling"
+    inputs (:mod:`jaxpool._halo`); tiling windows need none, and XLA partitions them locally.
+    Without ``drifting``: only where blocks of whole strides own their outputs, the condition for
+    :func:`extremum` to run a chain or the doubling scheme as one map (:func:`_pool`, whose
+    one-device program differs from the per-pass chain's)."""
+    return _halo.splits(geom, drifting) and _lowering.choose(geom) != "tiling"
 
 
 def _local_routed(x, layout: Layout, geom: WindowGeometry, mode: str):
@@ -447,9 +450,10 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     kind = _lowering.choose(geom, indices=indices)
     acc = _upcast16(x)
     scheme = "runs" if kind == "chained" and _lowering.splits_runs(geom) else "doubling"
-    if kind == "chained" and not (scheme == "runs" and _partitioned(geom)):
+    one_map = _partitioned(geom, drifting=False)
+    if kind == "chained" and not (scheme == "runs" and one_map):
         return _chained_extremum(acc, layout, geom, mode).astype(x.dtype), (None, "offset")
-    if (kind == "separable" and not indices or kind == "chained") and _partitioned(geom):
+    if (kind == "separable" and not indices or kind == "chained") and one_map:
         pool = _pool.fun if jnp.issubdtype(acc.dtype, jnp.integer) else _pool
         return pool(acc, layout, geom, mode, scheme).astype(x.dtype), (None, "position")
     if kind == "separable":
