@@ -370,8 +370,8 @@ KNOWN_GATHERS = (
     | {("max_pool 12x12/3 (blocked)", "HW")}
     # On the 2x2 mesh the lowering cannot tell whether an axis is split over 2 shards (6 outputs
     # divide) or over 4 (they do not, and would need the map grown to 8, which moves the 2 shards'
-    # boundaries): it leaves the plain maps to XLA's partitioner (jaxpool._halo._grown_sizes),
-    # which gathers this disjoint route's reshape. On 2 or 4 devices in a line: halos only.
+    # boundaries): it leaves the plain maps to XLA's partitioner (jaxpool._halo._grown_sizes): 8
+    # permutes where flax's reduce_window has none. On 2 or 4 devices in a line: halos only.
     | {("max_pool 3x3/3 p1 (disjoint, ragged)", "HW")}
 )
 
