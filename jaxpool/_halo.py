@@ -22,8 +22,9 @@ outputs a shard, reading rows 0-32 and 31-63) take the most rows any shard's win
 those some shard reads from another: :meth:`_AxisPlan.received`), each shard slicing its own
 (:func:`_aligned`); an exact transpose receives the most outputs any shard's rows need and slices
 its rows from their transpose. Where outputs do not divide (14 over 4, ``ceil_mode``'s extra
-window), or a chained pass's input axis was left uneven by the pass before, the map runs over more
-rows or outputs and is cropped back (:func:`_call`): sharded arrays never gather.
+window), or the input's rows do not (15 rows after a 2x2/1 pool; an unpooled axis that a chained
+pass before left uneven), the map runs over more rows or outputs and is cropped back
+(:func:`_call`; grown input rows are padding to the shards at the ends): no gather.
 The maps run as a primitive (:func:`_call`) that lowers the plain map for one device — the
 program is the local maps' own, with no call boundary — and for ``jax.export``, which serialises
 no partitioning callback (:func:`plain`; XLA partitions the exported program on a mesh).
@@ -128,9 +129,11 @@ def plain(on: bool = True):
         _PLAIN.reset(token)
 
 
-def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, input_fills=()):
+def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, input_fills=(), real=None):
     """``local(a, *operands)`` partitioned ``how``; the first ``len(input_fills)`` operands are shaped
-    like the map's input (padded with those fills), the others like its output."""
+    like the map's input (padded with those fills), the others like its output. ``real``: the
+    input's own rows per spatial axis where ``geom`` reads more (grown by :func:`_call`: the rows
+    past them are padding to the shards at the ends, :func:`_at_edges`)."""
     if _PLAIN.get():
         return local(a, *operands, layout, geom)
     # One traced map for the shapes and the partitioned call (jit caches its trace), and no
@@ -143,13 +146,13 @@ def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeome
         if _PLAIN.get():  # lowered for export or one device (the primitive's lowering, :func:`_call`)
             return local(v, *ops, layout, geom)
         outputs = len(jax.tree.leaves(shapes))
-        return _custom_partitioned(whole, local, v, ops, layout, geom, fill, how, outputs, input_fills)
+        return _custom_partitioned(whole, local, v, ops, layout, geom, fill, how, outputs, input_fills, real)
 
     @mapped.def_vmap
     def _vmapped(axis_size, in_batched, v, *ops):  # the mapped axis (moved first) joins the batch axes
         v, *ops = (u if b else jnp.broadcast_to(u, (axis_size, *u.shape)) for u, b in zip((v, *ops), in_batched))
         wider = Layout(layout.ndim + 1, layout.n_spatial, layout.channels_first)
-        out = _partitioned(local, v, tuple(ops), wider, geom, fill, how, input_fills)
+        out = _partitioned(local, v, tuple(ops), wider, geom, fill, how, input_fills, real)
         return out, jax.tree.map(lambda _: True, out)
 
     def padded(sizes: dict[int, tuple[int, int]]):  # the map over more rows or outputs, cropped back
@@ -165,7 +168,11 @@ def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeome
             v = _resized(v, layout, ins, fill) if out_shaped else _resized(v, layout, outs, 0)
             fills = (*input_fills, *(0 for _ in ops[n:]))
             ops = tuple(_resized(o, layout, ins if k < n else outs, f) for k, (o, f) in enumerate(zip(ops, fills)))
-            results = _partitioned(local, v, ops, layout, wider, fill, how, input_fills)
+            own = real or tuple(
+                n if (k, s, lo, hi) != (1, 1, 0, 0) else wider.in_shape[i]
+                for i, (n, k, s, lo, hi) in enumerate(zip(geom.in_shape, geom.window, geom.strides, geom.pad_lo, geom.pad_hi))
+            )  # unpooled rows: nothing reads past them
+            results = _partitioned(local, v, ops, layout, wider, fill, how, input_fills, own)
             original = {i: (geom.out_shape if out_shaped else geom.in_shape)[i] for i in sizes}
             return [_resized(r, layout, original, 0) for r in jax.tree.leaves(results)]
 
@@ -204,7 +211,17 @@ def _resized(v, layout: Layout, rows: dict[int, int], fill):
 
 
 def _custom_partitioned(
-    whole, local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, outputs: int, input_fills=()
+    whole,
+    local: LocalMap,
+    a,
+    operands,
+    layout: Layout,
+    geom: WindowGeometry,
+    fill,
+    how: str,
+    outputs: int,
+    input_fills=(),
+    real=None,
 ):
     call = custom_partitioning(whole)
 
@@ -225,6 +242,8 @@ def _custom_partitioned(
                     reach.pop(i, None)
                 else:
                     plans[i] = shards, plan
+        if real is not None:  # grown input rows: the shards at the ends pad past the input's own
+            plans, reach = ({i: (sh, dataclasses.replace(p, size=real[i])) for i, (sh, p) in d.items()} for d in (plans, reach))
         sharding = NamedSharding(mesh, PartitionSpec(*spec))
         block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
         n = len(input_fills)
@@ -265,8 +284,10 @@ def _at_edges(run, vs, others, plans: dict, layout: Layout, geom: WindowGeometry
     padding. One ``lax.switch`` branch per combination of the axes' cuts that some shard has."""
     variants = {}  # axis -> per block: (padding rows before it, after it), only where some reads padding
     for i, (shards, plan) in plans.items():
-        size = shards.count * plan.rows
-        ends = [(max(-start, 0), max(start + length - size, 0)) for start, length in map(plan.reads, range(shards.count))]
+        size, ends = plan.size or shards.count * plan.rows, []
+        for start, length in map(plan.reads, range(shards.count)):
+            cut = max(-start, 0), max(start + length - size, 0)
+            ends.append(cut if sum(cut) < length else (0, 0))  # (no real row: outputs the map grew, cropped)
         if any(any(e) for e in ends):
             variants[i] = shards, ends
     if not variants:
@@ -326,24 +347,29 @@ def _halo_lowering(ctx, *args, fn, avals, resizable, padded):
 
 def _grown_sizes(resizable, counts: set[int]) -> dict[int, tuple[int, int]] | None:
     """``{axis: (input rows, outputs)}`` that every shard count in ``counts`` splits into blocks
-    (:func:`_plan`), for the :func:`_resizable` axes that some count would split unevenly; None
-    where others split that axis evenly as it is: growing it would move their blocks' boundaries
-    (14 outputs on a 2x2 mesh: 7 a shard over 2, uneven over 4), so the map is left to XLA's
-    partitioner. Pooled input rows that no count divides stay as they are (that axis gathers)."""
+    (:func:`_plan`), for the :func:`_resizable` axes that some count would split unevenly (rows or
+    outputs; the rows past a pooled input's own are padding, :func:`_at_edges`); None where others
+    split that axis evenly as it is: growing it would move their blocks' boundaries (14 outputs on
+    a 2x2 mesh: 7 a shard over 2, uneven over 4), so the map is left to XLA's partitioner."""
     sizes = {}
     for i, n, o, s in resizable:
-        if s:  # pooled: blocks of the input that own whole strides' outputs or an equal share of them
-            splitting = [c for c in counts if n % c == 0]
-            uneven = [c for c in splitting if o % c and (n // c % s or o * s != n)]
-        else:  # unpooled: rows that divide
-            splitting, uneven = list(counts), [c for c in counts if n % c]
-        if not uneven:
+        multiple, dividing = math.lcm(*counts), [c for c in counts if n % c == 0]
+        rows = n if dividing else -(-n // multiple) * multiple
+        if not s:  # unpooled: outputs are the rows
+            if len(dividing) < len(counts):
+                if dividing:
+                    return None
+                sizes[i] = rows, rows
             continue
-        if len(uneven) < len(splitting):
+        # pooled: the counts that split its rows (grown where none does) into blocks that own whole
+        # strides' outputs or an equal share of them (counts that split the rows unevenly gather)
+        splitting = dividing or sorted(counts)
+        uneven = [c for c in splitting if o % c and (rows // c % s or o * s != rows)]
+        if uneven and len(uneven) < len(splitting):
             return None
-        multiple = math.lcm(*splitting)
-        grown = -(-(o if s else n) // multiple) * multiple
-        sizes[i] = (n if s else grown, grown)
+        if uneven or rows != n:
+            multiple = math.lcm(*splitting)
+            sizes[i] = rows, -(-o // multiple) * multiple if uneven else o
     return sizes
 
 
@@ -428,7 +454,8 @@ class _AxisPlan:
     the ``hi`` after it, from as many shards as they span (``hi < 0``: its last ``-hi`` rows are
     read by none). Windows that drift across the blocks (``drift``: how many rows later each block's
     windows start than the one before's, relative to the block) read ``span`` rows of those, from
-    row ``first - block * drift``, for their ``outputs`` outputs per block; otherwise ``span`` is 0."""
+    row ``first - block * drift``, for their ``outputs`` outputs per block; otherwise ``span`` is 0.
+    ``size``: the input's own rows where the blocks hold more (0: all are its own)."""
 
     rows: int
     lo: int
@@ -437,6 +464,7 @@ class _AxisPlan:
     span: int = 0
     first: int = 0
     outputs: int = 0
+    size: int = 0
 
     def reads(self, block: int) -> tuple[int, int]:
         """``(first row, rows)``: where, along the whole axis, the rows that ``block``'s map reads

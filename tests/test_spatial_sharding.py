@@ -260,6 +260,20 @@ DRIFT_OPS = {  # out * stride != in: windows that drift across the blocks (16 ro
     "max_pool 5x5/1 VALID": (lambda x: jaxpool.max_pool(x, (5, 5), 1), _fl("max_pool", (5, 5), (1, 1))),
     "max_pool 2x2/1 VALID (chained)": (lambda x: jaxpool.max_pool(x, (2, 2), 1), _fl("max_pool", (2, 2), (1, 1))),
     "min_pool 3x3/2 p1 ceil": (lambda x: jaxpool.min_pool(x, (3, 3), 2, 1, ceil_mode=True), None),
+    # inputs whose rows do not divide over the shards (the map grows them with padding rows): 15
+    # of 16, as after a 2x2/1 pool, which made XLA's partitioner abort (a CHECK failure) before
+    "max_pool 3x3/1 p1 on 15 rows": (
+        lambda x: jaxpool.max_pool(x[:, :15, :15], (3, 3), 1, 1),
+        lambda x: _fl("max_pool", (3, 3), (1, 1), 1)(x[:, :15, :15]),
+    ),
+    "avg_pool 3x3/2 p1 on 15 rows": (
+        lambda x: jaxpool.avg_pool(x[:, :15, :15], (3, 3), 2, 1),
+        lambda x: _fl("avg_pool", (3, 3), (2, 2), 1)(x[:, :15, :15]),
+    ),
+    "max_pool 2x2/1 then 3x3/2 p1": (
+        lambda x: jaxpool.max_pool(jaxpool.max_pool(x, (2, 2), 1), (3, 3), 2, 1),
+        lambda x: _fl("max_pool", (3, 3), (2, 2), 1)(_fl("max_pool", (2, 2), (1, 1))(x)),
+    ),
     # windows with gaps: the second block's first row is read by none (rows 9-10, 12-13, 15)
     "max_pool 2x5/(3, 1) ceil indices": (
         lambda x: jaxpool.max_pool(x, (2, 5), (3, 1), (0, 1), ceil_mode=True, return_indices=True)[0],
@@ -663,6 +677,9 @@ if __name__ == "__main__":
         (((1, 15, 15, 0),), {2}, {1: (16, 16)}),  # an unpooled axis left uneven by a chained pass
         (((1, 14, 14, 0),), {2, 4}, None),
         (((0, 16, 14, 1), (1, 15, 15, 0)), {2}, {1: (16, 16)}),
+        (((0, 15, 15, 1),), {2}, {0: (16, 16)}),  # 3x3/1 pad 1 on 15 rows: one padding row, 8 outputs a shard
+        (((0, 15, 8, 2),), {2}, {0: (16, 8)}),  # 3x3/2 pad 1 on 15 rows: blocks of 8 own 4 outputs each
+        (((0, 14, 14, 1),), {2, 4}, {}),  # the rows divide over 2: as they are (over 4 that axis gathers)
     ],
 )
 def test_uneven_axes_grow_for_every_shard_count(resizable, counts, expected):
