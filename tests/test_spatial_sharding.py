@@ -662,10 +662,6 @@ def _run_snippet(code: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-if __name__ == "__main__":
-    main()
-
-
 @pytest.mark.parametrize(
     "resizable, counts, expected",
     [
@@ -688,3 +684,7 @@ def test_uneven_axes_grow_for_every_shard_count(resizable, counts, expected):
     from jaxpool import _halo
 
     assert _halo._grown_sizes(resizable, counts) == expected
+
+
+if __name__ == "__main__":
+    main()
