@@ -66,9 +66,8 @@ LocalMap = Callable[..., Any]  # (array, layout, geometry) -> array
 
 def splits(geom: WindowGeometry, drifting: bool = False) -> bool:
     """Whether blocks of whole strides can own their outputs on every pooled axis (``out * stride
-    == in``): a precondition for any shard count. Elsewhere (e.g. 4x4/3 bins on 16) XLA's own
-    partitioning of the plain map exchanges halos where :func:`windowed` would gather the axis.
-    With ``drifting``, any unbinned geometry: where the shards own equal numbers of outputs whose
+    == in``) for any shard count (what ``jaxpool.max`` asks before running a whole chain as one
+    map). With ``drifting``, any unbinned geometry: where the shards own equal numbers of outputs whose
     windows drift across the blocks (``out * stride != in``: "VALID" 3x3/1 on 64 rows over 2
     devices), each shard slices its windows' rows from the exchanged ones (:func:`_aligned`);
     where the outputs do not divide over the shards, the map computes more of them (:func:`_call`)."""
@@ -163,15 +162,13 @@ def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeome
         outs = {i: outputs for i, (_, outputs) in sizes.items()}
         out_shaped = how in ("windowed", "edges")  # its results, else its first argument (a cotangent)
         n = len(input_fills)
+        unpooled = {i for i, *_, stride in _resizable(geom) if not stride}  # nothing reads past their rows
+        own = real or tuple(wider.in_shape[i] if i in unpooled else rows for i, rows in enumerate(geom.in_shape))
 
         def run(v, *ops):
             v = _resized(v, layout, ins, fill) if out_shaped else _resized(v, layout, outs, 0)
             fills = (*input_fills, *(0 for _ in ops[n:]))
             ops = tuple(_resized(o, layout, ins if k < n else outs, f) for k, (o, f) in enumerate(zip(ops, fills)))
-            own = real or tuple(
-                n if (k, s, lo, hi) != (1, 1, 0, 0) else wider.in_shape[i]
-                for i, (n, k, s, lo, hi) in enumerate(zip(geom.in_shape, geom.window, geom.strides, geom.pad_lo, geom.pad_hi))
-            )  # unpooled rows: nothing reads past them
             results = _partitioned(local, v, ops, layout, wider, fill, how, input_fills, own)
             original = {i: (geom.out_shape if out_shaped else geom.in_shape)[i] for i in sizes}
             return [_resized(r, layout, original, 0) for r in jax.tree.leaves(results)]
