@@ -23,8 +23,10 @@ those some shard reads from another: :meth:`_AxisPlan.received`), each shard sli
 (:func:`_aligned`); an exact transpose receives the most outputs any shard's rows need and slices
 its rows from their transpose. Where outputs do not divide (14 over 4, ``ceil_mode``'s extra
 window), or the input's rows do not (15 rows after a 2x2/1 pool; an unpooled axis that a chained
-pass before left uneven), the map runs over more rows or outputs and is cropped back
-(:func:`_call`; grown input rows are padding to the shards at the ends): no gather.
+pass before left uneven), XLA gives each shard the next multiple's share, padding last
+(custom_partitioning's operands and results are tiled so): each shard's map runs over its tile
+(:func:`_tiled`), its extra windows reading padding, with that padding's contents replaced
+by the fill it stands for (:func:`_masked`): no gather, whatever the shard count.
 The maps run as a primitive (:func:`_call`) that lowers the plain map for one device — the
 program is the local maps' own, with no call boundary — and for ``jax.export``, which serialises
 no partitioning callback (:func:`plain`; XLA partitions the exported program on a mesh).
@@ -70,7 +72,7 @@ def splits(geom: WindowGeometry, drifting: bool = False) -> bool:
     map). With ``drifting``, any unbinned geometry: where the shards own equal numbers of outputs whose
     windows drift across the blocks (``out * stride != in``: "VALID" 3x3/1 on 64 rows over 2
     devices), each shard slices its windows' rows from the exchanged ones (:func:`_aligned`);
-    where the outputs do not divide over the shards, the map computes more of them (:func:`_call`)."""
+    where the outputs do not divide over the shards, each shard computes its tile's (:func:`_tiled`)."""
     return geom.bins is None and (drifting or not _drifting(geom))
 
 
@@ -128,11 +130,9 @@ def plain(on: bool = True):
         _PLAIN.reset(token)
 
 
-def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, input_fills=(), real=None):
+def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeometry, fill, how: str, input_fills=()):
     """``local(a, *operands)`` partitioned ``how``; the first ``len(input_fills)`` operands are shaped
-    like the map's input (padded with those fills), the others like its output. ``real``: the
-    input's own rows per spatial axis where ``geom`` reads more (grown by :func:`_call`: the rows
-    past them are padding to the shards at the ends, :func:`_at_edges`)."""
+    like the map's input (padded with those fills), the others like its output."""
     if _PLAIN.get():
         return local(a, *operands, layout, geom)
     # One traced map for the shapes and the partitioned call (jit caches its trace), and no
@@ -145,45 +145,21 @@ def _partitioned(local: LocalMap, a, operands, layout: Layout, geom: WindowGeome
         if _PLAIN.get():  # lowered for export or one device (the primitive's lowering, :func:`_call`)
             return local(v, *ops, layout, geom)
         outputs = len(jax.tree.leaves(shapes))
-        return _custom_partitioned(whole, local, v, ops, layout, geom, fill, how, outputs, input_fills, real)
+        return _custom_partitioned(whole, local, v, ops, layout, geom, fill, how, outputs, input_fills)
 
     @mapped.def_vmap
     def _vmapped(axis_size, in_batched, v, *ops):  # the mapped axis (moved first) joins the batch axes
         v, *ops = (u if b else jnp.broadcast_to(u, (axis_size, *u.shape)) for u, b in zip((v, *ops), in_batched))
         wider = Layout(layout.ndim + 1, layout.n_spatial, layout.channels_first)
-        out = _partitioned(local, v, tuple(ops), wider, geom, fill, how, input_fills, real)
+        out = _partitioned(local, v, tuple(ops), wider, geom, fill, how, input_fills)
         return out, jax.tree.map(lambda _: True, out)
 
-    def padded(sizes: dict[int, tuple[int, int]]):  # the map over more rows or outputs, cropped back
-        wider = geom
-        for i, (rows, outputs) in sizes.items():
-            wider = wider.with_axis(i, in_shape=rows, out_shape=outputs)
-        ins = {i: rows for i, (rows, _) in sizes.items()}
-        outs = {i: outputs for i, (_, outputs) in sizes.items()}
-        out_shaped = how in ("windowed", "edges")  # its results, else its first argument (a cotangent)
-        n = len(input_fills)
-        unpooled = {i for i, *_, stride in _resizable(geom) if not stride}  # nothing reads past their rows
-        own = real or tuple(wider.in_shape[i] if i in unpooled else rows for i, rows in enumerate(geom.in_shape))
-
-        def run(v, *ops):
-            v = _resized(v, layout, ins, fill) if out_shaped else _resized(v, layout, outs, 0)
-            fills = (*input_fills, *(0 for _ in ops[n:]))
-            ops = tuple(_resized(o, layout, ins if k < n else outs, f) for k, (o, f) in enumerate(zip(ops, fills)))
-            results = _partitioned(local, v, ops, layout, wider, fill, how, input_fills, own)
-            original = {i: (geom.out_shape if out_shaped else geom.in_shape)[i] for i in sizes}
-            return [_resized(r, layout, original, 0) for r in jax.tree.leaves(results)]
-
-        return run
-
-    return _call(mapped, shapes, a, *operands, resizable=_resizable(geom), padded=padded)
+    return _call(mapped, shapes, a, *operands)
 
 
-def _resizable(geom: WindowGeometry) -> tuple[tuple[int, int, int, int], ...]:
-    """``(axis, input rows, outputs, stride)`` of each spatial axis whose size the map may grow where
-    shards would split it unevenly (:func:`_call`): axes it does not pool (stride 0 here: its output
-    rows are its input rows), and pooled axes (blocks that do not own whole strides' outputs keep
-    the axis sharded where the outputs divide: :func:`_plan`; the map computes more outputs for the
-    other shard counts)."""
+def _axis_sizes(geom: WindowGeometry) -> tuple[tuple[int, int, int, int], ...]:
+    """``(axis, input rows, outputs, stride)`` of each spatial axis (stride 0 for axes the map does
+    not pool: its output rows are its input rows); none for binned windows."""
     if geom.bins is not None:
         return ()
     axes = enumerate(zip(geom.in_shape, geom.out_shape, geom.strides, geom.window, geom.pad_lo, geom.pad_hi))
@@ -193,17 +169,34 @@ def _resizable(geom: WindowGeometry) -> tuple[tuple[int, int, int, int], ...]:
 def _drifting(geom: WindowGeometry) -> bool:
     """Whether the windows of some pooled axis drift across blocks of whole strides (``out *
     stride != in``: blocks can own their outputs only where the outputs divide over the shards)."""
-    return any(o * s != n for _, n, o, s in _resizable(geom) if s)
+    return any(o * s != n for _, n, o, s in _axis_sizes(geom) if s)
 
 
-def _resized(v, layout: Layout, rows: dict[int, int], fill):
-    """``v`` with ``rows[i]`` rows along spatial axis ``i``: its own first ones, then ``fill``."""
-    for i, count in rows.items():
+def _tiled(rows: int, outputs: int, stride: int, count: int) -> tuple[int, int]:
+    """An axis's input rows and outputs (``stride`` 0: an axis the map does not pool, whose outputs
+    are its rows) as XLA tiles them over ``count`` shards: where they do not divide, each shard
+    holds the next multiple's share, padding last (15 rows over 2: 8 each). A pooled axis's
+    outputs grow likewise where blocks of its rows own no equal share of them (14 outputs of
+    "VALID" 3x3/1 on 16 rows over 4: 4 a shard, the last two padding, their windows reading
+    padding)."""
+    tiled_rows = -(-rows // count) * count
+    if not stride:
+        return tiled_rows, tiled_rows
+    if outputs % count and (tiled_rows // count % stride or outputs * stride != tiled_rows):
+        return tiled_rows, -(-outputs // count) * count
+    return tiled_rows, outputs
+
+
+def _masked(v, layout: Layout, shards: dict, limits: dict[int, int], fill):
+    """A shard's block of ``v`` with ``fill`` in its rows past ``limits[i]`` along spatial axis
+    ``i`` (XLA's padding of an unevenly split axis holds anything)."""
+    for i, limit in limits.items():
         axis = layout.spatial_axes[i]
-        if v.shape[axis] > count:
-            v = lax.slice_in_dim(v, 0, count, axis=axis)
-        elif v.shape[axis] < count:
-            v = jnp.pad(v, [(0, count - v.shape[axis] if a == axis else 0) for a in range(v.ndim)], constant_values=fill)
+        rows = v.shape[axis]
+        shape = [1] * v.ndim
+        shape[axis] = rows
+        index = shards[i].index() * rows + lax.broadcasted_iota(jnp.int32, shape, axis)
+        v = jnp.where(index < limit, v, jnp.asarray(fill, v.dtype))
     return v
 
 
@@ -218,39 +211,58 @@ def _custom_partitioned(
     how: str,
     outputs: int,
     input_fills=(),
-    real=None,
 ):
     call = custom_partitioning(whole)
 
     def partition(mesh, arg_shapes, result_shape):
         spec = _spec(arg_shapes[0].sharding, layout.ndim)
         plans, reach = {}, {}  # reach: the rows of the inputs an exact transpose's windows read
-        for i, axis in enumerate(layout.spatial_axes):
-            if spec[axis] is not None:
-                shards = _Shards(mesh, spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],))
-                plan = _plan(geom, i, shards.count)
-                if plan is not None and how == "gathered":
-                    plan, block_plan = _output_plan(geom, i, plan), plan
-                    if input_fills:
-                        reach[i] = shards, _reach_plan(geom, i, block_plan, plan)
-                        plan = plan if reach[i][1] is not None else None
-                if plan is None:
-                    spec[axis] = None
-                    reach.pop(i, None)
-                else:
-                    plans[i] = shards, plan
-        if real is not None:  # grown input rows: the shards at the ends pad past the input's own
-            plans, reach = ({i: (sh, dataclasses.replace(p, size=real[i])) for i, (sh, p) in d.items()} for d in (plans, reach))
+        tiled, limits = geom, ({}, {})  # limits: the input's own rows, its own outputs (where XLA pads)
+        for i, n, o, s in _axis_sizes(geom):
+            axis = layout.spatial_axes[i]
+            if spec[axis] is None:
+                continue
+            shards = _Shards(mesh, spec[axis] if isinstance(spec[axis], tuple) else (spec[axis],))
+            rows, outs = _tiled(n, o, s, shards.count)
+            wider = geom.with_axis(i, in_shape=rows, out_shape=outs)
+            plan = _plan(wider, i, shards.count)
+            if plan is not None and rows != n and s:  # the shards at the ends pad past the input's own rows
+                plan = dataclasses.replace(plan, size=n)
+            if plan is not None and how == "gathered":
+                plan, block_plan = _output_plan(wider, i, plan), plan
+                if input_fills:
+                    reach[i] = shards, _reach_plan(wider, i, block_plan, plan)
+                    plan = plan if reach[i][1] is not None else None
+            if plan is None:
+                spec[axis] = None
+                reach.pop(i, None)
+                continue
+            plans[i], tiled = (shards, plan), tiled.with_axis(i, in_shape=rows, out_shape=outs)
+            for limit, own, held in zip(limits, (n, o), (rows, outs)):
+                if s and held != own:
+                    limit[i] = own
         sharding = NamedSharding(mesh, PartitionSpec(*spec))
-        block = _block_geometry(geom, {i: plan for i, (_, plan) in plans.items()})
+        block = _block_geometry(tiled, {i: plan for i, (_, plan) in plans.items()})
         n = len(input_fills)
+        every = {i: sh for i, (sh, _) in plans.items()}
+        in_limits, out_limits = limits
+
+        def masked(lower):  # XLA's padding of the operands replaced by the fill their reads expect
+            out_shaped = how in ("spilled", "gathered")  # the first operand (a cotangent) is shaped like the output
+
+            def run(first, *ops):
+                shaped = [(first, out_limits if out_shaped else in_limits, 0 if out_shaped else fill)]
+                shaped += [(o, in_limits, f) for o, f in zip(ops[:n], input_fills)] + [(o, out_limits, 0) for o in ops[n:]]
+                return lower(*(_masked(u, layout, every, lim, f) for u, lim, f in shaped))
+
+            return run if in_limits or out_limits else lower
 
         def exchanged(*arrays):  # the map's input and its inputs (the first of each) with their halos, aligned
             fills = (fill, *input_fills)[-len(arrays) :]
             return [_aligned(_exchange(u, layout, plans, f), layout, plans) for u, f in zip(arrays, fills)]
 
         if how == "gathered":
-            lower = lambda c, *ops: _gathered(local, c, ops[:n], ops[n:], input_fills, layout, geom, plans, reach)  # noqa: E731
+            lower = lambda c, *ops: _gathered(local, c, ops[:n], ops[n:], input_fills, layout, tiled, plans, reach)  # noqa: E731
         elif how == "spilled":
 
             def spill(c, *ops):
@@ -263,7 +275,7 @@ def _custom_partitioned(
         else:
             lower = lambda v, *ops: local(*exchanged(v, *ops[:n]), *ops[n:], layout, block)  # noqa: E731
         results = sharding if outputs == 1 else (sharding,) * outputs
-        return mesh, lower, results, (sharding,) * (1 + len(operands))
+        return mesh, masked(lower), results, (sharding,) * (1 + len(operands))
 
     factors = " ".join(f"d{n}" for n in range(layout.ndim))
     call.def_partition(
@@ -284,7 +296,7 @@ def _at_edges(run, vs, others, plans: dict, layout: Layout, geom: WindowGeometry
         size, ends = plan.size or shards.count * plan.rows, []
         for start, length in map(plan.reads, range(shards.count)):
             cut = max(-start, 0), max(start + length - size, 0)
-            ends.append(cut if sum(cut) < length else (0, 0))  # (no real row: outputs the map grew, cropped)
+            ends.append(cut if sum(cut) < length else (0, 0))  # (no real row: outputs in XLA's padding)
         if any(any(e) for e in ends):
             variants[i] = shards, ends
     if not variants:
@@ -315,73 +327,19 @@ _halo_p = jax.extend.core.Primitive("jaxpool_halo")
 _halo_p.multiple_results = True
 
 
-def _call(fn, shapes, *args, resizable=(), padded=None):
+def _call(fn, shapes, *args):
     """``fn(*args)``, of output ``shapes``, as a primitive whose lowering takes the plain maps when
     lowered for ``jax.export`` or for one device (:func:`plain`: the one-device program is the
-    local maps' own, not one with call boundaries). custom_partitioning's operands and results must
-    divide over the shards, so where some shard count the mesh allows would split a
-    :func:`_resizable` axis unevenly (14 outputs of "VALID" 3x3/1 on 16 rows over 4; the 15 rows
-    of a chained pass's input) it lowers ``padded(sizes)``: the map over rows and outputs up to the
-    next multiple of every such count (the extra windows read padding), cropped back. XLA keeps a
-    cropped or padded sharded axis in place (avg 3x3/1 "VALID" on 16 rows over 4 devices,
-    forward+backward: 2 collective-permutes, against 12 for XLA's partitioning of the plain maps
-    and 5 for flax.linen's reduce_window). JAX lowers it knowing the devices."""
+    local maps' own, not one with call boundaries). JAX lowers it knowing the devices."""
     leaves, tree = jax.tree.flatten(shapes)
     avals = tuple((s.shape, s.dtype) for s in leaves)
     fn_leaves = lambda *a: jax.tree.leaves(fn(*a))  # noqa: E731
-    params = dict(fn=fn_leaves, avals=avals, resizable=resizable, padded=padded)
-    return jax.tree.unflatten(tree, _halo_p.bind(*args, **params))
+    return jax.tree.unflatten(tree, _halo_p.bind(*args, fn=fn_leaves, avals=avals))
 
 
-def _halo_lowering(ctx, *args, fn, avals, resizable, padded):
-    exported = ctx.module_context.lowering_parameters.for_export  # (resizable may hold symbolic sizes there)
-    sizes = None if exported or _devices(ctx) < 2 else _grown_sizes(resizable, _shard_counts(ctx))
-    if sizes is None:
-        with plain():
-            return mlir.lower_fun(fn, multiple_results=True)(ctx, *args)
-    return mlir.lower_fun(padded(sizes) if sizes else fn, multiple_results=True)(ctx, *args)
-
-
-def _grown_sizes(resizable, counts: set[int]) -> dict[int, tuple[int, int]] | None:
-    """``{axis: (input rows, outputs)}`` that every shard count in ``counts`` splits into blocks
-    (:func:`_plan`), for the :func:`_resizable` axes that some count would split unevenly (rows or
-    outputs; the rows past a pooled input's own are padding, :func:`_at_edges`); None where others
-    split that axis evenly as it is: growing it would move their blocks' boundaries (14 outputs on
-    a 2x2 mesh: 7 a shard over 2, uneven over 4), so the map is left to XLA's partitioner."""
-    sizes = {}
-    for i, n, o, s in resizable:
-        multiple, dividing = math.lcm(*counts), [c for c in counts if n % c == 0]
-        rows = n if dividing else -(-n // multiple) * multiple
-        if not s:  # unpooled: outputs are the rows
-            if len(dividing) < len(counts):
-                if dividing:
-                    return None
-                sizes[i] = rows, rows
-            continue
-        # pooled: the counts that split its rows (grown where none does) into blocks that own whole
-        # strides' outputs or an equal share of them (counts that split the rows unevenly gather)
-        splitting = dividing or sorted(counts)
-        uneven = [c for c in splitting if o % c and (rows // c % s or o * s != rows)]
-        if uneven and len(uneven) < len(splitting):
-            return None
-        if uneven or rows != n:
-            multiple = math.lcm(*splitting)
-            sizes[i] = rows, -(-o // multiple) * multiple if uneven else o
-    return sizes
-
-
-def _shard_counts(ctx) -> set[int]:
-    """The block counts an array axis can be split into on the program's mesh (the products of its
-    axes' sizes), or, where the lowering knows no mesh, every divisor of its device count."""
-    context, sizes = ctx.module_context.axis_context, ()
-    if isinstance(context, sharding_impls.ShardingContext) and context.abstract_mesh is not None:
-        sizes = tuple(context.abstract_mesh.axis_sizes)
-    elif isinstance(context, sharding_impls.SPMDAxisContext):
-        sizes = tuple(context.mesh.shape.values())
-    if not sizes:
-        devices = _devices(ctx)
-        return {c for c in range(2, devices + 1) if devices % c == 0}
-    return {math.prod(c) for r in range(1, len(sizes) + 1) for c in itertools.combinations(sizes, r)} - {1}
+def _halo_lowering(ctx, *args, fn, avals):
+    with plain(ctx.module_context.lowering_parameters.for_export or _devices(ctx) < 2):
+        return mlir.lower_fun(fn, multiple_results=True)(ctx, *args)
 
 
 def _devices(ctx) -> int:
@@ -394,12 +352,11 @@ def _devices(ctx) -> int:
     return 0
 
 
-def _halo_batch(args, dims, *, fn, avals, resizable, padded):
+def _halo_batch(args, dims, *, fn, avals):
     size = next(v.shape[d] for v, d in zip(args, dims) if d is not None)
     args = [batching.bdim_at_front(v, d, size) for v, d in zip(args, dims)]
     avals = tuple(((size, *shape), dtype) for shape, dtype in avals)
-    vmapped = None if padded is None else lambda outputs: jax.vmap(padded(outputs))
-    outs = _halo_p.bind(*args, fn=jax.vmap(fn), avals=avals, resizable=resizable, padded=vmapped)
+    outs = _halo_p.bind(*args, fn=jax.vmap(fn), avals=avals)
     return outs, [0] * len(outs)
 
 
@@ -484,7 +441,7 @@ class _AxisPlan:
 
 def _plan(geom: WindowGeometry, i: int, shards: int) -> _AxisPlan | None:
     """Axis ``i`` over ``shards`` blocks, or None where the input or the outputs do not divide over
-    them (:func:`splits` has excluded binned windows; :func:`_call` grows such outputs)."""
+    them (:func:`splits` has excluded binned windows; :func:`_tiled` grows uneven ones)."""
     size, s, out, pad = geom.in_shape[i], geom.strides[i], geom.out_shape[i], geom.pad_lo[i]
     if size % shards:
         return None

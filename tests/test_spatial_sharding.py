@@ -255,12 +255,17 @@ DRIFT_OPS = {  # out * stride != in: windows that drift across the blocks (16 ro
     "avg_pool 5x5/1 VALID": (lambda x: jaxpool.avg_pool(x, (5, 5), 1), _fl("avg_pool", (5, 5), (1, 1))),
     "lp_pool 3x3/1 VALID": (lambda x: jaxpool.lp_pool(x, 2.0, (3, 3), 1), None),
     "avg_pool 3x3/3 p1": (lambda x: jaxpool.avg_pool(x, (3, 3), 3, 1), _fl("avg_pool", (3, 3), (3, 3), 1)),
+    # H's blocks own whole strides' outputs, W's drift: on the 2x2 mesh 14 outputs over 2 shards
+    "avg_pool 5x3/1 p(2, 0)": (
+        lambda x: jaxpool.avg_pool(x, (5, 3), 1, ((2, 2), (0, 0))),
+        lambda x: _flax().avg_pool(x, (5, 3), (1, 1), ((2, 2), (0, 0))),
+    ),
     "avg_pool 3x3/2 p1 ceil": (lambda x: jaxpool.avg_pool(x, (3, 3), 2, 1, ceil_mode=True), None),
     "max_pool 3x3/1 VALID": (lambda x: jaxpool.max_pool(x, (3, 3), 1), _fl("max_pool", (3, 3), (1, 1))),
     "max_pool 5x5/1 VALID": (lambda x: jaxpool.max_pool(x, (5, 5), 1), _fl("max_pool", (5, 5), (1, 1))),
     "max_pool 2x2/1 VALID (chained)": (lambda x: jaxpool.max_pool(x, (2, 2), 1), _fl("max_pool", (2, 2), (1, 1))),
     "min_pool 3x3/2 p1 ceil": (lambda x: jaxpool.min_pool(x, (3, 3), 2, 1, ceil_mode=True), None),
-    # inputs whose rows do not divide over the shards (the map grows them with padding rows): 15
+    # inputs whose rows do not divide over the shards (XLA pads the last shard's block): 15
     # of 16, as after a 2x2/1 pool, which made XLA's partitioner abort (a CHECK failure) before
     "max_pool 3x3/1 p1 on 15 rows": (
         lambda x: jaxpool.max_pool(x[:, :15, :15], (3, 3), 1, 1),
@@ -280,22 +285,32 @@ DRIFT_OPS = {  # out * stride != in: windows that drift across the blocks (16 ro
         None,
     ),
 }
-# (op, devices, sharded axis) -> collective-permutes of forward+backward today where flax.linen has
+# (op, sharding of DRIFT_SHARDINGS) -> collective-permutes of forward+backward today where flax.linen has
 # no equivalent (lp, ceil_mode, min, windows with gaps): ceilings, fewer is progress.
 DRIFT_CEILINGS = {
-    **{("lp_pool 3x3/1 VALID", c, s): n for c, s, n in ((2, "H", 4), (2, "W", 4), (4, "H", 2))},
-    **{("avg_pool 3x3/2 p1 ceil", c, s): 2 for c, s in ((2, "H"), (2, "W"), (4, "H"))},
-    **{("min_pool 3x3/2 p1 ceil", c, s): 3 for c, s in ((2, "H"), (2, "W"), (4, "H"))},
-    **{("max_pool 2x5/(3, 1) ceil indices", c, s): n for c, s, n in ((2, "H", 0), (2, "W", 6), (4, "H", 3))},
+    **{("lp_pool 3x3/1 VALID", s): n for s, n in (("H", 4), ("W", 4), ("H4", 2), ("HW", 8), ("H(b,a)", 2))},
+    **{("avg_pool 3x3/2 p1 ceil", s): n for s, n in (("H", 2), ("W", 2), ("H4", 2), ("HW", 4), ("H(b,a)", 2))},
+    **{("min_pool 3x3/2 p1 ceil", s): n for s, n in (("H", 3), ("W", 3), ("H4", 3), ("HW", 6), ("H(b,a)", 3))},
+    **{("max_pool 2x5/(3, 1) ceil indices", s): n for s, n in (("H", 0), ("W", 6), ("H4", 3), ("HW", 6), ("H(b,a)", 3))},
+}
+
+
+DRIFT_SHARDINGS = {  # name -> (devices, mesh shape, partition spec)
+    "H": (2, (2,), SHARDINGS["H"]),
+    "W": (2, (2,), SHARDINGS["W"]),
+    "H4": (4, (4,), SHARDINGS["H"]),
+    "HW": (4, (2, 2), SHARDINGS["HW"]),  # each axis over 2 on the 2x2 mesh, which could also split one over 4
+    "H(b,a)": (4, (2, 2), (None, ("b", "a"))),  # H over both mesh axes, against their order
 }
 
 
 def _drift_runs(devices) -> dict:
-    """:data:`DRIFT_OPS` sharded over H or W on 2 devices (the outputs divide: each shard slices
-    its windows' rows from the exchanged halos, jaxpool._halo._aligned) and over H on 4 (they do
-    not, 14 or 6 outputs over 4: the map computes 16 or 8 and is cropped): values, gradients and
-    JVPs against the unsharded run, the gradient's sharding, and the collectives of
-    forward+backward (flax.linen's too)."""
+    """:data:`DRIFT_OPS` sharded per :data:`DRIFT_SHARDINGS`: over H or W on 2 devices (the
+    outputs divide: each shard slices its windows' rows from the exchanged halos,
+    jaxpool._halo._aligned), over H on 4 (they do not, 14 or 6 outputs over 4: each shard computes
+    XLA's tile of 4 or 2, the last one's extra windows reading padding), and on the 2x2 mesh:
+    values, gradients and JVPs against the unsharded run, the gradient's sharding, and the
+    collectives of forward+backward (flax.linen's too)."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     rng = np.random.default_rng(6)
@@ -304,8 +319,9 @@ def _drift_runs(devices) -> dict:
     for name, (op, flax_op) in DRIFT_OPS.items():
         grad, jvp = jax.grad(_loss(op)), lambda v, u, op=op: jax.jvp(op, (v,), (u,))[1]
         expected = (op(x), grad(x), jvp(x, t))
-        for count, shard_name in ((2, "H"), (2, "W"), (4, "H")):
-            sharding = NamedSharding(Mesh(devices[:count], ("x",)), PartitionSpec(*SHARDINGS[shard_name]))
+        for shard_name, (count, mesh_shape, spec) in DRIFT_SHARDINGS.items():
+            names = ("x",) if len(mesh_shape) == 1 else ("a", "b")
+            sharding = NamedSharding(Mesh(devices[:count].reshape(mesh_shape), names), PartitionSpec(*spec))
             xs, ts = jax.device_put(x, sharding), jax.device_put(t, sharding)
             compiled = jax.jit(grad).lower(xs).compile()
             g = compiled(xs)
@@ -317,7 +333,7 @@ def _drift_runs(devices) -> dict:
             }
             if flax_op is not None:
                 entry["flax_collectives"] = _collectives(jax.jit(jax.grad(_loss(flax_op))).lower(xs).compile().as_text())
-            runs[f"{name} | {count} | {shard_name}"] = entry
+            runs[f"{name} | {shard_name}"] = entry
     return runs
 
 
@@ -382,11 +398,6 @@ KNOWN_GATHERS = (
     # 30 blocks made XLA:CPU copy the input, avg 12x12/11 forward+backward 45 -> 8 ms without) do
     # not split evenly over 2 devices. reduce_window gathers on one sharded axis (H, W) itself.
     | {("max_pool 12x12/3 (blocked)", "HW")}
-    # On the 2x2 mesh the lowering cannot tell whether an axis is split over 2 shards (6 outputs
-    # divide) or over 4 (they do not, and would need the map grown to 8, which moves the 2 shards'
-    # boundaries): it leaves the plain maps to XLA's partitioner (jaxpool._halo._grown_sizes): 8
-    # permutes where flax's reduce_window has none. On 2 or 4 devices in a line: halos only.
-    | {("max_pool 3x3/3 p1 (disjoint, ragged)", "HW")}
 )
 
 
@@ -610,18 +621,19 @@ def test_xla_strided_slice_partitioning():
 def test_drifting_windows_exchange_halos_only(summary):
     """Windows that drift across the blocks ("VALID" 3x3/1 on 16 rows over 2 devices: 7 outputs a
     shard, reading rows 0-8 and 7-15), also where the outputs do not divide over the shards (14
-    over 4): values and gradients equal the unsharded run's (maxima bit for bit), the gradient
+    over 4), on a line of devices and on the 2x2 mesh (where an axis may be split over 2 or 4):
+    values and gradients equal the unsharded run's (maxima bit for bit), the gradient
     keeps the input's sharding, and the program exchanges halos only, no more than flax.linen's
     ``reduce_window`` (before: XLA's partitioning of the plain maps, e.g. max 5x5/1 over 4
     devices 18 collective-permutes where flax has 6, avg 3x3/1 12 where flax has 5) or, without a
     flax equivalent, than :data:`DRIFT_CEILINGS`."""
     for case, result in summary["drifting windows"].items():
-        name, count, sharding = case.split(" | ")
+        name, sharding = case.split(" | ")
         assert result["error"] <= (0.0 if name.startswith(("max", "min")) else 1e-5), (case, result)
         assert result["grad_keeps_sharding"], case
         counts = result["collectives"]
         assert all(counts[c] == 0 for c in GATHERS), (case, counts)
-        bound = result.get("flax_collectives", {}).get("collective-permute", DRIFT_CEILINGS.get((name, int(count), sharding)))
+        bound = result.get("flax_collectives", {}).get("collective-permute", DRIFT_CEILINGS.get((name, sharding)))
         assert bound is not None and counts["collective-permute"] <= bound, (case, counts, bound)
 
 
@@ -663,27 +675,28 @@ def _run_snippet(code: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "resizable, counts, expected",
+    "rows, outputs, stride, count, expected",
     [
-        (((0, 16, 14, 1),), {4}, {0: (16, 16)}),  # "VALID" 3x3/1: 14 outputs over 4 -> 16
-        (((0, 16, 14, 1),), {2}, {}),  # 7 outputs a shard: drifting windows, no growth
-        (((0, 16, 14, 1),), {2, 4}, None),  # a 2x2 mesh: growing for 4 would move 2's boundaries
-        (((0, 16, 8, 2),), {4}, {}),  # 3x3/2 pad 1: blocks own whole strides' outputs
-        (((0, 16, 6, 3),), {4}, {0: (16, 8)}),  # 3x3/3 pad 1: 6 outputs over 4 -> 8
-        (((1, 15, 15, 0),), {2}, {1: (16, 16)}),  # an unpooled axis left uneven by a chained pass
-        (((1, 14, 14, 0),), {2, 4}, None),
-        (((0, 16, 14, 1), (1, 15, 15, 0)), {2}, {1: (16, 16)}),
-        (((0, 15, 15, 1),), {2}, {0: (16, 16)}),  # 3x3/1 pad 1 on 15 rows: one padding row, 8 outputs a shard
-        (((0, 15, 8, 2),), {2}, {0: (16, 8)}),  # 3x3/2 pad 1 on 15 rows: blocks of 8 own 4 outputs each
-        (((0, 14, 14, 1),), {2, 4}, {}),  # the rows divide over 2: as they are (over 4 that axis gathers)
+        (16, 14, 1, 4, (16, 16)),  # "VALID" 3x3/1: 14 outputs over 4, 4 a shard
+        (16, 14, 1, 2, (16, 14)),  # 7 outputs a shard: drifting windows, as they are
+        (16, 8, 2, 4, (16, 8)),  # 3x3/2 pad 1: blocks own whole strides' outputs
+        (16, 6, 3, 4, (16, 8)),  # 3x3/3 pad 1: 6 outputs over 4, 2 a shard
+        (16, 6, 3, 2, (16, 6)),  # 3 a shard
+        (12, 6, 2, 4, (12, 8)),  # 3x3/2 pad 1 on 12 rows: blocks of 3 rows, 2 outputs a shard
+        (16, 9, 2, 2, (16, 10)),  # ceil_mode's extra window: 9 outputs over 2
+        (15, 15, 0, 2, (16, 16)),  # an unpooled axis left uneven by a chained pass
+        (5, 5, 0, 4, (8, 8)),  # 2 rows a shard, the last shard all padding
+        (15, 15, 1, 2, (16, 16)),  # 3x3/1 pad 1 on 15 rows: one padding row, 8 outputs a shard
+        (15, 8, 2, 2, (16, 8)),  # 3x3/2 pad 1 on 15 rows: blocks of 8 own 4 outputs each
+        (15, 5, 3, 1, (15, 5)),  # one shard: as it is
     ],
 )
-def test_uneven_axes_grow_for_every_shard_count(resizable, counts, expected):
-    """jaxpool._halo grows a map's rows or outputs only where every shard count the mesh allows
-    needs it; where some count splits the axis evenly as it is, the map is left to XLA."""
+def test_uneven_axes_take_xla_tiles(rows, outputs, stride, count, expected):
+    """Where shards split an axis unevenly, XLA gives each the next multiple's share (its padding
+    last): jaxpool._halo plans each shard's map over those rows and outputs."""
     from jaxpool import _halo
 
-    assert _halo._grown_sizes(resizable, counts) == expected
+    assert _halo._tiled(rows, outputs, stride, count) == expected
 
 
 if __name__ == "__main__":
