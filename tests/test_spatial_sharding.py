@@ -454,20 +454,21 @@ def test_halo_exchanges_do_not_grow(summary, name, sharding):
     assert counts["collective-permute"] <= PERMUTE_CEILINGS[name, sharding], counts
 
 
-def _global_cases():
-    for name in sorted(GLOBAL):
-        for sharding in ("H", "W", "HW"):
-            # SPP's 5-bin level is a strided 4x4/3 pool: the known gap of windowed pooling above
-            known = name == "spatial_pyramid_pool"
-            marks = [pytest.mark.xfail(strict=True, reason="known gap: the strided level gathers")] if known else []
-            yield pytest.param(name, sharding, marks=marks, id=f"{name}-{sharding}")
+# Outputs gathered as XLA tiles them: SPP flattens its 5-bin level's (4, 5, 5, 4) output, whose 5
+# rows XLA splits into tiles of 2 over 4 shards (8 rows: 4 x 8 x 5 x 4 all-gathered) or of 3 over
+# 2 (4 x 6 x 6 x 4 with H and W sharded), more than the 480 features of the output, but an eighth of
+# the 4096-element input.
+TILED_OUTPUTS = {("spatial_pyramid_pool", s): n for s, n in (("H", 640), ("W", 640), ("HW", 576))}
 
 
-@pytest.mark.parametrize("name, sharding", list(_global_cases()))
+@pytest.mark.parametrize("name", sorted(GLOBAL))
+@pytest.mark.parametrize("sharding", ["H", "W", "HW"])
 def test_global_pooling_reduces_locally(summary, name, sharding):
-    """Local reductions combined by all-reduces; nothing bigger than the (pooled) output is gathered."""
+    """Local reductions combined by all-reduces; nothing bigger than the (pooled) output, as XLA
+    tiles it over the shards, is gathered."""
     result = summary[f"{name} | {sharding}"]
-    assert result["collectives"]["gathered"] <= result["output_elements"], (name, sharding, result)
+    bound = TILED_OUTPUTS.get((name, sharding), result["output_elements"])
+    assert result["collectives"]["gathered"] <= bound, (name, sharding, result)
 
 
 def test_an_axis_over_two_mesh_axes(summary):
