@@ -386,19 +386,15 @@ def test_sharded_equals_unsharded(summary, name, sharding):
     assert result["grad"] <= (0.0 if name in EXACT else 1e-5), result
 
 
-# Known gaps (see the closing notes of issues 10 and 11): a sharded axis that is not a multiple of
-# the stride is padded before its phase view, and XLA's partitioner gathers it; so do the pairwise
-# tree of strided large windows, and data-dependent gathers/scatters (unpool, fractional regions).
-# Strict: a fix makes these XPASS, which fails until the entry is
-# removed.
-KNOWN_GATHERS = (
-    {(name, s) for name in ("max_unpool", "fractional_max_pool") for s in SHARDINGS if s != "C"}
-    | {("max_pool 12x12/3 (blocked)", s) for s in ("H", "W")}
-    # Windows longer than a shard on both axes: the 27 rows of whole blocks (a slice; padding them to
-    # 30 blocks made XLA:CPU copy the input, avg 12x12/11 forward+backward 45 -> 8 ms without) do
-    # not split evenly over 2 devices. reduce_window gathers on one sharded axis (H, W) itself.
-    | {("max_pool 12x12/3 (blocked)", "HW")}
-)
+# Known gaps (see the closing notes of issues 10 and 11): data-dependent gathers/scatters (unpool's
+# indices may name any shard; fractional regions are drawn from the key), and large windows with
+# indices, which take the separable passes carrying flat positions (plain JAX,
+# jaxpool.max._separable_extremum): XLA all-gathers the H pass's 28 padded rows, values and
+# positions (without indices the same pool is one custom-partitioned map: 9 permutes over H).
+# Strict: a fix makes these XPASS, which fails until the entry is removed.
+KNOWN_GATHERS = {(name, s) for name in ("max_unpool", "fractional_max_pool") for s in SHARDINGS if s != "C"} | {
+    ("max_pool 12x12/3 (blocked)", s) for s in ("H", "W", "HW")
+}
 
 
 # More halo exchanges than flax's reduce_window: XLA's SPMD partitioner exchanges a halo for every
