@@ -151,12 +151,17 @@ def _taps_route(tx, offset, layout: Layout, geom: WindowGeometry):
     return sum(jnp.where(offset == flat, taps(offs), zero) for flat, offs in _taps.window_taps(geom))
 
 
-def _positions(layout: Layout, geom: WindowGeometry):
-    """int32 flat index over the unpadded spatial volume (PyTorch's), padded with int32 max (never wins ties)."""
+def _flat_positions(layout: Layout, geom: WindowGeometry):
+    """int32 flat index over the unpadded spatial volume (PyTorch's), shaped to broadcast."""
     flat = jnp.zeros((1,) * layout.ndim, jnp.int32)
     for i, n in enumerate(geom.in_shape):
         flat = flat * n + layout.along(np.arange(n, dtype=np.int32), i)
-    return _taps.pad_input(flat, layout, geom, np.iinfo(np.int32).max)
+    return flat
+
+
+def _positions(layout: Layout, geom: WindowGeometry):
+    """:func:`_flat_positions` padded with int32 max (never wins ties)."""
+    return _taps.pad_input(_flat_positions(layout, geom), layout, geom, np.iinfo(np.int32).max)
 
 
 def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, positions: bool):
@@ -170,6 +175,7 @@ def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, posi
     32 MiB mmap ceiling (33.7 MiB, now 20.6), forward+backward of 9x9/1 pad 4 on (8, 32, 32, 64)
     24.7 -> 9.0 ms in one process (benchmarks/ab_commit.py). With ``positions`` each candidate
     carries its flat input position instead (int32 max in the padding), for indices."""
+    given, positions = (None, positions) if isinstance(positions, bool) else (positions, True)
     padded = not positions and geom.needs_mask()
 
     def combine(a, b):
@@ -183,9 +189,9 @@ def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, posi
 
     fills: tuple = (_fill_value(x.dtype, mode),)
     values: tuple = (_taps.pad_input(x, layout, geom, fills[0]),)
-    if positions:
+    if positions:  # the input's flat positions, made or given (a shard's block of them)
         fills += (np.iinfo(np.int32).max,)
-        values += (_positions(layout, geom),)
+        values += (_positions(layout, geom) if given is None else _taps.pad_input(given, layout, geom, fills[1]),)
     for i in reversed(range(geom.ndim)):
         if padded:
             values = _sliding.along_axis(
@@ -240,6 +246,28 @@ def _pool(x, layout: Layout, geom: WindowGeometry, mode: str, scheme: str):
     input."""
     local = functools.partial(_local_pool, mode=mode, scheme=scheme)
     return _halo.windowed(local, x, layout, geom, _fill_value(x.dtype, mode), exact_edges=True)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _positioned_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
+    """(extremum, the winner's flat input position) of large windows (the doubling scheme carrying
+    positions, :func:`_separable_extremum`) as one map partitioned on spatially sharded inputs: the
+    positions are an input of their own, exchanged with ``x``'s halos, so that each shard's winners
+    carry the positions of the whole input. The derivative is :func:`_pool`'s (the same winners)."""
+    flat = jnp.broadcast_to(_flat_positions(layout, geom), x.shape)
+
+    def local(v, p, layout, g):
+        return _separable_extremum(v, layout, g, mode, positions=p)
+
+    top = np.iinfo(np.int32).max
+    return tuple(_halo.windowed(local, x, layout, geom, _fill_value(x.dtype, mode), exact_edges=True, inputs=((flat, top),)))
+
+
+@_positioned_pool.defjvp
+def _positioned_pool_jvp(layout, geom, mode, primals, tangents):
+    y, where = _positioned_pool(*primals, layout, geom, mode)
+    ty = _pool_jvp(layout, geom, mode, "doubling", primals, tangents)[1]
+    return (y, where), (ty, np.zeros(where.shape, jax.dtypes.float0))
 
 
 @_pool.defjvp
@@ -456,6 +484,10 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     if (kind == "separable" and not indices or kind == "chained") and one_map:
         pool = _pool.fun if jnp.issubdtype(acc.dtype, jnp.integer) else _pool
         return pool(acc, layout, geom, mode, scheme).astype(x.dtype), (None, "position")
+    if kind == "separable" and indices:
+        pool = _positioned_pool.fun if jnp.issubdtype(acc.dtype, jnp.integer) else _positioned_pool
+        y, where = pool(acc, layout, geom, mode)
+        return y.astype(x.dtype), (where, "position")
     if kind == "separable":
         # checkpoint: reverse mode keeps the input (as flax.linen's reduce_window does) and recomputes
         # the log2(k) selection masks, instead of keeping every mask.

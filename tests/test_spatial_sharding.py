@@ -387,14 +387,9 @@ def test_sharded_equals_unsharded(summary, name, sharding):
 
 
 # Known gaps (see the closing notes of issues 10 and 11): data-dependent gathers/scatters (unpool's
-# indices may name any shard; fractional regions are drawn from the key), and large windows with
-# indices, which take the separable passes carrying flat positions (plain JAX,
-# jaxpool.max._separable_extremum): XLA all-gathers the H pass's 28 padded rows, values and
-# positions (without indices the same pool is one custom-partitioned map: 9 permutes over H).
-# Strict: a fix makes these XPASS, which fails until the entry is removed.
-KNOWN_GATHERS = {(name, s) for name in ("max_unpool", "fractional_max_pool") for s in SHARDINGS if s != "C"} | {
-    ("max_pool 12x12/3 (blocked)", s) for s in ("H", "W", "HW")
-}
+# indices may name any shard; fractional regions are drawn from the key). Strict: a fix makes
+# these XPASS, which fails until the entry is removed.
+KNOWN_GATHERS = {(name, s) for name in ("max_unpool", "fractional_max_pool") for s in SHARDINGS if s != "C"}
 
 
 # More halo exchanges than flax's reduce_window: XLA's SPMD partitioner exchanges a halo for every
