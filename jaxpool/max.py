@@ -164,7 +164,7 @@ def _positions(layout: Layout, geom: WindowGeometry):
     return _taps.pad_input(_flat_positions(layout, geom), layout, geom, np.iinfo(np.int32).max)
 
 
-def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, positions: bool):
+def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, positions: bool | jax.Array):
     """Large windows, one axis at a time (:func:`jaxpool._sliding.along_axis`), differentiated by
     JAX itself (selects only: forward and reverse mode, no scatter). The combined blocks are
     disjoint and ordered, so PyTorch's rule is "the later block wins if strictly better or NaN" —
@@ -174,7 +174,8 @@ def _separable_extremum(x, layout: Layout, geom: WindowGeometry, mode: str, posi
     a flat int32 position per element rode through every level: its temporaries crossed glibc's
     32 MiB mmap ceiling (33.7 MiB, now 20.6), forward+backward of 9x9/1 pad 4 on (8, 32, 32, 64)
     24.7 -> 9.0 ms in one process (benchmarks/ab_commit.py). With ``positions`` each candidate
-    carries its flat input position instead (int32 max in the padding), for indices."""
+    carries its flat input position instead (int32 max in the padding), for indices: made here, or
+    given as an array shaped like ``x`` (a shard's block of the whole input's, :func:`_positioned_pool`)."""
     given, positions = (None, positions) if isinstance(positions, bool) else (positions, True)
     padded = not positions and geom.needs_mask()
 
@@ -242,8 +243,7 @@ def _pool(x, layout: Layout, geom: WindowGeometry, mode: str, scheme: str):
     values and gradients of the unsharded run, bit for bit. Reverse mode keeps the input (the pair's
     operand, as the checkpointed form did) and recomputes the selections from it. For schemes whose
     passes cannot each be partitioned (``"runs"``: the runs outnumber the input's rows) or that
-    keep no offsets (``"doubling"``); without indices only: theirs are flat positions of the whole
-    input."""
+    keep no offsets (``"doubling"``); with indices, :func:`_positioned_pool`."""
     local = functools.partial(_local_pool, mode=mode, scheme=scheme)
     return _halo.windowed(local, x, layout, geom, _fill_value(x.dtype, mode), exact_edges=True)
 
