@@ -265,22 +265,28 @@ def _positioned_pool(x, layout: Layout, geom: WindowGeometry, mode: str):
 
 @_positioned_pool.defjvp
 def _positioned_pool_jvp(layout, geom, mode, primals, tangents):
-    y, where = _positioned_pool(*primals, layout, geom, mode)
-    ty = _pool_jvp(layout, geom, mode, "doubling", primals, tangents)[1]
+    (x,), (tx,) = primals, tangents
+    y, where = _positioned_pool(x, layout, geom, mode)
+    ty = _selected_tangent(tx, x, layout, geom, mode, "doubling")
     return (y, where), (ty, np.zeros(where.shape, jax.dtypes.float0))
 
 
-@_pool.defjvp
-def _pool_jvp(layout, geom, mode, scheme, primals, tangents):
-    (x,), (tx,) = primals, tangents
+def _selected_tangent(tx, x, layout: Layout, geom: WindowGeometry, mode: str, scheme: str):
+    """:func:`_pool_tangent` and its exact transpose as a :func:`jaxpool._linear.linear` pair, each
+    exchanging halos of ``x`` with the tangent's or cotangent's: :func:`_pool`'s derivative."""
     tangent, fill = functools.partial(_pool_tangent, mode=mode, scheme=scheme), _fill_value(x.dtype, mode)
-    ty = _linear.linear(
+    return _linear.linear(
         lambda t, v: _halo.windowed(tangent, t, layout, geom, inputs=((v, fill),), exact_edges=True),
         lambda ct, v: _halo.spilled(_halo.transposed(tangent), ct, layout, geom, inputs=((v, fill),), exact=True),
         tx,
         x,
     )
-    return _pool(x, layout, geom, mode, scheme), ty
+
+
+@_pool.defjvp
+def _pool_jvp(layout, geom, mode, scheme, primals, tangents):
+    (x,), (tx,) = primals, tangents
+    return _pool(x, layout, geom, mode, scheme), _selected_tangent(tx, x, layout, geom, mode, scheme)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
@@ -491,7 +497,7 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     if kind == "separable":
         # checkpoint: reverse mode keeps the input (as flax.linen's reduce_window does) and recomputes
         # the log2(k) selection masks, instead of keeping every mask.
-        separable = functools.partial(_separable_extremum, layout=layout, geom=geom, mode=mode, positions=indices)
+        separable = functools.partial(_separable_extremum, layout=layout, geom=geom, mode=mode, positions=False)
         y, where = jax.checkpoint(separable)(acc)
         return y.astype(x.dtype), (where, "position")
     y, offset = _routed(acc, layout, geom, mode)
