@@ -5,12 +5,17 @@ any ``alpha >= 1`` here) through pooling regions whose placement is random per f
 each spatial axis the regions come from a boundary sequence; an N-d region is the Cartesian product
 of one interval per axis, so its maximum is folded axis by axis over gathered elements (innermost
 axis first, which keeps PyTorch's row-major first-maximum and last-NaN choices). The forward pass
-finds the winner's flat index; the output is a gather at that index, whose autodiff transpose is
-one scatter-add: the max-id gradient rule, also under ``jvp``, ``vmap`` and ``jit``.
+finds each maximum and its winner's flat index; the tangent is a gather at that index, whose
+transpose is one scatter-add: the max-id gradient rule, also under ``jvp``, ``vmap`` and ``jit``.
+Each region lies within static rows whatever the draw (:func:`_torch_reads`, :func:`_graham_reads`),
+so both run as maps of :mod:`jaxpool._ranges`: on a spatially sharded input each shard exchanges
+halos with its neighbours (bit for bit the unsharded values and gradients) instead of XLA gathering
+the input.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal, cast, overload
@@ -18,9 +23,8 @@ from typing import Literal, cast, overload
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from jaxpool import _taps
+from jaxpool import _linear, _ranges, _taps
 from jaxpool._fusion import materialize, results_once
 from jaxpool._geometry import check_bool, fractional_output_shape, fractional_rank, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
@@ -128,9 +132,10 @@ def _random_bounds(ranks, size: int, out: int):
 
 
 def _regions(x, window_shape, output_size, output_ratio, key, samples, random_regions, overlapping, deterministic, data_format):
-    """Resolves arguments to ``x, layout, [(starts, lengths, K) per spatial axis]``.
+    """Resolves arguments to ``x, layout, [(starts, lengths, K, reads) per spatial axis]``.
 
-    ``starts``/``lengths`` are int32 ``(*batch, C, out_j)``; ``K`` is the static maximum length.
+    ``starts``/``lengths`` are int32 ``(*batch, C, out_j)``; ``K`` is the static maximum length;
+    ``reads`` the static ``(first, end)`` rows each region may cover, whatever the draw.
     """
     for value, name in (
         (random_regions, "random_regions"),
@@ -154,7 +159,7 @@ def _regions(x, window_shape, output_size, output_ratio, key, samples, random_re
     for j, (size, out) in enumerate(zip(in_shape, out_shape)):
         if window is not None and u is not None:  # u is None only with random_regions, refused above with a window
             starts = _torch_starts(u[..., j], size, out, window[j])
-            regions.append((starts, jnp.full_like(starts, window[j]), window[j]))
+            regions.append((starts, jnp.full_like(starts, window[j]), window[j], _torch_reads(size, out, window[j])))
             continue
         if u is not None:
             bounds = _pseudo_random_bounds(u[..., j], size, out)
@@ -164,8 +169,37 @@ def _regions(x, window_shape, output_size, output_ratio, key, samples, random_re
         if overlapping:
             ends = jnp.minimum(ends + 1, size)
         longest = -(-size // out) + (1 if overlapping else 0)
-        regions.append((starts, ends - starts, min(longest, size)))
+        reads = _graham_reads(size, out, overlapping, random=u is None)
+        regions.append((starts, ends - starts, min(longest, size), reads))
     return x, layout, regions
+
+
+def _torch_reads(size: int, out: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows PyTorch's window ``i`` (:func:`_torch_starts`) may cover, whatever ``u``: its start
+    is ``floor(a) - floor(b)`` for floats ``a ~ (i + u) alpha`` and ``b ~ u alpha``, so
+    ``floor(a - b)`` or one more, and ``a - b`` is ``i alpha`` up to rounding (``floor(i alpha)``
+    one row either way at most); the last starts at ``in - k``."""
+    i = np.arange(out)
+    base = i * (size - k) // max(out - 1, 1)  # floor(i alpha), exactly
+    first = np.clip(base - 1, 0, size - k)
+    last = np.clip(base + 2, 0, size - k)
+    first[-1], last[-1] = size - k, size - k
+    return first, last + k
+
+
+def _graham_reads(size: int, out: int, overlapping: bool, random: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The rows Graham's region ``i`` ``[a_i, a_{i+1})`` (one more when ``overlapping``) may cover:
+    pseudo-random, ``a_i = ceil(x + y) - ceil(y)`` with ``x = i in / out``, ``y >= 0``, lies in
+    ``[floor(x), ceil(x)]``; random, ``a_i`` sums ``i`` increments of ``floor(alpha)`` or
+    ``ceil(alpha)`` and the other ``out - i`` make up the rest of ``in``."""
+    i = np.arange(out + 1)
+    if random:
+        short, long = size // out, -(-size // out)
+        low = np.maximum(i * short, size - (out - i) * long)
+        high = np.minimum(i * long, size - (out - i) * short)
+    else:
+        low, high = i * size // out, -(-(i * size) // out)
+    return low[:-1], np.minimum(high[1:] + (1 if overlapping else 0), size)
 
 
 def _along(a, layout: Layout, j: int):
@@ -178,26 +212,43 @@ def _along(a, layout: Layout, j: int):
     return a.reshape(shape)
 
 
-def _argmax_index(x, layout: Layout, regions) -> jax.Array:
-    """Flat int32 index (over the spatial volume) of each region's maximum: the first in row-major
-    order, or the last NaN — PyTorch's rule, kept by folding the innermost axis first."""
-    in_shape = layout.spatial_shape(x.shape)
-    # Computed once: fused into the gathers, the region arithmetic would be redone per gathered element.
-    packed = materialize(jnp.concatenate([a for starts, lengths, _ in regions for a in (starts, lengths)], axis=-1))
-    cuts = np.cumsum([0] + [a.shape[-1] for starts, lengths, _ in regions for a in (starts, lengths)])
+def _region_maxima(x, *bounds, layout: Layout, origins, in_shape: tuple[int, ...], longest: tuple[int, ...]):
+    """Each region's maximum and its flat int32 index over the whole spatial volume ``in_shape``:
+    the first in row-major order, or the last NaN — PyTorch's rule, kept by folding the innermost
+    axis first. ``bounds``: each axis's region starts and lengths, broadcastable to the output;
+    ``x``'s rows along axis ``j`` start at row ``origins[j]`` of the whole axis (a
+    :func:`jaxpool._ranges.mapped` map)."""
     index = None
     for j in reversed(range(layout.n_spatial)):
         axis, stride = layout.spatial_axes[j], math.prod(in_shape[j + 1 :])
-        starts, lengths = (packed[..., cuts[i] : cuts[i + 1]] for i in (2 * j, 2 * j + 1))
-        longest = regions[j][2]
+        starts, lengths = bounds[2 * j], bounds[2 * j + 1]
         candidates = []
-        for t in range(longest):
+        for t in range(longest[j]):
             # Past a region's end the last element repeats: neither a tie nor a NaN rematch moves the winner.
-            pos = _along(starts + jnp.minimum(t, lengths - 1), layout, j)
+            row = starts + jnp.minimum(t, lengths - 1)
+            pos = _local_rows(row, origins[j], x.shape[axis])
             carried = 0 if index is None else jnp.take_along_axis(index, pos, axis, mode=_IN_BOUNDS)
-            candidates.append((jnp.take_along_axis(x, pos, axis, mode=_IN_BOUNDS), None, pos * stride + carried))
+            candidates.append((jnp.take_along_axis(x, pos, axis, mode=_IN_BOUNDS), None, row * stride + carried))
         x, index = _taps.select_fold(candidates, "max", jnp.int32)
-    return cast(jax.Array, index)  # cast: n_spatial >= 1, so the loop set it
+    return x, cast(jax.Array, index)  # cast: n_spatial >= 1, so the loop set it
+
+
+def _local_rows(row, origin, rows: int):
+    """Rows of the whole axis as rows of a shard's block starting at ``origin`` (unsharded: 0),
+    clipped into it: outputs in XLA's padding of an uneven axis have any region."""
+    return row if isinstance(origin, int) and origin == 0 else jnp.clip(row - origin, 0, rows - 1)
+
+
+def _local_index(index, layout: Layout, origins, in_shape: tuple[int, ...], rows: tuple[int, ...]):
+    """A flat index over the whole spatial volume ``in_shape`` as one over a block of spatial shape
+    ``rows`` whose rows start at ``origins`` (unsharded: unchanged)."""
+    if all(isinstance(o, int) and o == 0 for o in origins) and tuple(rows) == tuple(in_shape):
+        return index
+    local = jnp.zeros((), jnp.int32)
+    for j, (n, origin, m) in enumerate(zip(in_shape, origins, rows)):
+        row = index // math.prod(in_shape[j + 1 :]) % n
+        local = local * m + _local_rows(row, origin, m)
+    return local
 
 
 def _gather_flat(x, index, layout: Layout):
@@ -207,6 +258,42 @@ def _gather_flat(x, index, layout: Layout):
     flat_x = x.reshape(x.shape[:first] + (math.prod(x.shape[first : first + n]),) + x.shape[first + n :])
     flat_index = index.reshape(index.shape[:first] + (math.prod(index.shape[first : first + n]),) + index.shape[first + n :])
     return jnp.take_along_axis(flat_x, flat_index, first, mode=_IN_BOUNDS).reshape(index.shape)
+
+
+def _gathered(x, index, layout: Layout, reads, in_shape: tuple[int, ...]):
+    """``x`` at each region's winner (flat ``index``), linear in ``x``, its transpose a scatter-add
+    of the cotangent there (JAX's transpose of the gather) — each one map of :mod:`jaxpool._ranges`,
+    so that a spatially sharded ``x`` exchanges halos instead of being gathered."""
+
+    def gather(v, i, layout, origins):
+        return _gather_flat(v, _local_index(i, layout, origins, in_shape, layout.spatial_shape(v.shape)), layout)
+
+    def scatter(c, i, layout, origins, rows):
+        shape = jax.ShapeDtypeStruct(layout.with_spatial(c.shape, rows), c.dtype)
+        return jax.linear_transpose(lambda v: gather(v, i, layout, origins), shape)(c)[0]
+
+    return _linear.linear(
+        lambda v, i: _ranges.mapped(gather, v, (i,), layout, reads),
+        lambda c, i: _ranges.spilled(scatter, c, (i,), layout, reads, in_shape),
+        x,
+        index,
+    )
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _pool(layout: Layout, reads, in_shape: tuple[int, ...], longest: tuple[int, ...], x, bounds):
+    """``(maxima, flat indices)`` of the regions given by ``bounds`` (:func:`_region_maxima`, one
+    map of :mod:`jaxpool._ranges` over the static ``reads``); the derivative is the max-id rule:
+    each output's tangent is its winner's (:func:`_gathered`), the indices' none."""
+    maxima = functools.partial(_region_maxima, in_shape=in_shape, longest=longest)
+    return _ranges.mapped(maxima, x, bounds, layout, reads, whole=len(bounds))
+
+
+@_pool.defjvp
+def _pool_jvp(layout: Layout, reads, in_shape, longest, primals, tangents):
+    x, bounds = primals
+    y, index = _pool(layout, reads, in_shape, longest, x, bounds)
+    return (y, index), (_gathered(tangents[0], index, layout, reads, in_shape), np.zeros(index.shape, jax.dtypes.float0))
 
 
 @overload
@@ -342,8 +429,15 @@ def fractional_max_pool(
     x, layout, regions = _regions(
         x, window_shape, output_size, output_ratio, key, samples, random_regions, overlapping, deterministic, data_format
     )
-    index = lax.stop_gradient(_argmax_index(lax.stop_gradient(x), layout, regions))
-    y = _gather_flat(x, index, layout)
+    in_shape = layout.spatial_shape(x.shape)
+    reads = tuple((tuple(first.tolist()), tuple(end.tolist())) for *_, (first, end) in regions)  # static, hashable
+    # Computed once: fused into the gathers, the region arithmetic would be redone per gathered element.
+    bounds = tuple(
+        materialize(_along(a, layout, j)) for j, (starts, lengths, *_) in enumerate(regions) for a in (starts, lengths)
+    )
+    longest = tuple(k for _, _, k, _ in regions)
+    pool = _pool.fun if jnp.issubdtype(x.dtype, jnp.integer) else _pool  # integers have no derivative
+    y, index = pool(layout, reads, in_shape, longest, x, bounds)
     return (y, index) if return_indices else y
 
 
@@ -368,4 +462,4 @@ def _fractional_regions(
     _, _, regions = _regions(
         x, window_shape, output_size, output_ratio, key, samples, random_regions, overlapping, deterministic, data_format
     )
-    return tuple((starts, starts + lengths) for starts, lengths, _ in regions)
+    return tuple((starts, starts + lengths) for starts, lengths, *_ in regions)

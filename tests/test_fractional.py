@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxpool
-from jaxpool.fractional import _fractional_regions, fractional_max_pool
+from jaxpool.fractional import _fractional_regions, _graham_reads, _torch_reads, fractional_max_pool
 from tests import reference_fractional as fref
 from tests.layouts import BATCH_SHAPES, FORMATS, from_layout, random_input, to_layout
 from tests.validation import bad_argument_test
@@ -345,6 +345,38 @@ def _axis(draw):
         draw(st.integers(1, size - out + 1)),
         draw(st.floats(0, 1, exclude_max=True, width=32, allow_subnormal=False)),
     )  # XLA:CPU flushes subnormals
+
+
+@given(axis=_axis())
+def test_regions_lie_within_the_rows_exchanged_for_them(axis):
+    """Under spatial sharding each shard receives, for its outputs, only the rows their regions can
+    cover whatever the draw (``_torch_reads``, ``_graham_reads``: jaxpool._ranges exchanges those);
+    the reference regions (tests/reference_fractional.py, PyTorch's float32 formula) must lie in
+    them, for every ``u`` and, for random increments, both extreme orders (long ones first or last;
+    every order's boundaries lie between theirs)."""
+    size, out, k, u = axis
+    first, end = _torch_reads(size, out, k)
+    starts = np.asarray(fref.torch_starts(u, size, out, k))
+    assert (first <= starts).all() and (starts + k <= end).all(), (first, starts, end)
+    bounds = np.asarray(fref.pseudo_random_bounds(u, size, out))  # a_0 .. a_out
+    short, long = size // out, -(-size // out)
+    extremes = [np.cumsum([0] + order) for order in ([long] * (size % out) + [short] * (out - size % out),)]
+    extremes.append(np.cumsum([0] + [short] * (out - size % out) + [long] * (size % out)))
+    for overlap in (0, 1):
+        for random, cases in ((False, [bounds]), (True, extremes)):
+            first, end = _graham_reads(size, out, bool(overlap), random)
+            for b in cases:
+                assert (first <= b[:-1]).all() and (np.minimum(b[1:] + overlap, size) <= end).all(), (random, b, first, end)
+
+
+@pytest.mark.parametrize("size, out, k", [(1000, 617, 2), (4099, 2100, 3), (30000, 20011, 2)])
+def test_torch_reads_hold_on_long_axes(size, out, k):
+    """Float32 rounding of ``(i + u) alpha`` grows with ``i``: on long axes too, PyTorch's windows
+    (its formula in float32, as its kernel computes it) stay within ``_torch_reads``."""
+    first, end = _torch_reads(size, out, k)
+    for u in np.float32([0.0, 1e-7, 0.25, 0.5, 0.999, 1 - 2**-24]):
+        starts = np.asarray(fref.torch_starts(u, size, out, k))
+        assert (first <= starts).all() and (starts + k <= end).all()
 
 
 @given(axis=_axis(), spatial=st.lists(st.integers(1, 12), min_size=1, max_size=3), data=st.data())
