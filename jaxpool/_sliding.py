@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxpool import _linear, _lowering, _symbolic, _taps
+from jaxpool._fusion import materialize
 from jaxpool._geometry import WindowGeometry
 from jaxpool._layout import Layout
 
@@ -257,6 +258,11 @@ def window_offsets(layout: Layout, geom: WindowGeometry, tiled_ndim: int, window
 # 64, 4) 1.25).
 FLOAT_SCORE_OUTPUTS = 32
 
+# extremum_and_winner computes the extremum of windows of at least this many elements once
+# (jaxpool._fusion.materialize) before the score reads it: else XLA:CPU fuses its broadcast into
+# the reduction, which then writes an input-sized array of the extremum for the score's loop to read.
+COMPUTED_EXTREMUM_TAPS = 100
+
 
 def extremum_and_winner(xt, axes: tuple[int, ...], offsets, k: int, mode: str, real=None):
     """Max/min over ``axes`` of ``xt`` (windows of ``k`` elements; ``offsets``: each element's
@@ -270,6 +276,8 @@ def extremum_and_winner(xt, axes: tuple[int, ...], offsets, k: int, mode: str, r
     tests/test_max.py::test_xla_cpu_row_reductions_drop_nan), so a NaN winner sets the result itself.
     """
     y = (jnp.max if mode == "max" else jnp.min)(xt, axis=axes, keepdims=True)
+    if k >= COMPUTED_EXTREMUM_TAPS and not _symbolic.is_symbolic(y.shape):
+        y = materialize(y)
     score = winner_score(xt, y, offsets, k, real)
     many = _symbolic.is_symbolic(y.shape) or y.size >= FLOAT_SCORE_OUTPUTS  # a symbolic batch: many
     if 2 * k < 2**24 and many:  # exact in float32

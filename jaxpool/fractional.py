@@ -293,7 +293,7 @@ def _pool(layout: Layout, reads, in_shape: tuple[int, ...], longest: tuple[int, 
 def _pool_jvp(layout: Layout, reads, in_shape, longest, primals, tangents):
     x, bounds = primals
     y, index = _pool(layout, reads, in_shape, longest, x, bounds)
-    return (y, index), (_gathered(tangents[0], index, layout, reads, in_shape), np.zeros(index.shape, jax.dtypes.float0))
+    return (y, index), (_gathered(tangents[0], index, layout, reads, in_shape), jnp.zeros(index.shape, jax.dtypes.float0))
 
 
 @overload

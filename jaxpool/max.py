@@ -268,7 +268,7 @@ def _positioned_pool_jvp(layout, geom, mode, primals, tangents):
     (x,), (tx,) = primals, tangents
     y, where = _positioned_pool(x, layout, geom, mode)
     ty = _selected_tangent(tx, x, layout, geom, mode, "doubling")
-    return (y, where), (ty, np.zeros(where.shape, jax.dtypes.float0))
+    return (y, where), (ty, jnp.zeros(where.shape, jax.dtypes.float0))
 
 
 def _selected_tangent(tx, x, layout: Layout, geom: WindowGeometry, mode: str, scheme: str):

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxpool
@@ -408,3 +408,27 @@ def test_long_cored_max_bins_match_reference(sizes, kind, seed):
     x = random_input(np.random.default_rng(seed), (2, 3) + spatial, kind)
     indices = jaxpool.adaptive_max_pool(jnp.asarray(x), out, return_indices=True, data_format="channels_first")[1]
     np.testing.assert_array_equal(indices, ref.adaptive_max_pool(x, out)[1])
+
+
+@st.composite
+def _rows_first_bins(draw):
+    """2-D or 3-D sizes whose first axis has long-cored uneven bins and whose other reduced axes are
+    uneven and uncovered too (jaxpool.adaptive._bins_rows_first: the first axis reduced first)."""
+    out = draw(st.integers(3, 4))
+    r = draw(st.integers(2, out - 1))
+    q = draw(st.integers(_lowering.CORE_TAPS + r, _lowering.CORE_TAPS + r + 6))
+    spatial, output = (out * q + r,), (out,)
+    for longest in (45, 36)[: draw(st.integers(1, 2))]:
+        size, o = draw(st.sampled_from([(n, o) for n, o in _UNCOVERED if n <= longest]))
+        spatial, output = spatial + (size,), output + (o,)
+    return spatial, output
+
+
+@settings(max_examples=8)
+@given(sizes=_rows_first_bins(), kind=st.sampled_from(["ties", "special"]), seed=st.integers(0, 2**16))
+def test_rows_first_max_bins_keep_pytorchs_row_major_winner(sizes, kind, seed):
+    """Several uneven axes, the first with long cores, reduced first axis first: values, the
+    gradient to PyTorch's row-major first maximum / last NaN, and forward mode, against the
+    reference (whose winner is found in row-major order)."""
+    assert adaptive._rows_first(sizes[0], sizes[1], list(range(len(sizes[0]))))
+    test_uncovered_uneven_max_bins_match_reference.hypothesis.inner_test(sizes, kind, seed)

@@ -55,6 +55,21 @@ def test_symbolic_batch_works_for_every_op_kind():
             np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+def test_symbolic_batch_exports_large_max_windows_with_indices_and_their_gradient():
+    """Large windows with ``return_indices`` (the doubling scheme carrying positions) and
+    adaptive max over long bins (the rows-first passes): the zero tangents of their integer
+    outputs were NumPy arrays of the batch's shape, which a symbolic size cannot make."""
+    spec = jax.ShapeDtypeStruct(export.symbolic_shape("b, 16, 16, 2"), jnp.float32)
+    for op in (
+        lambda x: jaxpool.max_pool(x, (12, 12), 3, 6, return_indices=True),
+        lambda x: jaxpool.adaptive_max_pool(jnp.tile(x, (1, 15, 15, 1)), (7, 7)),  # 240 -> 7: long bins
+    ):
+        loss = lambda v, op=op: sum(jnp.sum(a.astype(jnp.float32) ** 2) for a in jax.tree.leaves(op(v)))  # noqa: E731
+        exported = export.export(jax.jit(jax.grad(loss)))(spec)
+        x = _tie_free((2, 16, 16, 2))
+        np.testing.assert_allclose(exported.call(x), jax.grad(loss)(x), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(TRANSFORMED_OPS))
 def test_symbolic_batch_exports_every_op_and_its_gradient(name):
     """Every public op (tests/test_transformations.py's table), its value and gradient exported with

@@ -387,7 +387,7 @@ def _sharded_run(op, flax_op, grad, expected, xs) -> dict:
 
 @pytest.fixture(scope="module")
 def summary():
-    return four_device_summary(__file__, timeout=1200)
+    return four_device_summary(__file__, timeout=2400)  # ~15 min on a quiet 2-core box
 
 
 @pytest.mark.parametrize("name, sharding", CASES, ids=[f"{n}-{s}" for n, s in CASES])
