@@ -2,7 +2,8 @@
 
     python benchmarks/ab_commit.py [--rev HEAD] [--rounds 8] [--calls 5] OP SPEC [SPEC ...]
 
-OP is ``max``, ``avg`` (SPEC: ``"(shape, window, stride, padding)"``) or ``adaptive_max``,
+OP is ``max``, ``avg``, ``unpool`` (max_pool then max_unpool given the window, where the
+committed one takes it; SPEC: ``"(shape, window, stride, padding)"``) or ``adaptive_max``,
 ``adaptive_avg`` (SPEC: ``"(shape, output_size)"``); shapes are channels_last. Prints, per spec,
 forward+backward (given cotangent) medians of the committed and the working tree's jaxpool and
 PyTorch (when installed; 2 threads), and the ratios; ``--forward`` times inference alone.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import inspect
 import os
 import pathlib
 import re
@@ -55,6 +57,14 @@ def committed_package(rev: str) -> str:
 
 
 def pooling(module, op: str, spec: tuple):
+    if op == "unpool":  # max_pool with indices, then max_unpool given the window where it takes one
+        shape, window, stride, padding = spec
+        n = len(shape) - 2
+        win, strides = (window,) * n, (stride,) * n
+        given = dict(window_shape=win, strides=strides, padding=padding)
+        if "window_shape" not in inspect.signature(module.max_unpool).parameters:
+            given = {}
+        return lambda x: module.max_unpool(*module.max_pool(x, win, strides, padding, return_indices=True), shape[1:-1], **given)
     if op.startswith("adaptive"):
         shape, out = spec
         return lambda x: getattr(module, f"{op}_pool")(x, out)
@@ -74,7 +84,7 @@ def torch_step(op: str, spec: tuple, x, ct, forward: bool = False):
     fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim, torch.contiguous_format)
     xt = torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1).copy()).contiguous(memory_format=fmt).requires_grad_()
     ctt = torch.from_numpy(np.moveaxis(np.asarray(ct), -1, 1).copy()).contiguous(memory_format=fmt)
-    fn = getattr(F, f"{op}_pool{n}d")
+    fn = getattr(F, f"{op}_pool{n}d") if op != "unpool" else _torch_round_trip(n, x.shape[1:-1])
     args = (spec[1],) if op.startswith("adaptive") else spec[1:]
 
     def step():
@@ -88,6 +98,13 @@ def torch_step(op: str, spec: tuple, x, ct, forward: bool = False):
     return inference if forward else step
 
 
+def _torch_round_trip(n: int, size):
+    import torch.nn.functional as F
+
+    pool, unpool = getattr(F, f"max_pool{n}d"), getattr(F, f"max_unpool{n}d")
+    return lambda t, k, s, p: unpool(*pool(t, k, s, p, return_indices=True), k, s, p, output_size=size)
+
+
 def sample(step, calls: int) -> float:
     step()
     start = time.perf_counter()
@@ -98,7 +115,7 @@ def sample(step, calls: int) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("op", choices=["max", "avg", "adaptive_max", "adaptive_avg"])
+    ap.add_argument("op", choices=["max", "avg", "adaptive_max", "adaptive_avg", "unpool"])
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--rev", default="HEAD")
     ap.add_argument("--rounds", type=int, default=8)

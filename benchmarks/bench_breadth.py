@@ -2,7 +2,7 @@
 
 Cases span 1-D, 2-D and 3-D; tiling and overlapping windows from 2x2 to 31x31; global pooling on
 small and large maps and on 100k-long sequences; adaptive pooling with even and uneven bins; SPP;
-LP; stochastic; float32 and bfloat16. For each case: trace+compile time of the jitted forward+backward
+LP; stochastic; max unpooling; float32 and bfloat16. For each case: trace+compile time of the jitted forward+backward
 (jaxpool and flax, fresh caches), and forward+backward run time, interleaved in shuffled rounds and
 reported as medians of per-round ratios (robust on a shared, noisy machine). A second table shows
 compile time against window size.
@@ -107,6 +107,22 @@ def adaptive_case(kind, shape, out, label):
     return Case(name, shape, lambda x: jp(x, (out,) * n), None, lambda t: tf(t, out))
 
 
+def unpool_case(shape, k, s, p=0, window=True):
+    """max_pool with indices then max_unpool (PyTorch's takes the window; jaxpool's optionally)."""
+    n = len(shape) - 2
+    win, strides = (k,) * n, (s,) * n
+    given = dict(window_shape=win, strides=strides, padding=p) if window else {}
+    name = f"max_unpool round trip {'x'.join([str(k)] * n)}/{s}" + (f" p{p}" if p else "") + ("" if window else " no window")
+    tp, tu = getattr(F, f"max_pool{n}d"), getattr(F, f"max_unpool{n}d")
+    return Case(
+        f"{name} {shape}",
+        shape,
+        lambda x: jaxpool.max_unpool(*jaxpool.max_pool(x, win, strides, p, return_indices=True), x.shape[1:-1], **given),
+        None,
+        lambda t: tu(*tp(t, k, s, p, return_indices=True), k, s, p, output_size=t.shape[2:]),
+    )
+
+
 def _spatial(x):
     return tuple(range(1, x.ndim - 1))
 
@@ -206,6 +222,9 @@ CASES = [
         (32, 56, 56, 64),
         lambda x: jaxpool.stochastic_pool(jnp.abs(x), (3, 3), 2, 1, key=jax.random.key(0)),
     ),
+    unpool_case((8, 112, 112, 64), 2, 2),  # SegNet's encoder-decoder
+    unpool_case((8, 112, 112, 64), 2, 2, window=False),
+    unpool_case((32, 56, 56, 64), 3, 2, 1),
 ]
 
 WINDOW_SIZES = (2, 3, 5, 9, 15, 31, 63)

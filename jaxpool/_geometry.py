@@ -21,6 +21,7 @@ argument types and ranges themselves are checked by :mod:`jaxpool._validate`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -181,6 +182,21 @@ class WindowGeometry:
             return np.ones(pos.shape, bool)
         starts, ends = (np.asarray(v)[:, None] for v in bins)
         return (pos >= starts) & (pos < ends)
+
+    def spans(self, axis: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Per output along ``axis``, the input rows ``[first, end)`` its window reaches, clipped to
+        the input (static ranges, as :mod:`jaxpool._ranges` takes them)."""
+        starts = np.arange(self.out_shape[axis]) * self.strides[axis] - self.pad_lo[axis]
+        size = self.in_shape[axis]
+        first, end = np.clip(starts, 0, size), np.clip(starts + self.extent[axis], 0, size)
+        return tuple(int(v) for v in first), tuple(int(v) for v in end)
+
+    def later_overlaps(self) -> tuple[tuple[int, ...], ...]:
+        """Output shifts ``d``, later in row-major order, whose windows may share an input position
+        with window ``o``'s (``o + d``'s: ``|d[i]| * strides[i] < extent[i]`` on every axis)."""
+        reach = [min(-(-e // s) - 1, o - 1) for e, s, o in zip(self.extent, self.strides, self.out_shape)]
+        shifts = itertools.product(*(range(-r, r + 1) for r in reach))
+        return tuple(d for d in shifts if d > (0,) * self.ndim)
 
     def reflected_positions(self, axis: int) -> np.ndarray:
         """``tap_positions`` with the padding reflected into the input (edge not repeated, NumPy's

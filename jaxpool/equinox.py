@@ -908,10 +908,15 @@ class MaxUnpool(PoolModule):
     """Max unpooling (Zeiler & Fergus 2014): ``y`` written back where ``MaxPool(return_indices=True)``'s ``indices`` point.
 
     Module form of :func:`jaxpool.max_unpool`: the attributes are its keywords, same names and defaults except data_format
-    (output_size=None, data_format='channels_first'); called as ``module(y, indices, output_size=None, *, key=None)``.
+    (output_size=None, window_shape=None, strides=None, padding='VALID', dilation=None, data_format='channels_first'); called as
+    ``module(y, indices, output_size=None, *, key=None)``.
     """
 
     output_size: Sequence[int] | None = eqx.field(static=True)
+    window_shape: Sequence[int] | None = eqx.field(static=True)
+    strides: int | Sequence[int] | None = eqx.field(static=True)
+    padding: PaddingLike = eqx.field(static=True)
+    dilation: int | Sequence[int] | None = eqx.field(static=True)
     data_format: str = eqx.field(static=True)
 
     op = OPS_BY_NAME["MaxUnpool"]
@@ -920,10 +925,24 @@ class MaxUnpool(PoolModule):
         self,
         output_size: Sequence[int] | None = None,
         *,
+        window_shape: Sequence[int] | None = None,
+        strides: int | Sequence[int] | None = None,
+        padding: PaddingLike = "VALID",
+        dilation: int | Sequence[int] | None = None,
         data_format: str = "channels_first",
         key: jax.Array | None = None,
     ):
-        self._setup(dict(output_size=output_size, data_format=data_format), key)
+        self._setup(
+            dict(
+                output_size=output_size,
+                window_shape=window_shape,
+                strides=strides,
+                padding=padding,
+                dilation=dilation,
+                data_format=data_format,
+            ),
+            key,
+        )
 
     def __call__(
         self,

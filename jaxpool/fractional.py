@@ -24,14 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool import _linear, _ranges, _taps
+from jaxpool import _flat_index, _ranges, _taps
 from jaxpool._fusion import materialize, results_once
 from jaxpool._geometry import check_bool, fractional_output_shape, fractional_rank, window_tuple
 from jaxpool._layout import Layout, as_pool_input, layout_of
 from jaxpool._validate import check_unit_samples
-
-# Every gather position is clamped into the input, so the gathers need no bounds handling.
-_IN_BOUNDS = "promise_in_bounds"
 
 
 def _resolve(x, window_shape, output_size, output_ratio, data_format):
@@ -226,65 +223,18 @@ def _region_maxima(x, *bounds, layout: Layout, origins, in_shape: tuple[int, ...
         for t in range(longest[j]):
             # Past a region's end the last element repeats: neither a tie nor a NaN rematch moves the winner.
             row = starts + jnp.minimum(t, lengths - 1)
-            pos = _local_rows(row, origins[j], x.shape[axis])
-            carried = 0 if index is None else jnp.take_along_axis(index, pos, axis, mode=_IN_BOUNDS)
-            candidates.append((jnp.take_along_axis(x, pos, axis, mode=_IN_BOUNDS), None, row * stride + carried))
+            pos = _flat_index.local_rows(row, origins[j], x.shape[axis])
+            carried = 0 if index is None else jnp.take_along_axis(index, pos, axis, mode=_flat_index.IN_BOUNDS)
+            candidates.append((jnp.take_along_axis(x, pos, axis, mode=_flat_index.IN_BOUNDS), None, row * stride + carried))
         x, index = _taps.select_fold(candidates, "max", jnp.int32)
     return x, cast(jax.Array, index)  # cast: n_spatial >= 1, so the loop set it
-
-
-def _local_rows(row, origin, rows: int):
-    """Rows of the whole axis as rows of a shard's block starting at ``origin`` (unsharded: 0),
-    clipped into it: outputs in XLA's padding of an uneven axis have any region."""
-    return row if isinstance(origin, int) and origin == 0 else jnp.clip(row - origin, 0, rows - 1)
-
-
-def _local_index(index, layout: Layout, origins, in_shape: tuple[int, ...], rows: tuple[int, ...]):
-    """A flat index over the whole spatial volume ``in_shape`` as one over a block of spatial shape
-    ``rows`` whose rows start at ``origins`` (unsharded: unchanged)."""
-    if all(isinstance(o, int) and o == 0 for o in origins) and tuple(rows) == tuple(in_shape):
-        return index
-    local = jnp.zeros((), jnp.int32)
-    for j, (n, origin, m) in enumerate(zip(in_shape, origins, rows)):
-        row = index // math.prod(in_shape[j + 1 :]) % n
-        local = local * m + _local_rows(row, origin, m)
-    return local
-
-
-def _gather_flat(x, index, layout: Layout):
-    """``x`` at flat spatial ``index`` per plane; its transpose is a scatter-add (the max-id gradient)."""
-    first, n = layout.spatial_axes[0], layout.n_spatial
-    # Explicit volumes, not -1: a plane count of 0 (empty batch or channels) leaves -1 undetermined.
-    flat_x = x.reshape(x.shape[:first] + (math.prod(x.shape[first : first + n]),) + x.shape[first + n :])
-    flat_index = index.reshape(index.shape[:first] + (math.prod(index.shape[first : first + n]),) + index.shape[first + n :])
-    return jnp.take_along_axis(flat_x, flat_index, first, mode=_IN_BOUNDS).reshape(index.shape)
-
-
-def _gathered(x, index, layout: Layout, reads, in_shape: tuple[int, ...]):
-    """``x`` at each region's winner (flat ``index``), linear in ``x``, its transpose a scatter-add
-    of the cotangent there (JAX's transpose of the gather) — each one map of :mod:`jaxpool._ranges`,
-    so that a spatially sharded ``x`` exchanges halos instead of being gathered."""
-
-    def gather(v, i, layout, origins):
-        return _gather_flat(v, _local_index(i, layout, origins, in_shape, layout.spatial_shape(v.shape)), layout)
-
-    def scatter(c, i, layout, origins, rows):
-        shape = jax.ShapeDtypeStruct(layout.with_spatial(c.shape, rows), c.dtype)
-        return jax.linear_transpose(lambda v: gather(v, i, layout, origins), shape)(c)[0]
-
-    return _linear.linear(
-        lambda v, i: _ranges.mapped(gather, v, (i,), layout, reads),
-        lambda c, i: _ranges.spilled(scatter, c, (i,), layout, reads, in_shape),
-        x,
-        index,
-    )
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
 def _pool(layout: Layout, reads, in_shape: tuple[int, ...], longest: tuple[int, ...], x, bounds):
     """``(maxima, flat indices)`` of the regions given by ``bounds`` (:func:`_region_maxima`, one
     map of :mod:`jaxpool._ranges` over the static ``reads``); the derivative is the max-id rule:
-    each output's tangent is its winner's (:func:`_gathered`), the indices' none."""
+    each output's tangent is its winner's (:func:`jaxpool._flat_index.gathered`), the indices' none."""
     maxima = functools.partial(_region_maxima, in_shape=in_shape, longest=longest)
     return _ranges.mapped(maxima, x, bounds, layout, reads, whole=len(bounds))
 
@@ -293,7 +243,8 @@ def _pool(layout: Layout, reads, in_shape: tuple[int, ...], longest: tuple[int, 
 def _pool_jvp(layout: Layout, reads, in_shape, longest, primals, tangents):
     x, bounds = primals
     y, index = _pool(layout, reads, in_shape, longest, x, bounds)
-    return (y, index), (_gathered(tangents[0], index, layout, reads, in_shape), jnp.zeros(index.shape, jax.dtypes.float0))
+    tangent = _flat_index.gathered(tangents[0], index, layout, reads, in_shape)
+    return (y, index), (tangent, jnp.zeros(index.shape, jax.dtypes.float0))
 
 
 @overload

@@ -532,10 +532,15 @@ class MaxUnpool(PoolModule):
     """Max unpooling (Zeiler & Fergus 2014): ``y`` written back where ``MaxPool(return_indices=True)``'s ``indices`` point.
 
     Module form of :func:`jaxpool.max_unpool`: the attributes are its keywords, same names and defaults
-    (output_size=None, data_format='channels_last'); called as ``module(y, indices, output_size=None)``.
+    (output_size=None, window_shape=None, strides=None, padding='VALID', dilation=None, data_format='channels_last'); called as
+    ``module(y, indices, output_size=None)``.
     """
 
     output_size: Sequence[int] | None = None
+    window_shape: Sequence[int] | None = None
+    strides: int | Sequence[int] | None = None
+    padding: PaddingLike = "VALID"
+    dilation: int | Sequence[int] | None = None
     data_format: str = "channels_last"
 
     op = OPS_BY_NAME["MaxUnpool"]

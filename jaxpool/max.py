@@ -538,6 +538,22 @@ def flat_indices(winner, layout: Layout, geom: WindowGeometry):
     return jnp.where(empty, -1, flat) if empty.any() else flat
 
 
+def tap_offsets(flat, layout: Layout, geom: WindowGeometry):
+    """The inverse of :func:`flat_indices`: each output's flat index as its in-window offset
+    (:func:`route_offsets`' form) and whether it names a tap of that output's window. NumPy in,
+    NumPy out (a concrete check); otherwise int32 JAX arrays."""
+    xp = np if isinstance(flat, np.ndarray) else jnp
+    flat = flat.astype(np.int64 if xp is np else jnp.int32)
+    offset, inside = xp.zeros((), flat.dtype), (flat >= 0) & (flat < math.prod(geom.in_shape))
+    for i in range(geom.ndim):
+        row = flat // math.prod(geom.in_shape[i + 1 :]) % geom.in_shape[i]
+        start = layout.along(np.arange(geom.out_shape[i]) * geom.strides[i] - geom.pad_lo[i], i)
+        t, between = xp.divmod(row - start, geom.dilation[i])
+        inside = inside & (t >= 0) & (t < geom.window[i]) & (between == 0)
+        offset = offset * geom.window[i] + t
+    return offset, inside
+
+
 def _extremum_pool(x, window_shape, strides, padding, dilation, ceil_mode, data_format, backward, mode, indices=False) -> Any:
     x = as_pool_input(x)
     window = window_tuple(window_shape)

@@ -974,10 +974,15 @@ class MaxUnpool(PoolModule):
     """Max unpooling (Zeiler & Fergus 2014): ``y`` written back where ``MaxPool(return_indices=True)``'s ``indices`` point.
 
     Module form of :func:`jaxpool.max_unpool`: the attributes are its keywords, same names and defaults
-    (output_size=None, data_format='channels_last'); called as ``module(y, indices, output_size=None)``.
+    (output_size=None, window_shape=None, strides=None, padding='VALID', dilation=None, data_format='channels_last'); called as
+    ``module(y, indices, output_size=None)``.
     """
 
     output_size: Sequence[int] | None
+    window_shape: Sequence[int] | None
+    strides: int | Sequence[int] | None
+    padding: PaddingLike
+    dilation: int | Sequence[int] | None
     data_format: str
 
     op = OPS_BY_NAME["MaxUnpool"]
@@ -986,10 +991,24 @@ class MaxUnpool(PoolModule):
         self,
         output_size: Sequence[int] | None = None,
         *,
+        window_shape: Sequence[int] | None = None,
+        strides: int | Sequence[int] | None = None,
+        padding: PaddingLike = "VALID",
+        dilation: int | Sequence[int] | None = None,
         data_format: str = "channels_last",
         rngs: nnx.Rngs | None = None,
     ):
-        self._setup(dict(output_size=output_size, data_format=data_format), rngs)
+        self._setup(
+            dict(
+                output_size=output_size,
+                window_shape=window_shape,
+                strides=strides,
+                padding=padding,
+                dilation=dilation,
+                data_format=data_format,
+            ),
+            rngs,
+        )
 
     def __call__(self, y: jax.Array, indices: jax.Array, output_size: Sequence[int] | None = None) -> jax.Array:
         return self._pool((y, indices), output_size=output_size)

@@ -163,6 +163,31 @@ def max_unpool(y, indices, output_size):
     return out.reshape((b, c, *output_size))
 
 
+def max_unpool_in_windows(y, indices, output_size, window, strides, padding, dilation, ceil_mode):
+    """Max unpooling given the pooling window -> ``(out, kept)``: an index that names no tap of its
+    own output's window is dropped; where several name one position, the last output in row-major
+    order writes it. ``kept``: whether each output's value was written (its gradient's support)."""
+    taps = _sliding_taps(output_size, window, strides, padding, dilation, ceil_mode)
+    b, c = y.shape[:2]
+    pooled = y.shape[2:]
+    writer = -np.ones((b, c, math.prod(output_size)), np.int64)
+    for bi, ci in itertools.product(range(b), range(c)):
+        for flat, o in enumerate(itertools.product(*(range(m) for m in pooled))):
+            idx = int(indices[(bi, ci, *o)])
+            if not 0 <= idx < math.prod(output_size):
+                continue
+            pos = np.unravel_index(idx, output_size)
+            if all(p in t[oi] for p, t, oi in zip(pos, taps, o)):
+                writer[bi, ci, idx] = flat
+    out = np.zeros(writer.shape, y.dtype)
+    kept = np.zeros((b, c, math.prod(pooled)), bool)
+    for bi, ci in itertools.product(range(b), range(c)):
+        for p in np.flatnonzero(writer[bi, ci] >= 0):
+            out[bi, ci, p] = y[bi, ci].reshape(-1)[writer[bi, ci, p]]
+            kept[bi, ci, writer[bi, ci, p]] = True
+    return out.reshape((b, c, *output_size)), kept.reshape(y.shape)
+
+
 # ----------------------------------------------------------------------- avg
 
 

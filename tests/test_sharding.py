@@ -24,6 +24,11 @@ def _unpool_round_trip(x, fmt):
     return jaxpool.max_unpool(y, idx, (12, 12), data_format=fmt)
 
 
+def _unpool_in_windows(x, fmt):
+    y, idx = jaxpool.max_pool(x, (3, 3), 2, 1, return_indices=True, data_format=fmt)
+    return jaxpool.max_unpool(y, idx, (12, 12), window_shape=(3, 3), strides=2, padding=1, data_format=fmt)
+
+
 _MASK = np.arange(8 * 12 * 12).reshape(8, 12, 12) % 5 > 0  # (batch, *spatial)
 
 OPS = {  # name -> f(x, data_format); 12 -> 5 adaptive bins are uneven, 12 -> 4 tile
@@ -38,6 +43,7 @@ OPS = {  # name -> f(x, data_format); 12 -> 5 adaptive bins are uneven, 12 -> 4 
     "global_max_pool": lambda x, fmt: jaxpool.global_max_pool(x, data_format=fmt),
     "spatial_pyramid_pool": lambda x, fmt: jaxpool.spatial_pyramid_pool(x, (1, 2, 5), data_format=fmt),
     "max_unpool": _unpool_round_trip,
+    "max_unpool in windows": _unpool_in_windows,
     "global_avg_pool[mask]": lambda x, fmt: jaxpool.global_avg_pool(x, data_format=fmt, mask=_MASK),
     "global_max_pool[mask]": lambda x, fmt: jaxpool.global_max_pool(x, data_format=fmt, mask=_MASK),
     "stochastic_pool": lambda x, fmt: jaxpool.stochastic_pool(abs(x), (3, 3), 2, 1, key=jax.random.key(0), data_format=fmt),

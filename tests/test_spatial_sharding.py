@@ -39,6 +39,11 @@ def _unpool(x):
     return jaxpool.max_unpool(y, idx, (16, 16))
 
 
+def _unpool_in_windows(x):  # overlapping windows: repeated indices
+    y, idx = jaxpool.max_pool(x, (3, 3), 2, 1, return_indices=True)
+    return jaxpool.max_unpool(y, idx, (16, 16), window_shape=(3, 3), strides=2, padding=1)
+
+
 OPS = {  # name -> (jaxpool op, flax.linen equivalent or None)
     "max_pool 3x3/2 p1": (lambda x: jaxpool.max_pool(x, (3, 3), 2, 1), _fl("max_pool", (3, 3), (2, 2), 1)),
     "max_pool 5x5/1 p2": (lambda x: jaxpool.max_pool(x, (5, 5), 1, 2), _fl("max_pool", (5, 5), (1, 1), 2)),
@@ -70,6 +75,7 @@ OPS = {  # name -> (jaxpool op, flax.linen equivalent or None)
     "global_max_pool mask": (lambda x: jaxpool.global_max_pool(x, mask=np.arange(256).reshape(16, 16) % 3 > 0), None),
     "spatial_pyramid_pool": (lambda x: jaxpool.spatial_pyramid_pool(x, (1, 2, 5)), None),
     "max_unpool": (_unpool, None),
+    "max_unpool in windows": (_unpool_in_windows, None),
     "stochastic_pool": (lambda x: jaxpool.stochastic_pool(jnp.abs(x), (3, 3), 2, 1, key=KEY), None),
     "stochastic_pool deterministic": (lambda x: jaxpool.stochastic_pool(jnp.abs(x), (2, 2), deterministic=True), None),
     "mixed_pool": (lambda x: jaxpool.mixed_pool(x, (2, 2), key=KEY), None),
@@ -398,9 +404,9 @@ def test_sharded_equals_unsharded(summary, name, sharding):
     assert result["grad"] <= (0.0 if name in EXACT else 1e-5), result
 
 
-# Known gap (see the closing notes of issue 11): max_unpool's scatter, whose indices may name any
-# shard (it takes no window to bound them). Strict: a fix makes these XPASS, which fails until the
-# entry is removed. (fractional_max_pool's gathers read within static ranges: jaxpool._ranges.)
+# max_unpool without its window: indices may name any position, so XLA gathers a spatially
+# sharded input for the scatter (given window_shape, "max_unpool in windows" exchanges halos:
+# jaxpool._flat_index). Strict: a fix makes these XPASS, which fails until the entry is removed.
 KNOWN_GATHERS = {("max_unpool", s) for s in SHARDINGS if s != "C"}
 
 

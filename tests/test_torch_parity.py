@@ -347,10 +347,14 @@ def test_max_unpool(seed):
     @jax.jit
     def round_trip(v):
         y, idx = jaxpool.max_pool(v, w.k, w.s, w.p, return_indices=True, data_format=lay.fmt)
-        return jaxpool.max_unpool(y, idx, spatial, data_format=lay.fmt)
+        window = dict(window_shape=w.k, strides=w.s, padding=w.p)  # PyTorch's MaxUnpool arguments
+        return jaxpool.max_unpool(y, idx, spatial, data_format=lay.fmt), jaxpool.max_unpool(
+            y, idx, spatial, **window, data_format=lay.fmt
+        )
 
-    u = round_trip(lay.put(x))
-    np.testing.assert_array_equal(lay.take(u), unpool(ty, tidx, w.k, w.s, w.p, output_size=spatial))
+    want = unpool(ty, tidx, w.k, w.s, w.p, output_size=spatial)
+    for u in round_trip(lay.put(x)):
+        np.testing.assert_array_equal(lay.take(u), want)
 
     size = tuple(o + int(rng.integers(0, 4)) for o in ty.shape[2:])
     rows = [rng.permutation(math.prod(size))[: math.prod(ty.shape[2:])] for _ in range(math.prod(ty.shape[:2]))]

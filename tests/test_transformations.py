@@ -22,6 +22,11 @@ def _unpool(x):
     return jaxpool.max_unpool(y, idx, x.shape[-3:-1])
 
 
+def _unpool_in_windows(x):
+    y, idx = jaxpool.max_pool(x, (3, 3), 2, 1, return_indices=True)
+    return jaxpool.max_unpool(y, idx, x.shape[-3:-1], window_shape=(3, 3), strides=2, padding=1)
+
+
 def _gated(x):
     w = jnp.linspace(-0.5, 0.5, 4, dtype=x.dtype).reshape(2, 2)
     return jaxpool.gated_pool(x, w, (2, 2), 1)
@@ -68,6 +73,7 @@ OPS = {
     "spatial_pyramid_pool max": lambda x: jaxpool.spatial_pyramid_pool(x, (1, 2, 3)),
     "spatial_pyramid_pool avg": lambda x: jaxpool.spatial_pyramid_pool(x, (1, 3), method="avg"),
     "max_unpool": _unpool,
+    "max_unpool in windows": _unpool_in_windows,
     "stochastic_pool": lambda x: jaxpool.stochastic_pool(jnp.abs(x), (2, 2), key=KEY),
     "stochastic_pool deterministic": lambda x: jaxpool.stochastic_pool(jnp.abs(x) + 0.1, (3, 3), 2, 1, deterministic=True),
     "mixed_pool": lambda x: jaxpool.mixed_pool(x, (2, 2), key=KEY),
@@ -147,7 +153,16 @@ SECOND_ORDER = [
 ]
 
 
-HESSIAN_ALSO = ["mixed_pool", "fractional_max_pool", "median_pool", "max_blur_pool", "max_unpool", "tree_pool", "global_max_pool"]
+HESSIAN_ALSO = [
+    "mixed_pool",
+    "fractional_max_pool",
+    "median_pool",
+    "max_blur_pool",
+    "max_unpool",
+    "max_unpool in windows",
+    "tree_pool",
+    "global_max_pool",
+]
 
 
 @pytest.mark.parametrize("name", SECOND_ORDER + HESSIAN_ALSO)

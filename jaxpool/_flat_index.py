@@ -1,0 +1,137 @@
+"""Gathers and scatters at flat spatial indices whose rows lie within static ranges.
+
+A max pool's winner is a flat index over the spatial volume of its (batch, channel) plane
+(PyTorch's ``return_indices``). Fractional max pooling gathers its tangent at its winners; max
+unpooling writes pooled values to them. Each output's index names a row, along each spatial axis,
+within a static range (its region's or its window's reach: ``reads``, as :mod:`jaxpool._ranges`
+takes them), so both run as maps of :mod:`jaxpool._ranges`: a spatially sharded array exchanges
+halos instead of being gathered whole. Each map addresses a shard's block of rows through
+:func:`local_index`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxpool import _linear, _ranges
+from jaxpool._layout import Layout
+
+# Every position is clipped into the array (local_rows) or valid by construction: no bounds handling.
+IN_BOUNDS = "promise_in_bounds"
+
+
+def local_rows(row, origin, rows: int):
+    """Rows of the whole axis as rows of a shard's block starting at ``origin`` (unsharded: 0),
+    clipped into it: outputs in XLA's padding of an uneven axis have any index."""
+    return row if isinstance(origin, int) and origin == 0 else jnp.clip(row - origin, 0, rows - 1)
+
+
+def local_index(index, layout: Layout, origins, in_shape: tuple[int, ...], rows: tuple[int, ...]):
+    """A flat index over the whole spatial volume ``in_shape`` as one over a block of spatial shape
+    ``rows`` whose rows start at ``origins`` (unsharded: unchanged)."""
+    if all(isinstance(o, int) and o == 0 for o in origins) and tuple(rows) == tuple(in_shape):
+        return index
+    local = jnp.zeros((), jnp.int32)
+    for j, (n, origin, m) in enumerate(zip(in_shape, origins, rows)):
+        row = index // math.prod(in_shape[j + 1 :]) % n
+        local = local * m + local_rows(row, origin, m)
+    return local
+
+
+def _flat(a, layout: Layout):
+    """``a`` with its spatial axes as one (explicit volumes, not -1: an empty batch or channel axis
+    leaves -1 undetermined)."""
+    first, n = layout.spatial_axes[0], layout.n_spatial
+    return a.reshape(a.shape[:first] + (math.prod(a.shape[first : first + n]),) + a.shape[first + n :])
+
+
+def gather_flat(x, index, layout: Layout):
+    """``x`` at flat spatial ``index`` per plane; its transpose is a scatter-add."""
+    picked = jnp.take_along_axis(_flat(x, layout), _flat(index, layout), layout.spatial_axes[0], mode=IN_BOUNDS)
+    return picked.reshape(index.shape)
+
+
+def _gather_map(in_shape: tuple[int, ...]):
+    """:func:`gather_flat` as a :func:`jaxpool._ranges.mapped` map, and its transpose."""
+
+    def gather(v, i, layout, origins):
+        return gather_flat(v, local_index(i, layout, origins, in_shape, layout.spatial_shape(v.shape)), layout)
+
+    def scatter(c, i, layout, origins, rows):
+        shape = jax.ShapeDtypeStruct(layout.with_spatial(c.shape, rows), c.dtype)
+        return jax.linear_transpose(lambda v: gather(v, i, layout, origins), shape)(c)[0]
+
+    return gather, scatter
+
+
+def gathered(x, index, layout: Layout, reads, in_shape: tuple[int, ...]):
+    """``x`` at each output's flat ``index``, linear in ``x``; its transpose scatter-adds the
+    cotangent there (JAX's transpose of the gather)."""
+    gather, scatter = _gather_map(in_shape)
+    return _linear.linear(
+        lambda v, i: _ranges.mapped(gather, v, (i,), layout, reads),
+        lambda c, i: _ranges.spilled(scatter, c, (i,), layout, reads, in_shape),
+        x,
+        index,
+    )
+
+
+def gathered_values(x, index, layout: Layout, reads, in_shape: tuple[int, ...]):
+    """``x`` at each output's flat ``index`` (not differentiated: integer ``x``)."""
+    return _ranges.mapped(_gather_map(in_shape)[0], x, (index,), layout, reads)
+
+
+def _latest(order, index, layout: Layout, rows: tuple[int, ...]):
+    """Per position of a block of spatial shape ``rows``: the largest ``order`` among the outputs
+    whose (block-local, flat) ``index`` names it; 0 where none does."""
+    flat_order, flat_index = _flat(order, layout), _flat(index, layout)
+    axis, volume = layout.spatial_axes[0], math.prod(rows)
+    planes = jnp.moveaxis(flat_order, axis, -1), jnp.moveaxis(flat_index, axis, -1)
+    lead = planes[0].shape[:-1]
+    plane = lambda o, i: jnp.zeros((volume,), o.dtype).at[i].max(o, mode=IN_BOUNDS)  # noqa: E731
+    out = jax.vmap(plane)(*(p.reshape((math.prod(lead), p.shape[-1])) for p in planes))
+    out = jnp.moveaxis(out.reshape(lead + (volume,)), -1, axis)
+    return out.reshape(layout.with_spatial(order.shape, rows))
+
+
+def latest_writers(order, index, layout: Layout, reads, in_shape: tuple[int, ...]):
+    """Per input position, the largest positive ``order`` (int32, shaped like the outputs) among
+    the outputs whose flat ``index`` names it; 0 where none does."""
+
+    def latest(o, i, layout, origins, rows):
+        return _latest(o, local_index(i, layout, origins, in_shape, rows), layout, rows)
+
+    return _ranges.spilled(latest, order, (index,), layout, reads, in_shape)
+
+
+def written(values, order, index, layout: Layout, reads, in_shape: tuple[int, ...]):
+    """Each input position holds the value of the output with the largest positive ``order`` among
+    those whose flat ``index`` names it, 0 where none does: a scatter whose repeated indices keep
+    the latest in ``order``, written as the gather of each position's latest writer (values keep
+    their sign bits; no float is added). Not differentiated here."""
+
+    def write(o, i, v, layout, origins, rows):
+        # Block-local ordinals: an output's rank in the received (row-major) block, as its order's
+        # rank among them, since the received outputs are a box of the output grid.
+        ordinal = ordinals(o, layout)
+        latest = _latest(jnp.where(o > 0, ordinal, 0), local_index(i, layout, origins, in_shape, rows), layout, rows)
+        picked = gather_flat(v, jnp.maximum(latest - 1, 0), layout)
+        return jnp.where(latest > 0, picked, jnp.zeros((), v.dtype))
+
+    # ``order`` goes first: the cotangent slot, masked to 0 (no writer) in XLA's padding of an
+    # uneven axis, whose outputs hold anything.
+    return _ranges.spilled(write, order, (index, values), layout, reads, in_shape)
+
+
+def ordinals(order, layout: Layout):
+    """1, 2, ... over each plane's outputs in row-major order, shaped like ``order``."""
+    spatial = layout.spatial_shape(order.shape)
+    ranks = jnp.arange(1, math.prod(spatial) + 1, dtype=jnp.int32).reshape(spatial)
+    return jnp.broadcast_to(jnp.expand_dims(ranks, _outside(layout)), order.shape)
+
+
+def _outside(layout: Layout) -> tuple[int, ...]:
+    return tuple(a for a in range(layout.ndim) if a not in layout.spatial_axes)
