@@ -327,6 +327,19 @@ _halo_p = jax.extend.core.Primitive("jaxpool_halo")
 _halo_p.multiple_results = True
 
 
+def call(fn, shapes, *args):
+    """``fn(*args)`` lowered knowing the devices: ``fn`` may ask :func:`plain_lowering` whether the
+    program runs on one device (or is exported) and take a form that would communicate on several
+    (e.g. a branch on a global predicate). Not differentiable: its arguments carry no tangent
+    (integers, or ``lax.stop_gradient``)."""
+    return _call(fn, shapes, *args)
+
+
+def plain_lowering() -> bool:
+    """Whether the map being lowered runs on one device or is exported (see :func:`call`)."""
+    return _PLAIN.get()
+
+
 def _call(fn, shapes, *args):
     """``fn(*args)``, of output ``shapes``, as a primitive whose lowering takes the plain maps when
     lowered for ``jax.export`` or for one device (:func:`plain`: the one-device program is the

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.core import Tracer
 
 from jaxpool import _flat_index, _halo, _linear, _lowering, _taps
@@ -198,19 +199,39 @@ def _routed(y, offset, kept, layout: Layout, geom: WindowGeometry):
     derivative; scatter-free, and on a spatially sharded ``y`` one halo exchange per direction,
     bit for bit (:mod:`jaxpool._halo`). The route's transpose adds zeros where a fold of taps meets
     (every tap but one adds ``+0.0``), which would turn a kept ``-0.0`` into ``+0.0``: those
-    positions are written through the route of a sign mask (disjoint windows need none). It costs
-    a second route and an input-sized select (30.7 against 23.5 ms forward+backward of max_pool
-    and max_unpool 3x3/2 pad 1 on (32, 56, 56, 64)); a branch on whether any kept value is -0.0
-    measured 19.9 ms but made a batch-sharded program all-reduce its predicate."""
+    positions are written through the route of a sign mask (:func:`_negative_zeros`; disjoint
+    windows need none)."""
     offset = materialize(jnp.where(kept, offset, geom.window_size).astype(_taps.offset_dtype(geom.window_size)))
-    shape = jax.ShapeDtypeStruct(layout.with_spatial(y.shape, geom.in_shape), y.dtype)
-    place = jax.linear_transpose(lambda t: route_offsets(t, offset, layout, geom), shape)
-    out = place(y)[0]
+    out = _placer(offset, layout, geom, y)(y)
     if _lowering.routes_disjoint(geom):
         return out
-    negative_zero = (y == 0) & jnp.signbit(y) & kept
-    signed = place(negative_zero.astype(y.dtype))[0] > 0
+    negative_zero = lax.stop_gradient((y == 0) & jnp.signbit(y) & kept)
+    mask = functools.partial(_negative_zeros, layout=layout, geom=geom, dtype=y.dtype)
+    signed = _halo.call(mask, jax.ShapeDtypeStruct(out.shape, bool), negative_zero, offset)
     return jnp.where(signed, -(0 - out), out)  # -(0 - out): -0.0 where out is +0.0, slope 1
+
+
+def _placer(offset, layout: Layout, geom: WindowGeometry, like):
+    """The transpose of the route of ``offset``: pooled arrays shaped like ``like`` to the input."""
+    shape = jax.ShapeDtypeStruct(layout.with_spatial(like.shape, geom.in_shape), like.dtype)
+    place = jax.linear_transpose(lambda t: route_offsets(t, offset, layout, geom), shape)
+    return lambda v: place(v)[0]
+
+
+def _negative_zeros(negative_zero, offset, layout: Layout, geom: WindowGeometry, dtype):
+    """Where a kept ``-0.0`` goes: the route of the mask. On one device only when some kept value
+    is ``-0.0`` (a branch: the second route and the input-sized select cost 30.7 against 23.5 ms
+    forward+backward of max_pool and max_unpool 3x3/2 pad 1 on (32, 56, 56, 64)); on several, where
+    the branch's predicate would be an all-reduce (a batch-sharded program has none), always."""
+    like = jax.ShapeDtypeStruct(negative_zero.shape, dtype)
+
+    def routed():
+        return _placer(offset, layout, geom, like)(negative_zero.astype(dtype)) > 0
+
+    if not _halo.plain_lowering():
+        return routed()
+    shape = layout.with_spatial(negative_zero.shape, geom.in_shape)
+    return lax.cond(jnp.any(negative_zero), routed, lambda: jnp.zeros(shape, bool))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
