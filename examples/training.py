@@ -92,12 +92,15 @@ with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``, or as several proce
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -383,7 +386,37 @@ def _check_finite(loss_sum, epoch: int, step: int) -> float:
     return value
 
 
-def _train_epoch(train_step, state, data, config, epoch: int, mesh, transform, bar):
+@contextlib.contextmanager
+def _interrupts_between_steps():
+    """Yields ``check()``, which raises ``KeyboardInterrupt`` if Ctrl-C (SIGINT) came since the last
+    check: the training loop stops between steps, at a point it handles, rather than wherever Python
+    happens to be — a ``KeyboardInterrupt`` raised inside a finalizer (an asynchronous checkpoint's
+    event loop being collected) is printed as ignored and lost, and training went on (seen once
+    under load in CI). A second Ctrl-C before the check interrupts at once. Only in the main thread
+    and where SIGINT is not ignored; elsewhere ``check`` does nothing."""
+    pending: list[int] = []
+
+    def record(signum, frame):
+        if pending:  # pressed again: do not wait for the step
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    def check():
+        if pending:
+            pending.clear()
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield lambda: None
+        return
+    previous = signal.signal(signal.SIGINT, record)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train_epoch(train_step, state, data, config, epoch: int, mesh, transform, bar, interrupted=lambda: None):
     """One pass over the training set: ``(state, mean loss, accuracy)`` on the (augmented) batches.
 
     Each process gathers only its own rows of every batch. Raises :class:`NonFiniteLoss`.
@@ -402,6 +435,7 @@ def _train_epoch(train_step, state, data, config, epoch: int, mesh, transform, b
         state, loss, batch_correct = train_step(state, images, labels, key)
         loss_sum, correct = loss_sum + loss, correct + batch_correct
         bar.update(1)
+        interrupted()
         if s % 10 == 9:
             mean = _check_finite(loss_sum, epoch, s + 1) / (s + 1)
             bar.set_postfix(loss=f"{mean:.3f}", acc=f"{int(correct) / ((s + 1) * config.batch_size):.3f}")
@@ -468,30 +502,34 @@ def train(model, data, config: TrainConfig, *, transform=None, extra_metrics=Non
     bar = tqdm(total=total_steps, disable=not (config.progress and lead), unit="step", dynamic_ncols=True)
     epoch = start_epoch
     try:
-        for epoch in range(start_epoch, config.epochs):
-            t0 = time.perf_counter()
-            bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
-            state, train_loss, train_acc = _train_epoch(train_step, state, data, config, epoch, mesh, transform, bar)
-            test_loss, test_acc = evaluate(
-                model, _variables(state), data.test_images, data.test_labels, batch_size=config.eval_batch_size, mesh=mesh
-            )
-            bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", test_acc=f"{test_acc:.3f}")
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "train_loss": train_loss,
-                    "train_accuracy": train_acc,
-                    "test_loss": test_loss,
-                    "test_accuracy": test_acc,
-                    "learning_rate": float(schedule((epoch + 1) * steps_per_epoch - 1)),
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            if checkpoints is not None:
-                meta = {"epoch": epoch + 1, "history": history, "config": dataclasses.asdict(config), "model": model_repr}
-                checkpoints.save(epoch + 1, state, meta)
-                if lead:
-                    _write_json(os.path.join(config.out_dir, "metrics.json"), metrics(final=False))
+        with _interrupts_between_steps() as interrupted:
+            for epoch in range(start_epoch, config.epochs):
+                t0 = time.perf_counter()
+                bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+                state, train_loss, train_acc = _train_epoch(
+                    train_step, state, data, config, epoch, mesh, transform, bar, interrupted
+                )
+                test_loss, test_acc = evaluate(
+                    model, _variables(state), data.test_images, data.test_labels, batch_size=config.eval_batch_size, mesh=mesh
+                )
+                interrupted()
+                bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.3f}", test_acc=f"{test_acc:.3f}")
+                history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "train_loss": train_loss,
+                        "train_accuracy": train_acc,
+                        "test_loss": test_loss,
+                        "test_accuracy": test_acc,
+                        "learning_rate": float(schedule((epoch + 1) * steps_per_epoch - 1)),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+                if checkpoints is not None:
+                    meta = {"epoch": epoch + 1, "history": history, "config": dataclasses.asdict(config), "model": model_repr}
+                    checkpoints.save(epoch + 1, state, meta)
+                    if lead:
+                        _write_json(os.path.join(config.out_dir, "metrics.json"), metrics(final=False))
     except (NonFiniteLoss, KeyboardInterrupt) as stop:
         bar.close()
         last = checkpoints and checkpoints.latest_verified
