@@ -100,8 +100,9 @@ def max_unpool(
                 f"[{concrete.min()}, {concrete.max()}] — pass the input's spatial shape as output_size"
             )
     if window_shape is None:
-        for name, value, default in (("strides", strides, None), ("padding", padding, "VALID"), ("dilation", dilation, None)):
-            if not (value is default or value == default):
+        given = {"strides": strides is not None, "padding": not (isinstance(padding, str) and padding == "VALID")}
+        for name, value in (("strides", strides), ("padding", padding), ("dilation", dilation)):
+            if given.get(name, value is not None):
                 raise TypeError(f"{name}={value!r} describes the pooling window: pass window_shape too (max_pool's arguments)")
         return _scattered(y, indices, out_shape, layout)
     geom = _pooling_window(layout.spatial_shape(y.shape), out_shape, window_shape, strides, padding, dilation)
