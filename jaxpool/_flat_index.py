@@ -116,7 +116,7 @@ def written(values, order, index, layout: Layout, reads, in_shape: tuple[int, ..
     def write(o, i, v, layout, origins, rows):
         # Block-local ordinals: an output's rank in the received (row-major) block, as its order's
         # rank among them, since the received outputs are a box of the output grid.
-        ordinal = ordinals(o, layout)
+        ordinal = ordinals(o.shape, layout)
         latest = _latest(jnp.where(o > 0, ordinal, 0), local_index(i, layout, origins, in_shape, rows), layout, rows)
         picked = gather_flat(v, jnp.maximum(latest - 1, 0), layout)
         return jnp.where(latest > 0, picked, jnp.zeros((), v.dtype))
@@ -126,12 +126,9 @@ def written(values, order, index, layout: Layout, reads, in_shape: tuple[int, ..
     return _ranges.spilled(write, order, (index, values), layout, reads, in_shape)
 
 
-def ordinals(order, layout: Layout):
-    """1, 2, ... over each plane's outputs in row-major order, shaped like ``order``."""
-    spatial = layout.spatial_shape(order.shape)
+def ordinals(shape, layout: Layout):
+    """1, 2, ... (int32) over each plane's outputs in row-major order, of ``shape``."""
+    spatial = layout.spatial_shape(shape)
     ranks = jnp.arange(1, math.prod(spatial) + 1, dtype=jnp.int32).reshape(spatial)
-    return jnp.broadcast_to(jnp.expand_dims(ranks, _outside(layout)), order.shape)
-
-
-def _outside(layout: Layout) -> tuple[int, ...]:
-    return tuple(a for a in range(layout.ndim) if a not in layout.spatial_axes)
+    outside = tuple(a for a in range(layout.ndim) if a not in layout.spatial_axes)
+    return jnp.broadcast_to(jnp.expand_dims(ranks, outside), shape)

@@ -229,7 +229,8 @@ def unpools_by_route(geom: WindowGeometry, dtype) -> bool:
     or at most :data:`JOINT_TAPS` elements) and at most :data:`UNPOOL_REPEAT_SHIFTS` later windows
     overlapping each. benchmarks/bench_breadth.py, max_pool and max_unpool forward+backward against
     PyTorch's: 2x2/2 on (8, 112, 112, 64) 0.31x (8.0 ms; the scatter without the window 1.56x),
-    3x3/2 pad 1 on (32, 56, 56, 64) ~1.2x (a second route keeps signed zeros: :func:`jaxpool.unpool._routed`)."""
+    3x3/2 pad 1 on (32, 56, 56, 64) 0.50x (with the sign-mask route always run, as on several
+    devices, it measured 1.2-1.9x on one: :func:`jaxpool.unpool._negative_zeros`)."""
     if not jnp.issubdtype(dtype, jnp.floating):
         return False
     whole = routes_disjoint(geom) or geom.window_size <= JOINT_TAPS

@@ -116,7 +116,7 @@ def max_unpool(
     if _lowering.unpools_by_route(geom, y.dtype):
         return _routed(y, offset, inside & ~_repeated_later(indices, inside, layout, geom), layout, geom)
     index = jnp.where(inside, indices, 0).astype(jnp.int32)
-    order = jnp.where(inside, _flat_index.ordinals(jnp.zeros(y.shape, jnp.int32), layout), 0)
+    order = jnp.where(inside, _flat_index.ordinals(y.shape, layout), 0)
     reads = tuple(geom.spans(i) for i in range(geom.ndim))
     return _written(layout, reads, out_shape, y, index, order)
 
