@@ -57,12 +57,12 @@ def committed_package(rev: str) -> str:
 
 
 def pooling(module, op: str, spec: tuple):
-    if op == "unpool":  # max_pool with indices, then max_unpool given the window where it takes one
+    if op.startswith("unpool"):  # max_pool with indices, then max_unpool given the window where it takes one
         shape, window, stride, padding = spec
         n = len(shape) - 2
         win, strides = (window,) * n, (stride,) * n
         given = dict(window_shape=win, strides=strides, padding=padding)
-        if "window_shape" not in inspect.signature(module.max_unpool).parameters:
+        if op == "unpool_bare" or "window_shape" not in inspect.signature(module.max_unpool).parameters:
             given = {}
         return lambda x: module.max_unpool(*module.max_pool(x, win, strides, padding, return_indices=True), shape[1:-1], **given)
     if op.startswith("adaptive"):
@@ -84,7 +84,7 @@ def torch_step(op: str, spec: tuple, x, ct, forward: bool = False):
     fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim, torch.contiguous_format)
     xt = torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1).copy()).contiguous(memory_format=fmt).requires_grad_()
     ctt = torch.from_numpy(np.moveaxis(np.asarray(ct), -1, 1).copy()).contiguous(memory_format=fmt)
-    fn = getattr(F, f"{op}_pool{n}d") if op != "unpool" else _torch_round_trip(n, x.shape[1:-1])
+    fn = getattr(F, f"{op}_pool{n}d") if not op.startswith("unpool") else _torch_round_trip(n, x.shape[1:-1])
     args = (spec[1],) if op.startswith("adaptive") else spec[1:]
 
     def step():
@@ -115,7 +115,7 @@ def sample(step, calls: int) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("op", choices=["max", "avg", "adaptive_max", "adaptive_avg", "unpool"])
+    ap.add_argument("op", choices=["max", "avg", "adaptive_max", "adaptive_avg", "unpool", "unpool_bare"])
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--rev", default="HEAD")
     ap.add_argument("--rounds", type=int, default=8)

@@ -62,7 +62,7 @@ def fusion_times(step, calls: int) -> dict[str, float]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("op", choices=["max", "avg", "adaptive_max", "adaptive_avg", "unpool"])
+    ap.add_argument("op", choices=["max", "avg", "adaptive_max", "adaptive_avg", "unpool", "unpool_bare"])
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--top", type=int, default=12)

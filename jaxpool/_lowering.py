@@ -228,7 +228,7 @@ def unpools_by_route(geom: WindowGeometry, dtype) -> bool:
     floating ``dtype`` (JAX transposes floats only), windows the route takes whole (disjoint ones,
     or at most :data:`JOINT_TAPS` elements) and at most :data:`UNPOOL_REPEAT_SHIFTS` later windows
     overlapping each. benchmarks/bench_breadth.py, max_pool and max_unpool forward+backward against
-    PyTorch's: 2x2/2 on (8, 112, 112, 64) 0.31x (8.0 ms; the scatter without the window 1.56x),
+    PyTorch's: 2x2/2 on (8, 112, 112, 64) 0.31x (8.0 ms; without the window, one scatter, 0.58-1.26x),
     3x3/2 pad 1 on (32, 56, 56, 64) 0.50x (with the sign-mask route always run, as on several
     devices, it measured 1.2-1.9x on one: :func:`jaxpool.unpool._negative_zeros`)."""
     if not jnp.issubdtype(dtype, jnp.floating):

@@ -1,7 +1,8 @@
 """Max unpooling: the partial inverse of max pooling (Zeiler & Fergus 2014, "Visualizing and
 understanding convolutional networks"; PyTorch's ``max_unpool``).
 
-Without the pooling window, one scatter per (batch, channel). Given it, each index names a tap of
+Without the pooling window, a scatter (:mod:`jaxpool._scatter`: one into the flattened output on one
+device, one per (batch, channel) on several). Given it, each index names a tap of
 its own output's window, so (:func:`jaxpool._lowering.unpools_by_route`) floats are written
 through the transpose of the max pool's scatter-free max-index route (:func:`_routed`), and
 integers or windows too large for that through maps of :mod:`jaxpool._flat_index`; both keep a
@@ -21,7 +22,7 @@ import numpy as np
 from jax import lax
 from jax.core import Tracer
 
-from jaxpool import _flat_index, _halo, _linear, _lowering, _taps
+from jaxpool import _flat_index, _halo, _linear, _lowering, _scatter, _taps
 from jaxpool._fusion import materialize, results_once
 from jaxpool._geometry import PaddingLike, WindowGeometry, int_tuple, window_geometry
 from jaxpool._layout import Layout, as_pool_input, layout_of
@@ -52,8 +53,8 @@ def max_unpool(
         (``max_pool``'s arguments; PyTorch's ``MaxUnpool`` takes them too): each index must then
         lie in its own output's window. They bound where each value can go: floats are written
         through the max pool's scatter-free backward (:func:`jaxpool.max.route_offsets`
-        transposed; on a CPU 6x faster than the scatter: max_pool and max_unpool 2x2/2 forward+
-        backward 0.31x PyTorch, without the window 1.6x), and an input sharded over a spatial axis
+        transposed; on a CPU 1.4-4x faster than the scatter: max_pool and max_unpool 2x2/2 forward+
+        backward 0.31x PyTorch, without the window 0.6-1.3x), and an input sharded over a spatial axis
         is unpooled with halo exchanges between neighbouring shards instead of XLA gathering it
         whole. ``y``'s pooled shape must be the one they give for ``output_size`` (with or
         without ``ceil_mode``).
@@ -62,8 +63,9 @@ def max_unpool(
     Returns:
       ``(*batch, *output_size, C)`` (or channels_first). Where indices repeat (overlapping windows)
       one of the values is kept, as in PyTorch (with the window: the last in row-major order of
-      ``y``, on every backend); the gradient then reaches only the kept value (the derivative of
-      this forward), where PyTorch's reaches every copy. Out-of-range indices (with the window:
+      ``y``, on every backend; without it the scatter's choice — XLA:CPU's is the last too — and,
+      differentiated, the last on every backend); the gradient then reaches only the kept value
+      (the derivative of this forward), where PyTorch's reaches every copy. Out-of-range indices (with the window:
       indices outside their window) raise ``ValueError`` when ``indices`` is concrete (a constant
       too, under ``jit``); traced ones are dropped. Empty batch or channel axes give an empty
       result. Differentiable in ``y`` (forward and reverse mode).
@@ -104,7 +106,7 @@ def max_unpool(
         for name, value in (("strides", strides), ("padding", padding), ("dilation", dilation)):
             if given.get(name, value is not None):
                 raise TypeError(f"{name}={value!r} describes the pooling window: pass window_shape too (max_pool's arguments)")
-        return _scattered(y, indices, out_shape, layout)
+        return _scatter.scattered(layout, out_shape, y, indices)
     geom = _pooling_window(layout.spatial_shape(y.shape), out_shape, window_shape, strides, padding, dilation)
     if concrete is not None and not (inside := tap_offsets(concrete, layout, geom)[1]).all():
         where = tuple(int(v[0]) for v in np.nonzero(~inside))
@@ -119,29 +121,6 @@ def max_unpool(
     order = jnp.where(inside, _flat_index.ordinals(y.shape, layout), 0)
     reads = tuple(geom.spans(i) for i in range(geom.ndim))
     return _written(layout, reads, out_shape, y, index, order)
-
-
-def _scattered(y, indices, out_shape: tuple[int, ...], layout: Layout):
-    """Without a window: one scatter per (batch, channel); XLA gathers a spatially sharded ``y``,
-    whose indices may name any position."""
-    volume = math.prod(out_shape)
-    # (*batch, C, *pooled) with the pooled positions flattened per (batch, channel).
-    if not layout.channels_first:
-        y, indices = (jnp.moveaxis(a, -1, layout.n_batch) for a in (y, indices))
-    lead = y.shape[: layout.n_batch + 1]
-    pooled = math.prod(y.shape[layout.n_batch + 1 :])
-    values = y.reshape(lead + (pooled,))  # no -1: lead may hold a 0 (empty batch or channels)
-    flat = indices.reshape(lead + (pooled,))
-    # One scatter per (batch, channel), vmapped once per leading axis: they stay batch axes of the
-    # scatter, so an input sharded over batch or channels is unpooled shard by shard, with no
-    # collective (flattening batch and channels into one axis made XLA gather a channel sharding).
-    # Negative indices are out of range too: no NumPy-style wrap-around (-1 would write the last element).
-    scatter_row = lambda v, i: jnp.zeros((volume,), v.dtype).at[i].set(v, mode="drop", wrap_negative_indices=False)  # noqa: E731
-    for _ in lead:
-        scatter_row = jax.vmap(scatter_row)
-    out = scatter_row(values, flat)
-    out = out.reshape(lead + out_shape)
-    return out if layout.channels_first else jnp.moveaxis(out, layout.n_batch, -1)
 
 
 def _pooling_window(pooled, out_shape, window_shape, strides, padding, dilation) -> WindowGeometry:

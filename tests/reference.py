@@ -168,6 +168,15 @@ def max_unpool_in_windows(y, indices, output_size, window, strides, padding, dil
     own output's window is dropped; where several name one position, the last output in row-major
     order writes it. ``kept``: whether each output's value was written (its gradient's support)."""
     taps = _sliding_taps(output_size, window, strides, padding, dilation, ceil_mode)
+    inside = lambda pos, o: all(p in t[oi] for p, t, oi in zip(pos, taps, o))  # noqa: E731
+    return max_unpool_latest(y, indices, output_size, inside)
+
+
+def max_unpool_latest(y, indices, output_size, inside=lambda pos, o: True):
+    """Max unpooling -> ``(out, kept)``: indices out of range (or, by ``inside(position, output)``,
+    outside their output's window) are dropped; where several name one position, the last output in
+    row-major order of its (batch, channel) plane writes it. ``kept``: whether each output's value
+    was written (its gradient's support)."""
     b, c = y.shape[:2]
     pooled = y.shape[2:]
     writer = -np.ones((b, c, math.prod(output_size)), np.int64)
@@ -176,8 +185,7 @@ def max_unpool_in_windows(y, indices, output_size, window, strides, padding, dil
             idx = int(indices[(bi, ci, *o)])
             if not 0 <= idx < math.prod(output_size):
                 continue
-            pos = np.unravel_index(idx, output_size)
-            if all(p in t[oi] for p, t, oi in zip(pos, taps, o)):
+            if inside(np.unravel_index(idx, output_size), o):
                 writer[bi, ci, idx] = flat
     out = np.zeros(writer.shape, y.dtype)
     kept = np.zeros((b, c, math.prod(pooled)), bool)

@@ -1,5 +1,5 @@
-"""max_unpool given its pooling window (window_shape / strides / padding / dilation): values,
-repeated indices, dropped indices and derivatives against tests/reference.py, and its errors."""
+"""max_unpool with and without its pooling window (window_shape / strides / padding / dilation):
+values, repeated indices, dropped indices and derivatives against tests/reference.py, and its errors."""
 
 import math
 from unittest import mock
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxpool
-from jaxpool import _lowering
+from jaxpool import _lowering, _scatter
 from tests import reference as ref
 from tests.layouts import from_layout, random_input, to_layout
 from tests.strategies import layouts, pool_geometry
@@ -43,53 +43,77 @@ def test_unpool_in_windows_keeps_the_last_writer_and_drops_strays(g, layout, scr
 
 
 def _check_unpool_in_windows(g, layout, scrambled, dtype, seed):
-    data_format, batch_shape = layout
     rng = np.random.default_rng(seed)
-    b = math.prod(batch_shape)
+    y, indices = _pooled_and_indices(g, layout, rng, 0.3 if scrambled else 0.0, dtype)
+    window = dict(window_shape=g["window"], strides=g["strides"], padding=g["padding"], dilation=g["dilation"])
+    reference = lambda v, i: ref.max_unpool_in_windows(  # noqa: E731
+        v, i, g["spatial"], g["window"], g["strides"], g["pairs"], g["dilation"], g["ceil_mode"]
+    )
+    _check_unpool(g["spatial"], window, layout, y, indices, reference, rng)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    g=pool_geometry(),
+    layout=layouts,
+    stray=st.sampled_from([0.0, 0.3, 1.0]),
+    flattened=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.int32]),
+    seed=st.integers(0, 2**16),
+)
+def test_unpool_without_window_keeps_the_last_writer_and_drops_strays(g, layout, stray, flattened, dtype, seed):
+    """Any indices (some or all drawn anywhere in and out of range: repeats across windows), written
+    by one scatter into the flattened output or one per (batch, channel) plane
+    (jaxpool._scatter._FLAT_LIMIT; several devices take the second). Where indices repeat, the
+    reference's last writer in row-major order of each plane: XLA:CPU's scatter (where the tests run)
+    writes in that order, and the derivatives follow the same writers on every backend."""
+    rng = np.random.default_rng(seed)
+    y, indices = _pooled_and_indices(g, layout, rng, stray, dtype)
+    reference = lambda v, i: ref.max_unpool_latest(v, i, g["spatial"])  # noqa: E731
+    with mock.patch.object(_scatter, "_FLAT_LIMIT", 2**31 - 1 if flattened else -1):
+        _check_unpool(g["spatial"], {}, layout, y, indices, reference, rng)
+
+
+def _pooled_and_indices(g, layout, rng, stray, dtype):
+    """A max pool's indices of tied values (overlapping windows repeat them), a share ``stray`` of
+    them replaced by any position in ``[-2, volume + 2)``, and distinct values to write (signed
+    zeros and NaN among them; as integers, NaN made 0)."""
+    b = math.prod(layout[1])
     x = random_input(rng, (b, 2, *g["spatial"]))
     _, indices = ref.max_pool(x, g["window"], g["strides"], g["pairs"], g["dilation"], g["ceil_mode"])
     indices = np.asarray(indices).copy()
-    if scrambled:
-        volume = math.prod(g["spatial"])
-        stray = rng.random(indices.shape) < 0.3
-        indices[stray] = rng.integers(-2, volume + 2, size=int(stray.sum()))
+    volume = math.prod(g["spatial"])
+    strays = rng.random(indices.shape) < stray
+    indices[strays] = rng.integers(-2, volume + 2, size=int(strays.sum()))
     y = rng.normal(size=indices.shape).astype(np.float32)  # distinct: the kept one shows
     y[rng.random(y.shape) < 0.1] = -0.0
     y[rng.random(y.shape) < 0.05] = np.nan
-    y = np.where(np.isnan(y), 0, y * 100).astype(dtype) if dtype == np.int32 else y
-    want, kept = ref.max_unpool_in_windows(
-        y, indices, g["spatial"], g["window"], g["strides"], g["pairs"], g["dilation"], g["ceil_mode"]
-    )
+    if dtype == np.int32:
+        y = np.where(np.isnan(y), 0, y * 100).astype(dtype)
+    return y, indices
 
-    def unpool(v, i):
-        return jaxpool.max_unpool(
-            v,
-            i,
-            g["spatial"],
-            window_shape=g["window"],
-            strides=g["strides"],
-            padding=g["padding"],
-            dilation=g["dilation"],
-            data_format=data_format,
-        )
 
+def _check_unpool(spatial, window, layout, y, indices, reference, rng):
+    """max_unpool of ``y`` at ``indices`` (passed traced) against ``reference(y, indices) -> (out,
+    kept)``, bit for bit; for floats its vjp (the cotangent gathered for the kept values) and jvp."""
+    data_format, batch_shape = layout
+    want, kept = reference(y, indices)
     put = lambda a: to_layout(a, data_format, batch_shape)  # noqa: E731
     take = lambda a: from_layout(a, data_format, batch_shape)  # noqa: E731
-    fn = jax.jit(unpool)
+    fn = jax.jit(lambda v, i: jaxpool.max_unpool(v, i, spatial, data_format=data_format, **window))
     got, vjp = jax.vjp(lambda v: fn(v, put(indices)), put(y))
     _assert_same_bits(take(got), want)
-    if dtype == np.int32:
+    _assert_same_bits(take(fn(put(y), put(indices))), want)
+    if y.dtype == np.int32:
         return  # not differentiable
     ct = rng.normal(size=want.shape).astype(np.float32)
     flat_ct = ct.reshape(ct.shape[:2] + (-1,))
     gathered = np.take_along_axis(flat_ct, np.clip(indices, 0, flat_ct.shape[-1] - 1).reshape(y.shape[:2] + (-1,)), 2)
     np.testing.assert_array_equal(take(vjp(put(ct))[0]), np.where(kept, gathered.reshape(y.shape), 0))
     t = rng.normal(size=y.shape).astype(np.float32)
-    _, tangent = jax.jvp(lambda v: fn(v, put(indices)), (put(y),), (put(t),))
-    want_tangent, _ = ref.max_unpool_in_windows(
-        t, indices, g["spatial"], g["window"], g["strides"], g["pairs"], g["dilation"], g["ceil_mode"]
-    )
-    _assert_same_bits(take(tangent), want_tangent)
+    value, tangent = jax.jvp(lambda v: fn(v, put(indices)), (put(y),), (put(t),))
+    _assert_same_bits(take(value), want)
+    _assert_same_bits(take(tangent), reference(t, indices)[0])
 
 
 def test_unpool_in_windows_matches_torch_round_trip():
