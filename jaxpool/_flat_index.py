@@ -84,17 +84,19 @@ def gathered_values(x, index, layout: Layout, reads, in_shape: tuple[int, ...]):
     return _ranges.mapped(_gather_map(in_shape)[0], x, (index,), layout, reads)
 
 
-def _latest(order, index, layout: Layout, rows: tuple[int, ...]):
-    """Per position of a block of spatial shape ``rows``: the largest ``order`` among the outputs
-    whose (block-local, flat) ``index`` names it; 0 where none does."""
-    flat_order, flat_index = _flat(order, layout), _flat(index, layout)
+def scatter_flat(values, index, layout: Layout, rows: tuple[int, ...], how: str, mode: str = IN_BOUNDS):
+    """A zero array of spatial shape ``rows`` (batch and channel axes as ``values``'), ``values``
+    written at each plane's flat ``index`` by ``.at[].set``/``.max`` (``how``); vmapped over the
+    planes, whose axes stay batch axes of the scatter (a batch- or channel-sharded array scatters
+    shard by shard). ``mode="drop"`` drops indices past the volume."""
+    flat_values, flat_index = _flat(values, layout), _flat(index, layout)
     axis, volume = layout.spatial_axes[0], math.prod(rows)
-    planes = jnp.moveaxis(flat_order, axis, -1), jnp.moveaxis(flat_index, axis, -1)
-    lead = planes[0].shape[:-1]
-    plane = lambda o, i: jnp.zeros((volume,), o.dtype).at[i].max(o, mode=IN_BOUNDS)  # noqa: E731
-    out = jax.vmap(plane)(*(p.reshape((math.prod(lead), p.shape[-1])) for p in planes))
-    out = jnp.moveaxis(out.reshape(lead + (volume,)), -1, axis)
-    return out.reshape(layout.with_spatial(order.shape, rows))
+    plane = lambda v, i: getattr(jnp.zeros((volume,), v.dtype).at[i], how)(v, mode=mode)  # noqa: E731
+    for _ in range(flat_values.ndim - 1):  # each leading axis its own batch axis: none merged
+        plane = jax.vmap(plane)
+    out = plane(jnp.moveaxis(flat_values, axis, -1), jnp.moveaxis(flat_index, axis, -1))
+    out = jnp.moveaxis(out, -1, axis)
+    return out.reshape(layout.with_spatial(values.shape, rows))
 
 
 def latest_writers(order, index, layout: Layout, reads, in_shape: tuple[int, ...]):
@@ -102,7 +104,7 @@ def latest_writers(order, index, layout: Layout, reads, in_shape: tuple[int, ...
     the outputs whose flat ``index`` names it; 0 where none does."""
 
     def latest(o, i, layout, origins, rows):
-        return _latest(o, local_index(i, layout, origins, in_shape, rows), layout, rows)
+        return scatter_flat(o, local_index(i, layout, origins, in_shape, rows), layout, rows, "max")
 
     return _ranges.spilled(latest, order, (index,), layout, reads, in_shape)
 
@@ -117,7 +119,8 @@ def written(values, order, index, layout: Layout, reads, in_shape: tuple[int, ..
         # Block-local ordinals: an output's rank in the received (row-major) block, as its order's
         # rank among them, since the received outputs are a box of the output grid.
         ordinal = ordinals(o.shape, layout)
-        latest = _latest(jnp.where(o > 0, ordinal, 0), local_index(i, layout, origins, in_shape, rows), layout, rows)
+        index = local_index(i, layout, origins, in_shape, rows)
+        latest = scatter_flat(jnp.where(o > 0, ordinal, 0), index, layout, rows, "max")
         picked = gather_flat(v, jnp.maximum(latest - 1, 0), layout)
         return jnp.where(latest > 0, picked, jnp.zeros((), v.dtype))
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpool import _halo, _linear
-from jaxpool._flat_index import ordinals
+from jaxpool._flat_index import gather_flat, ordinals, scatter_flat
 from jaxpool._layout import Layout
 
 # Flattened offsets are int32: outputs with more elements keep one scatter per plane.
@@ -99,23 +99,21 @@ def _read_writers(layout: Layout, values, writer, index):
         if _flattens(w.shape, v.shape):
             taken = v.ravel()[jnp.maximum(w - 1, 0)]
         else:
-            per_plane = _per_plane(layout, lambda vp, wp: vp[jnp.maximum(wp - 1, 0)])
-            taken = _unplanes(layout, per_plane(_planes(layout, v), _planes(layout, w)), w.shape)
+            taken = gather_flat(v, jnp.maximum(w - 1, 0), layout)
         return jnp.where(w > 0, taken, jnp.zeros((), v.dtype))
 
     return _halo.call(read, shape, values, writer)
 
 
-def _scatter(layout: Layout, out_shape, values, index, mode: str):
-    """A zero array of the output's shape, ``values`` written by ``.at[].set``/``.max`` at ``index``."""
+def _scatter(layout: Layout, out_shape, values, index, how: str):
+    """A zero array of the output's shape, ``values`` written by ``.at[].set``/``.max`` (``how``) at
+    ``index`` (``-1``: nowhere)."""
     full_shape = layout.with_spatial(values.shape, out_shape)
     if _flattens(full_shape, index.shape):
         at = jnp.zeros((math.prod(full_shape),), values.dtype).at[_global(layout, out_shape, index).ravel()]
-        return getattr(at, mode)(values.ravel(), mode="drop").reshape(full_shape)
-    volume = math.prod(out_shape)
-    write = lambda v, i: getattr(jnp.zeros((volume,), v.dtype).at[i], mode)(v, mode="drop", wrap_negative_indices=False)  # noqa: E731
-    out = _per_plane(layout, write)(_planes(layout, values), _planes(layout, index))
-    return _unplanes(layout, out, full_shape)
+        return getattr(at, how)(values.ravel(), mode="drop").reshape(full_shape)
+    nowhere = jnp.where(index >= 0, index, math.prod(out_shape))  # past the volume: dropped
+    return scatter_flat(values, nowhere, layout, out_shape, how, mode="drop")
 
 
 def _gather(layout: Layout, out, index):
@@ -123,8 +121,7 @@ def _gather(layout: Layout, out, index):
     if _flattens(out.shape, index.shape):
         taken = out.ravel()[jnp.where(index >= 0, _global(layout, layout.spatial_shape(out.shape), index), 0)]
     else:
-        read = lambda o, i: o[jnp.maximum(i, 0)]  # noqa: E731
-        taken = _unplanes(layout, _per_plane(layout, read)(_planes(layout, out), _planes(layout, index)), index.shape)
+        taken = gather_flat(out, jnp.maximum(index, 0), layout)
     return jnp.where(index >= 0, taken, jnp.zeros((), out.dtype))
 
 
@@ -148,26 +145,3 @@ def _global(layout: Layout, out_shape, index):
     else:
         where = (batch * volume + index) * channels + channel
     return jnp.where(index >= 0, where, planes * channels * volume)
-
-
-def _planes(layout: Layout, a):
-    """``a`` as ``(*batch, C, positions)``: each (batch, channel) plane flattened."""
-    if not layout.channels_first:
-        a = jnp.moveaxis(a, -1, layout.n_batch)
-    lead = a.shape[: layout.n_batch + 1]
-    return a.reshape(lead + (math.prod(a.shape[layout.n_batch + 1 :]),))  # no -1: lead may hold a 0
-
-
-def _unplanes(layout: Layout, a, full_shape):
-    """The inverse of :func:`_planes`, to ``full_shape`` (in ``layout``)."""
-    spatial = layout.spatial_shape(full_shape)
-    a = a.reshape(a.shape[:-1] + spatial)
-    return a if layout.channels_first else jnp.moveaxis(a, layout.n_batch, -1)
-
-
-def _per_plane(layout: Layout, fn):
-    """``fn`` of one plane vmapped over every leading (batch and channel) axis: they stay batch axes
-    of its scatter or gather."""
-    for _ in range(layout.n_batch + 1):
-        fn = jax.vmap(fn)
-    return fn
