@@ -80,6 +80,22 @@ def _call(fn, x, ct) -> tuple[float, int]:
     return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
+def interleaved(fns: dict, x, ct, rounds: int) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Each of ``fns`` called on ``(x, ct)`` in ``rounds`` interleaved rounds (two warm-up calls
+    first), each sample the faster of two calls: seconds and minor page faults per sample."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    faults: dict[str, list[int]] = {k: [] for k in fns}
+    for fn in fns.values():
+        _call(fn, x, ct)
+        _call(fn, x, ct)
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            seconds, count = min((_call(fn, x, ct) for _ in range(2)), key=lambda r: r[0])
+            times[key].append(seconds)
+            faults[key].append(count)
+    return times, faults
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -91,16 +107,7 @@ def main(argv=None) -> None:
     for name, shape, out_shape, fns in _cases():
         x = jnp.asarray(rng.standard_normal(shape, np.float32))
         ct = jnp.asarray(rng.standard_normal(out_shape, np.float32))
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        faults: dict[str, list[int]] = {k: [] for k in fns}
-        for fn in fns.values():
-            _call(fn, x, ct)
-            _call(fn, x, ct)
-        for _ in range(args.rounds):
-            for key, fn in fns.items():
-                seconds, count = min((_call(fn, x, ct) for _ in range(2)), key=lambda r: r[0])
-                times[key].append(seconds)
-                faults[key].append(count)
+        times, faults = interleaved(fns, x, ct, args.rounds)
         med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
         ratio = {k: float(np.median(np.array(times[k]) / np.array(times["flax"]))) for k in fns}
         pf = " / ".join(str(int(np.median(faults[k]))) for k in ("floor", "flax", "jaxpool"))

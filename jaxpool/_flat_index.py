@@ -6,7 +6,8 @@ unpooling writes pooled values to them. Each output's index names a row, along e
 within a static range (its region's or its window's reach: ``reads``, as :mod:`jaxpool._ranges`
 takes them), so both run as maps of :mod:`jaxpool._ranges`: a spatially sharded array exchanges
 halos instead of being gathered whole. Each map addresses a shard's block of rows through
-:func:`local_index`.
+:func:`local_index`. Unbounded indices (``max_unpool`` without its window, :mod:`jaxpool._scatter`)
+use :func:`gather_flat` and :func:`scatter_flat` alone, per plane.
 """
 
 from __future__ import annotations

@@ -105,6 +105,10 @@ are of the unpadded input, each padded (:func:`slices_unpadded`; sums too: their
 slices, their derivative from phase views, :func:`jaxpool.avg._unpadded_tap_sum`); every derivative
 uses phase-view taps (:class:`jaxpool._taps.Taps`). The extremum and its offset are two folds, the second over
 :func:`jaxpool._fusion.apart` of the input: sharing the taps, XLA:CPU would materialise them all.
+(Two reads of the input: XLA:CPU fuses no sibling loops into one with two outputs, and its one-read
+form, a variadic ``lax.reduce_window`` over the values and their offsets, ran 17-35x slower than
+the maxima alone; nor is its plain ``reduce_window`` — YNNPACK's for windows that do not overlap —
+faster than these folds anywhere: benchmarks/xla_reduce_window.py.)
 The extremum's fold is ``lax.max``/``lax.min`` (:func:`jaxpool._taps.extremum_fold`, 2-3x faster
 on XLA:CPU), the offset's PyTorch's select rule (:func:`jaxpool._taps.select_fold`) — or, for
 padded slices of the unpadded input, a chain of equality tests against the extremum computed once

@@ -3,8 +3,9 @@ positions their indices name.
 
 The form is chosen when the program is lowered (:func:`jaxpool._halo.call`): on one device (or
 for ``jax.export``) one scatter into the whole output flattened, the indices made global
-(``(plane, position)`` to one offset); on several, one scatter per plane, vmapped over the batch
-and channel axes so that they stay batch axes of the scatter and a batch- or channel-sharded input
+(``(plane, position)`` to one offset); on several, one scatter per plane
+(:func:`jaxpool._flat_index.scatter_flat`, its gathers :func:`~jaxpool._flat_index.gather_flat`),
+vmapped over the batch and channel axes so that they stay batch axes of the scatter and a batch- or channel-sharded input
 is unpooled shard by shard (the flattened form's single axis would be gathered; a spatially
 sharded one is gathered either way: its indices may name any position). XLA:CPU runs the vmapped
 scatter per plane 2-3x slower: max_pool then max_unpool forward+backward in one process
