@@ -461,48 +461,60 @@ def train(model, data, config: TrainConfig, *, transform=None, extra_metrics=Non
     init = jax.jit(lambda: _init_state(model, tx, sample, config.seed))  # one compile, not one per op
     model_repr = repr(model)
 
-    history, start_epoch, checkpoints = [], 0, None
-    if config.out_dir:
-        os.makedirs(config.out_dir, exist_ok=True)
-        checkpoints = ckpt.Checkpoints(config.out_dir)
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), jax.eval_shape(init))
-        restored = checkpoints.restore_latest(abstract, lambda meta: _check_resumable(meta, config, model_repr, config.out_dir))
-        if restored is not None:
-            state, meta = restored
-            history, start_epoch = meta["history"], meta["epoch"]
-            if lead:
-                print(f"resuming from {config.out_dir}: epoch {start_epoch} of {config.epochs} completed")
-    if start_epoch == 0:
-        state = jax.device_put(init(), replicated)
+    # Ctrl-C is recorded from here on and acted on at the checks (below and between steps): raised
+    # wherever Python was (a checkpoint restore's finalizers), it could be lost and training go on.
+    interrupts = contextlib.ExitStack()
+    interrupted = interrupts.enter_context(_interrupts_between_steps())
+    try:
+        history, start_epoch, checkpoints = [], 0, None
+        if config.out_dir:
+            os.makedirs(config.out_dir, exist_ok=True)
+            checkpoints = ckpt.Checkpoints(config.out_dir)
+            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), jax.eval_shape(init))
+            resumable = lambda meta: _check_resumable(meta, config, model_repr, config.out_dir)  # noqa: E731
+            restored = checkpoints.restore_latest(abstract, resumable)
+            if restored is not None:
+                state, meta = restored
+                history, start_epoch = meta["history"], meta["epoch"]
+                if lead:
+                    print(f"resuming from {config.out_dir}: epoch {start_epoch} of {config.epochs} completed")
+        if start_epoch == 0:
+            state = jax.device_put(init(), replicated)
 
-    def metrics(final: bool) -> dict:
-        last = history[-1] if history else {}
-        out = {
-            "test_accuracy": last.get("test_accuracy"),
-            "test_loss": last.get("test_loss"),
-            "epochs_completed": len(history),
-            "history": history,
-            "config": dataclasses.asdict(config),
-            "model": model_repr,
-            "dataset": data.name,
-            "source": data.source,
-            "num_train": len(data.train_images),
-            "num_test": len(data.test_images),
-            "devices": [str(d) for d in jax.devices()],
-            "process_count": jax.process_count(),
-            "resumed_from_epoch": start_epoch,
-            "wall_seconds": time.perf_counter() - started,
-        }
-        if final and extra_metrics is not None:
-            out.update(extra_metrics(model, _variables(state)))
-        return out
+        def metrics(final: bool) -> dict:
+            last = history[-1] if history else {}
+            out = {
+                "test_accuracy": last.get("test_accuracy"),
+                "test_loss": last.get("test_loss"),
+                "epochs_completed": len(history),
+                "history": history,
+                "config": dataclasses.asdict(config),
+                "model": model_repr,
+                "dataset": data.name,
+                "source": data.source,
+                "num_train": len(data.train_images),
+                "num_test": len(data.test_images),
+                "devices": [str(d) for d in jax.devices()],
+                "process_count": jax.process_count(),
+                "resumed_from_epoch": start_epoch,
+                "wall_seconds": time.perf_counter() - started,
+            }
+            if final and extra_metrics is not None:
+                out.update(extra_metrics(model, _variables(state)))
+            return out
 
-    train_step = _make_train_step(model, tx, config.label_smoothing, mesh)
-    total_steps = (config.epochs - start_epoch) * steps_per_epoch
-    bar = tqdm(total=total_steps, disable=not (config.progress and lead), unit="step", dynamic_ncols=True)
+        train_step = _make_train_step(model, tx, config.label_smoothing, mesh)
+        total_steps = (config.epochs - start_epoch) * steps_per_epoch
+        bar = tqdm(total=total_steps, disable=not (config.progress and lead), unit="step", dynamic_ncols=True)
+        interrupted()
+    except BaseException:
+        interrupts.close()
+        if checkpoints is not None:
+            checkpoints.close()
+        raise
     epoch = start_epoch
     try:
-        with _interrupts_between_steps() as interrupted:
+        with interrupts:
             for epoch in range(start_epoch, config.epochs):
                 t0 = time.perf_counter()
                 bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
