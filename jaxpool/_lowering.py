@@ -9,6 +9,10 @@ size independent of the window size — a 512x512 global max compiles as fast as
     levels, evenly dividing adaptive bins, ``2x2/2`` on even sizes): a reshape that gives every
     window its own axes and plain reductions (sums: one; max/min: the extremum and a winner score
     that encodes PyTorch's first argmax). The backward pass is one broadcast and select. O(1) HLO ops.
+    Sums over few channels (channels-last, under 64 bytes) merge part of the last window axis into
+    the channels, so that the reduction reads whole vectors (:func:`jaxpool._sliding.packed_sum`,
+    also ``global_avg_pool``'s): global mean forward+backward of (1, 100000, 4) 0.48x, (1, 512, 512,
+    4) 0.46x.
 ``"taps"``
     small windows (max/min: at most :data:`JOINT_TAPS` elements; sums: :data:`JOINT_SUM_TAPS`, or
     :data:`JOINT_STRIDED_SUM_TAPS` when every axis is strided and a multiple of its stride): one

@@ -846,12 +846,16 @@ def global_avg_pool(
     x, layout = _global_layout(x, num_spatial_dims, data_format, keepdims)
     acc = accumulation_dtype(x.dtype)
     mask = _channel_mask(mask, x, layout)
-    if mask is None:
-        y = jnp.mean(x, axis=layout.spatial_axes, dtype=acc, keepdims=keepdims)
+    axes = layout.spatial_axes
+    if mask is None and _symbolic.is_symbolic(layout.spatial_shape(x.shape)):
+        y = jnp.mean(x, axis=axes, dtype=acc)
+    elif mask is None:
+        y = _sliding.packed_sum(x.astype(acc), axes) / math.prod(layout.spatial_shape(x.shape))
     else:
-        total = jnp.sum(jnp.where(mask, x.astype(acc), 0), axis=layout.spatial_axes, keepdims=keepdims)
-        count = jnp.sum(mask, axis=layout.spatial_axes, keepdims=keepdims, dtype=acc)
+        total = _sliding.packed_sum(jnp.where(mask, x.astype(acc), 0), axes)
+        count = jnp.sum(mask, axis=axes, dtype=acc)
         y = jnp.where(count > 0, total / jnp.maximum(count, 1), 0)
+    y = jnp.expand_dims(y, axes) if keepdims else y
     return y.astype(result_dtype(x.dtype))
 
 

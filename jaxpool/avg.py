@@ -89,8 +89,7 @@ def _local_sum(x, layout: Layout, geom: WindowGeometry):
     if kind == "edges":
         return _phase_derivative(lambda x: _edges.by_parts(_part_sum, x, layout, geom)[0], x, layout, geom)
     if kind == "tiling":
-        tiled, window_axes = _sliding.tile_shape(layout, geom, x.shape)
-        return jnp.sum(x.reshape(tiled), axis=window_axes)
+        return _sliding.tiling_sum(x, layout, geom)
     if kind == "taps" and geom.bins is None and _lowering.slices_unpadded(geom):
         return _phase_derivative(lambda x: _unpadded_tap_sum(x, layout, geom), x, layout, geom)
     if _lowering.sums_by_passes(geom):

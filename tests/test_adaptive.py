@@ -1,5 +1,7 @@
 """Adaptive, global and spatial pyramid pooling, and max_unpool, against the NumPy reference."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -312,6 +314,34 @@ def test_global_pools_match_reference(n, data_format, keepdims):
     np.testing.assert_array_equal(
         from_layout(g, data_format, (2,)), ref.adaptive_max_pool_grad(x, np.ones((2, 3) + (1,) * n), (1,) * n)
     )
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 8, 16])
+@pytest.mark.parametrize("spatial", [(4096,), (36, 20), (6, 10, 7)])
+@pytest.mark.parametrize("kind", ["ties", "special"])
+def test_global_pools_of_narrow_channels_match_reference(channels, spatial, kind):
+    """Channels-last inputs of few channels are reduced with part of the last spatial axis merged
+    into the channels (jaxpool._sliding.packed_tiles; 7 columns: no divisor packs 4 or 8
+    channels): the mean, the maximum, PyTorch's winner (the last NaN, else the first maximum) in
+    the gradient and the tangent."""
+    n = len(spatial)
+    rng = np.random.default_rng(channels * 100 + n)
+    x = random_input(rng, (2, channels) + spatial, kind)
+    xj = jnp.asarray(to_layout(x, "channels_last", (2,)))
+    with np.errstate(invalid="ignore"):
+        want_avg = ref.global_avg_pool(x, n)
+    np.testing.assert_allclose(jaxpool.global_avg_pool(xj, num_spatial_dims=n), want_avg, rtol=1e-6, atol=1e-6)
+    pool = functools.partial(jaxpool.global_max_pool, num_spatial_dims=n)
+    want_max, _ = ref.adaptive_max_pool(x, (1,) * n)
+    np.testing.assert_array_equal(pool(xj), want_max.reshape(2, channels))
+    ct = rng.normal(size=(2, channels)).astype(np.float32)
+    want_grad = ref.adaptive_max_pool_grad(x, ct.reshape((2, channels) + (1,) * n), (1,) * n)
+    grad = jax.grad(lambda v: jnp.sum(pool(v) * ct))(xj)
+    np.testing.assert_array_equal(from_layout(grad, "channels_last", (2,)), want_grad)
+    tangent = rng.normal(size=x.shape).astype(np.float32)
+    _, jvp = jax.jvp(pool, (xj,), (jnp.asarray(to_layout(tangent, "channels_last", (2,))),))
+    winners = ref.adaptive_max_pool_grad(x, np.ones((2, channels) + (1,) * n), (1,) * n) != 0
+    np.testing.assert_array_equal(jvp, np.where(winners, tangent, 0).sum(axis=tuple(range(2, 2 + n))))
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

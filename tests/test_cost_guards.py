@@ -60,6 +60,23 @@ def test_global_pooling_program_size_is_constant():
     assert max(large) - min(large) <= 4 and sizes[8] <= max(large), sizes
 
 
+@pytest.mark.parametrize(
+    "name, pool, packed",
+    [
+        ("global_avg_pool", lambda v: jaxpool.global_avg_pool(v, num_spatial_dims=1), "1x25000x16"),
+        ("global_avg_pool[mask]", lambda v: jaxpool.global_avg_pool(v, num_spatial_dims=1, mask=v[..., 0] > 0), "1x25000x16"),
+        ("adaptive_avg_pool", lambda v: jaxpool.adaptive_avg_pool(v, (1,)), "1x1x25000x16"),
+        ("avg_pool", lambda v: jaxpool.avg_pool(v, (50_000,), 50_000), "1x2x12500x16"),
+    ],
+)
+def test_sums_over_few_channels_read_whole_vectors(name, pool, packed):
+    """Four float32 channels fill a quarter of a vector: sums over positions merge 4 of them into
+    16 lanes (jaxpool._sliding.packed_sum; forward+backward of the global mean 0.48x). The
+    program sums a view of the (1, 100000, 4) input with 16 lanes, in either direction."""
+    text = jax.jit(jax.grad(lambda v: jnp.sum(jnp.sin(pool(v))))).lower(jnp.ones((1, 100_000, 4))).as_text()
+    assert f"tensor<{packed}xf32>" in text, name
+
+
 # Uneven adaptive bins (q, r = divmod(size, out)): the regular-core-plus-fringe lowering for
 # 1 <= r <= q, r <= 16, and the doubling lowering otherwise; 1-D, 2-D and 3-D.
 UNEVEN = [
