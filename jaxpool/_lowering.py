@@ -20,7 +20,7 @@ size independent of the window size — a 512x512 global max compiles as fast as
     windows; max/min keep one byte per output (the winner's offset) for the backward pass. Strided
     sums are transposed in a form that pads the cotangent once (:func:`jaxpool._taps.tap_sum`);
     those of more than :data:`JOINT_SUM_TAPS` taps sum axis by axis in inference
-    (:func:`sums_by_passes`).
+    (:func:`sums_by_passes`) and, over two axes, in training too (:func:`differentiates_by_passes`).
 ``"separable"``
     larger windows (max/min: with indices, or an axis that ``"chained"`` passes cannot take —
     dilated and longer than :data:`CHAINED_TAPS`, or undilated and longer than 256 —; chained
@@ -457,10 +457,22 @@ def sums_by_passes(geom: WindowGeometry) -> bool:
     on (32, 56, 56, 64) 0.47-0.55 (about PyTorch's time), (64, 56, 56, 64) 0.44, (16, 112, 112,
     64) 0.60, 3x3x3/2 pad 1 on (4, 16, 32, 32, 32) 0.76. Forward+backward with the passes' value
     gained on small inputs (0.60-0.85 on (32, 56, 56, 64)) but lost 1.06-1.15x on the larger ones
-    (the intermediate's page faults), so training keeps the joint fold; smaller windows measured
-    slower as passes (3x3/2 pad 1 1.22, 4x4/2 pad 1 1.25)."""
+    (the intermediate's page faults), so training keeps the joint fold's value; smaller windows
+    measured slower as passes (3x3/2 pad 1 1.22, 4x4/2 pad 1 1.25). Over two axes the passes are
+    differentiated instead (:func:`differentiates_by_passes`)."""
     phases = geom.bins is None and not slices_unpadded(geom) and choose(geom, "sum") == "taps"
     return phases and geom.window_size > JOINT_SUM_TAPS
+
+
+def differentiates_by_passes(geom: WindowGeometry) -> bool:
+    """Whether a :func:`sums_by_passes` window sum over two axes is differentiated as its passes
+    too (JAX transposes each pass: two phase-interleaved loops, about ``k / s`` taps per element
+    each, where the joint fold's transpose reads ``k**2 / s**2``). Forward+backward in one process,
+    passes / joint fold: avg 5x5/2 pad 2 on (32, 56, 56, 64) 0.61-0.70 (1.05 -> 0.93x PyTorch), (8,
+    32, 32, 256) 0.43, (64, 56, 56, 64) 0.80, (16, 112, 112, 64) 0.94, 7x7/2 pad 3 on (8, 56, 56, 64)
+    0.89. Three axes keep the joint fold's derivative (two intermediates): 3x3x3/2 pad 1 on (4, 16,
+    32, 32, 32) 1.19-1.34, on (8, 16, 56, 56, 16) 2.84; 5x5x5/2 pad 2 0.98."""
+    return sums_by_passes(geom) and len(geom.pooled_axes) == 2
 
 
 def joint_sum_taps(geom: WindowGeometry) -> int:

@@ -92,6 +92,8 @@ def _local_sum(x, layout: Layout, geom: WindowGeometry):
         return _sliding.tiling_sum(x, layout, geom)
     if kind == "taps" and geom.bins is None and _lowering.slices_unpadded(geom):
         return _phase_derivative(lambda x: _unpadded_tap_sum(x, layout, geom), x, layout, geom)
+    if _lowering.differentiates_by_passes(geom):
+        return _passes_sum(x, layout, geom)
     if _lowering.sums_by_passes(geom):
         return _phase_derivative(lambda x: _passes_sum(x, layout, geom), x, layout, geom, differentiated=_phase_tap_sum)
     if kind == "taps" and geom.bins is None:  # taps outside the input read the zero padding

@@ -290,14 +290,16 @@ def test_3d_max_reads_its_input_once():
     assert inference <= 0.3 * x.nbytes and training <= 0.4 * x.nbytes, (inference, training, x.nbytes)
 
 
-@pytest.mark.parametrize("window, padding", [((5, 5), 2), ((4, 4), 1), ((3, 3, 3), 1)])
-def test_strided_sum_transpose_pads_the_cotangent_once(window, padding):
+@pytest.mark.parametrize("window, padding, bound", [((5, 5), 2, 0.6), ((4, 4), 1, 0.4), ((3, 3, 3), 1, 0.4)])
+def test_strided_sum_transpose_pads_the_cotangent_once(window, padding, bound):
     """Strided window sums (stride 2, even sizes) are transposed by jaxpool._taps.spread (the
     framed sum): one padded cotangent, a third of the input here, is the only
     temporary of the compiled forward+backward. JAX's own transpose of the tap sum pads the
     cotangent once per row shift (5x5/2 pad 2: twice the input in temporaries, 4x4/2 pad 1 half of
-    it); as axis passes the 5x5 sum padded a copy of the input (avg 5x5/2 pad 2 on (32, 56, 56,
-    64): 50 MiB of temporaries, past glibc's mmap ceiling, forward+backward 3x slower)."""
+    it); as axis passes the 5x5 sum once padded a copy of the input (avg 5x5/2 pad 2 on (32, 56, 56,
+    64): 50 MiB of temporaries, past glibc's mmap ceiling, forward+backward 3x slower). 5x5/2 is
+    now differentiated as its two passes (jaxpool._lowering.differentiates_by_passes): the first
+    pass's output, half the input, and its cotangent, reusing that buffer, and no padded copy."""
     x = jnp.ones((2,) + (56,) * (len(window) - 1) + (16, 4))
     pool = lambda v: jaxpool.avg_pool(v, window, 2, padding)  # noqa: E731
 
@@ -306,7 +308,7 @@ def test_strided_sum_transpose_pads_the_cotangent_once(window, padding):
         return y, vjp(ct)[0]
 
     memory = jax.jit(step).lower(x, jnp.ones(jax.eval_shape(pool, x).shape)).compile().memory_analysis()
-    assert memory.temp_size_in_bytes < 0.4 * x.nbytes, (memory.temp_size_in_bytes, x.nbytes)
+    assert memory.temp_size_in_bytes < bound * x.nbytes, (memory.temp_size_in_bytes, x.nbytes)
 
 
 @pytest.mark.parametrize("size, out", [(100, 7), (40, 6)])
