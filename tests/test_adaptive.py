@@ -344,6 +344,42 @@ def test_global_pools_of_narrow_channels_match_reference(channels, spatial, kind
     np.testing.assert_array_equal(jvp, np.where(winners, tangent, 0).sum(axis=tuple(range(2, 2 + n))))
 
 
+SEGMENTED = [((100,), (7,)), ((1000,), (13,)), ((2000,), (7,)), ((3001,), (5,)), ((5, 2000), (2, 7))]
+
+
+@pytest.mark.parametrize("spatial, out", SEGMENTED)
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("kind", ["ties", "special"])
+def test_adaptive_derivatives_by_segments_match_reference(spatial, out, channels, kind):
+    """Few long bins along an axis next to narrow channels spread the cotangent one segment per bin
+    (jaxpool.adaptive._spread_segments), the position two bins share taking both: max and avg
+    gradients and the max tangent (PyTorch's winner) against the NumPy reference. (Maxima spread
+    their long bins, 2000 -> 7 and longer; averages every case here.)"""
+    rng = np.random.default_rng(len(spatial) * 1000 + spatial[0] + channels)
+    x = random_input(rng, (2, channels) + spatial, kind)
+    xj = jnp.asarray(to_layout(x, "channels_last", (2,)))
+    ct = rng.normal(size=(2, channels) + out).astype(np.float32)
+    ctj = jnp.asarray(to_layout(ct, "channels_last", (2,)))
+    grad = jax.vjp(lambda v: jaxpool.adaptive_max_pool(v, out), xj)[1](ctj)[0]
+    np.testing.assert_allclose(from_layout(grad, "channels_last", (2,)), ref.adaptive_max_pool_grad(x, ct, out), rtol=1e-6)
+    tangent = rng.normal(size=x.shape).astype(np.float32)
+    tangent_j = jnp.asarray(to_layout(tangent, "channels_last", (2,)))
+    _, jvp = jax.jvp(lambda v: jaxpool.adaptive_max_pool(v, out), (xj,), (tangent_j,))
+    _, idx = ref.adaptive_max_pool(x, out)
+    want = np.take_along_axis(tangent.reshape(2, channels, -1), idx.reshape(2, channels, -1), axis=2).reshape(idx.shape)
+    np.testing.assert_array_equal(from_layout(jvp, "channels_last", (2,)), want)
+    finite = np.nan_to_num(x, nan=0.0, neginf=0.0)
+    grad = jax.vjp(lambda v: jaxpool.adaptive_avg_pool(v, out), jnp.asarray(to_layout(finite, "channels_last", (2,))))[1](ctj)[0]
+    bins = [list(zip(*_geometry.adaptive_bins(n, o))) for n, o in zip(spatial, out)]
+    want = np.zeros(x.shape)
+    for cell in np.ndindex(*out):
+        window = tuple(slice(*bins[a][c]) for a, c in enumerate(cell))
+        count = np.prod([bins[a][c][1] - bins[a][c][0] for a, c in enumerate(cell)])
+        share = ct[(slice(None), slice(None)) + cell].reshape((2, channels) + (1,) * len(out)) / count
+        want[(slice(None), slice(None)) + window] += share
+    np.testing.assert_allclose(from_layout(grad, "channels_last", (2,)), want, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("method", ["max", "avg"])
 @pytest.mark.parametrize("spatial", [(7, 9), (16, 16), (3, 5)])
