@@ -1,6 +1,6 @@
 """Where a jitted jaxpool call spends its time on XLA:CPU: per-fusion milliseconds, temporaries, page faults.
 
-    python benchmarks/profile_fusions.py [--forward] [--calls 10] OP SPEC [SPEC ...]
+    python benchmarks/profile_fusions.py [--forward] [--calls 10] [--dtype bfloat16] OP SPEC [SPEC ...]
 
 OP and SPEC as in ``benchmarks/ab_commit.py`` (``max``/``avg``: ``"(shape, window, stride,
 padding)"``; ``adaptive_max``/``adaptive_avg``: ``"(shape, output_size)"``). For each spec the
@@ -67,13 +67,14 @@ def main():
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--forward", action="store_true")
+    ap.add_argument("--dtype", default="float32", help="the input's dtype, e.g. bfloat16")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     for text in args.specs:
         spec = ast.literal_eval(text)
         fn = pooling(jaxpool, args.op, spec)
-        x = jnp.asarray(rng.standard_normal(spec[0], np.float32))
-        ct = jnp.asarray(rng.standard_normal(jax.eval_shape(fn, x).shape, np.float32))
+        x = jnp.asarray(rng.standard_normal(spec[0], np.float32), args.dtype)
+        ct = jnp.asarray(rng.standard_normal(jax.eval_shape(fn, x).shape, np.float32), args.dtype)
         if args.forward:
             compiled = jax.jit(lambda v, c, fn=fn: fn(v)).lower(x, ct).compile()
         else:
@@ -91,7 +92,8 @@ def main():
         faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / args.calls
         temp = compiled.memory_analysis().temp_size_in_bytes / 2**20
         mode = "forward" if args.forward else "forward+backward"
-        print(f"{args.op} {text} {mode}: {ms:.2f} ms per call, temporaries {temp:.1f} MiB, {faults:.0f} page faults per call")
+        summary = f"{ms:.2f} ms per call, temporaries {temp:.1f} MiB, {faults:.0f} page faults per call"
+        print(f"{args.op} {text} {args.dtype} {mode}: {summary}")
         for name, t in sorted(fusion_times(step, args.calls).items(), key=lambda kv: -kv[1])[: args.top]:
             print(f"  {t:8.2f} ms  {name}")
 

@@ -124,7 +124,17 @@ pad 1 0.91-0.93x, 1-D 5/3 pad 1 0.79x without them). Windows that never overlap
 (:func:`routes_disjoint`: no longer than their stride — tiling ones, and those with padding, a
 ragged end or gaps) route their derivative through the input cut into windows, one select per
 window (:func:`jaxpool.max._disjoint_route`), which the backward pass writes in one loop; other
-windows route taps, each an interior pad in the transpose, or blocks (:func:`routes_blocks`).
+windows route taps or blocks (:func:`routes_blocks`). Routes over four taps or more at strides up
+to :data:`SPREAD_ROUTE_STRIDE` are transposed by :func:`jaxpool._taps.spread` (:func:`spreads_route`:
+the cotangent and the offsets padded once into frames, per-phase sums of their slices, one
+interleave); JAX's own transpose pads every tap's select into the phase view (an interior pad for
+strides of 3 or more), which XLA:CPU fuses into one loop that tests each pad's bounds per element.
+On an AVX2 machine (Zen 3 EPYC), forward+backward in separate processes, JAX's transpose -> spread:
+3x3/2 on (32, 55, 55, 64) 17.8-27.6 -> 4.4-6.6 ms, 3x3/2 pad 1 on 57 27-38 -> 8.5-8.8, on 56 (a split
+view, already per phase) 8.8-10.7 -> 6.9-7.5, 5x5/3 pad 1 31-42 -> 8-17, 5x5/1 pad 2 on (8, 20, 20,
+256) 7.1-8.6 -> 2.2, 3x3x3/2 pad 1 on (4, 16, 32, 32, 32) 5.0-7.1 -> 3.3-4.5, adaptive max 13 -> 5 on
+(64, 13, 13, 256) 12.5-16 -> 4.0-4.4, 13 -> 6 10.5-12.3 -> 3.1; routes of two or three taps stay
+with JAX's (3x3/1 pad 1's passes 2.6 -> 3.6-5.3 ms, 1-D 3/2 pad 1 17-22 -> 23-25 as spread).
 
 Small tiling windows keep the tap fold (2x2/2: one fused loop, a fixed summation order whatever
 the batching, and for max the 1-byte offset); larger ones (sums above :data:`JOINT_SUM_TAPS`,
@@ -145,7 +155,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxpool import _edges
+from jaxpool import _edges, _taps
 from jaxpool._geometry import WindowGeometry
 
 # Windows with at most this many elements fold all their taps in one fused loop (max/min: one
@@ -337,6 +347,24 @@ def routes_blocks(geom: WindowGeometry) -> bool:
     (i,) = geom.pooled_axes
     k, s = geom.window[i], geom.strides[i]
     return fits_blocks(geom) or (geom.dilation[i] == 1 and k > s and 2 * sum(divmod(k, s)) <= k)
+
+
+# Max index routes of at least SPREAD_ROUTE_TAPS taps whose view strides are at most
+# SPREAD_ROUTE_STRIDE are transposed by jaxpool._taps.spread (spreads_route).
+SPREAD_ROUTE_STRIDE = 4
+SPREAD_ROUTE_TAPS = 4
+
+
+def spreads_route(geom: WindowGeometry) -> bool:
+    """Whether a max index route over taps (:func:`jaxpool.max._taps_route`) is transposed by
+    :func:`jaxpool._taps.spread` — the cotangent and the offsets padded once into a frame, each
+    tap a select of their slices, per-phase sums, one interleave — rather than by JAX (a pad of
+    each tap's select into the phase view, which XLA:CPU fuses into one loop that tests every
+    pad's bounds per element): windows of at least :data:`SPREAD_ROUTE_TAPS` taps whose view
+    strides are at most :data:`SPREAD_ROUTE_STRIDE` (the interleave stacks ``s`` phase pieces per
+    axis). Measured in the module docstring."""
+    strides = max((_taps.view_stride(geom, i) for i in geom.pooled_axes), default=1)
+    return geom.window_size >= SPREAD_ROUTE_TAPS and strides <= SPREAD_ROUTE_STRIDE
 
 
 def keeps_apart(fused_taps: int, taps: int) -> bool:

@@ -257,12 +257,15 @@ def tap_sum(x, layout: Layout, geom: WindowGeometry):
     return _linear.linear(called, transposed, x)
 
 
-def spread(ct, layout: Layout, geom: WindowGeometry, in_shape):
+def spread(ct, layout: Layout, geom: WindowGeometry, in_shape, offset=None):
     """The transpose of :func:`tap_sum`: each input element's sum of the cotangents ``ct`` of the
-    windows that hold it. Phase ``p`` of an axis's stride view, row ``m``, adds ``ct[m - q]`` for
-    each tap ``t d - lo = q s + p``. The cotangent is padded once into a frame of rows around the
-    output, its shifted copies are sliced from the frame one axis at a time (one slice per shift of
-    that axis for each shift combination of the axes before), summed per phase, and the phases
+    windows that hold it — or, given ``offset`` (a max index route's saved winners, one per window,
+    :func:`jaxpool.max._taps_route`), of the windows whose winner it is. Phase ``p`` of an axis's
+    stride view, row ``m``, adds ``ct[m - q]`` for each tap ``t d - lo = q s + p`` (where that
+    window's ``offset`` is the tap). The cotangent (and ``offset``) is padded once into a frame of
+    rows around the output, its shifted copies are sliced from the frame one axis at a time (one
+    slice per shift of that axis for each shift combination of the axes before), summed per phase
+    in PyTorch's order (windows in row-major order: taps last to first), and the phases
     interleaved (a stack and reshape per axis).
 
     Sliced per tap, the frame's slices gave XLA's SPMD partitioner one halo exchange each on a
@@ -275,21 +278,30 @@ def spread(ct, layout: Layout, geom: WindowGeometry, in_shape):
     permutes for 3x3/2 pad 1) made XLA:CPU write each padded copy: forward+backward 1.2-3.3x
     slower."""
     axes = geom.pooled_axes
+    array_axes = [layout.spatial_axes[i] for i in axes]
     strides = [view_stride(geom, i) for i in axes]
-    rows = [-(-in_shape[layout.spatial_axes[i]] // s) for i, s in zip(axes, strides)]
-    shifts = []  # per axis, each tap's (row shift, phase), taps that read the input only
+    rows = [-(-in_shape[axis] // s) for axis, s in zip(array_axes, strides)]
+    taps = []  # per axis, each tap's (tap, row shift, phase), taps that read the input only
     for i, r in zip(axes, rows):
-        taps = [tap_row(geom, i, t, geom.pad_lo[i]) for t in range(geom.window[i])]
-        shifts.append([(q, p) for q, p in taps if -geom.out_shape[i] <= q < r])
-    shifted = _shifted_copies(ct, [layout.spatial_axes[i] for i in axes], rows, [{q for q, _ in t} for t in shifts])
+        shifts = [(t, *tap_row(geom, i, t, geom.pad_lo[i])) for t in range(geom.window[i])]
+        taps.append([(t, q, p) for t, q, p in shifts if -geom.out_shape[i] <= q < r])
+    row_shifts = [{q for _, q, _ in axis_taps} for axis_taps in taps]
+    shifted = _shifted_copies(ct, array_axes, rows, row_shifts)
+    winners = None if offset is None else _shifted_copies(offset, array_axes, rows, row_shifts)
+    tap_weight = {i: math.prod(geom.window[j] for j in range(i + 1, geom.ndim)) for i in axes}
+    zero = jnp.zeros((), ct.dtype)
     phase_sums = {}
-    for combo in itertools.product(*shifts):
-        phase, key = tuple(p for _, p in combo), tuple(q for q, _ in combo)
-        phase_sums[phase] = shifted[key] if phase not in phase_sums else phase_sums[phase] + shifted[key]
-    interleaved = _interleave(phase_sums, next(iter(shifted.values())).shape, [layout.spatial_axes[i] for i in axes], strides)
+    for combo in reversed(list(itertools.product(*taps))):
+        key, phase = tuple(q for _, q, _ in combo), tuple(p for _, _, p in combo)
+        term = shifted[key]
+        if winners is not None:
+            flat = sum(t * tap_weight[i] for i, (t, _, _) in zip(axes, combo))
+            term = jnp.where(winners[key] == flat, term, zero)
+        phase_sums[phase] = term if phase not in phase_sums else phase_sums[phase] + term
+    interleaved = _interleave(phase_sums, next(iter(shifted.values())).shape, array_axes, strides)
     limit = list(interleaved.shape)
-    for i in axes:
-        limit[layout.spatial_axes[i]] = in_shape[layout.spatial_axes[i]]
+    for axis in array_axes:
+        limit[axis] = in_shape[axis]
     return lax.slice(interleaved, [0] * ct.ndim, limit)
 
 

@@ -144,8 +144,21 @@ def _candidates(values, layout: Layout, geom: WindowGeometry):
 
 
 def _taps_route(tx, offset, layout: Layout, geom: WindowGeometry):
-    """Tangent of a tap fold: the winner's tap, selected by the saved offset. Built on phase-view
-    taps, so its transpose (the backward pass) is phase-interleaved shifted adds, no scatter."""
+    """Tangent of a tap fold: the winner's tap, selected by the saved offset, from phase-view taps.
+    Transposed (the backward pass), where :func:`jaxpool._lowering.spreads_route`, by
+    :func:`jaxpool._taps.spread` (the cotangent and the offsets padded once into a frame, per-phase
+    sums of their shifted slices, one interleave); otherwise JAX's own transpose of the taps
+    (phase-interleaved shifted adds). No scatter either way."""
+    if not _lowering.spreads_route(geom):
+        return _tap_selects(tx, offset, layout, geom)
+    shape = tx.shape
+    return _linear.linear(
+        lambda t, o: _tap_selects(t, o, layout, geom), lambda ct, o: _taps.spread(ct, layout, geom, shape, o), tx, offset
+    )
+
+
+def _tap_selects(tx, offset, layout: Layout, geom: WindowGeometry):
+    """:func:`_taps_route`'s value: the sum over taps of each tap where it is the window's offset."""
     taps = _taps.Taps(tx, layout, geom, sliced=True)
     zero = jnp.zeros((), tx.dtype)
     return sum(jnp.where(offset == flat, taps(offs), zero) for flat, offs in _taps.window_taps(geom))

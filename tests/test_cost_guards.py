@@ -281,13 +281,15 @@ def test_3d_max_reads_its_input_once():
     """max 3x3x3/2 pad 1 folds its two inner axes at once (jaxpool._lowering.joint_inner_pass): the
     compiled inference's only temporary is that pass's output, a quarter of the input. One pass per
     axis made XLA:CPU write the W pass's shifted odd phase, half the input (0.78 of it in all;
-    forward 4.3x slower on a 67 MB volume), and forward+backward held 0.69 of it."""
+    forward 4.3x slower on a 67 MB volume). Forward+backward holds that output's offsets and the
+    backward pass's frames (its cotangent and offsets padded once, jaxpool._taps.spread): 0.67 of
+    the input."""
     x = jnp.ones((2, 16, 32, 32, 8))
     pool = lambda v: jaxpool.max_pool(v, (3, 3, 3), 2, 1)  # noqa: E731
     inference = jax.jit(pool).lower(x).compile().memory_analysis().temp_size_in_bytes
     ct = jnp.ones(jax.eval_shape(pool, x).shape)
     training = jax.jit(lambda v, c: jax.vjp(pool, v)[1](c)).lower(x, ct).compile().memory_analysis().temp_size_in_bytes
-    assert inference <= 0.3 * x.nbytes and training <= 0.4 * x.nbytes, (inference, training, x.nbytes)
+    assert inference <= 0.3 * x.nbytes and training <= 0.7 * x.nbytes, (inference, training, x.nbytes)
 
 
 @pytest.mark.parametrize("window, padding, bound", [((5, 5), 2, 0.6), ((4, 4), 1, 0.4), ((3, 3, 3), 1, 0.4)])
@@ -472,14 +474,39 @@ def test_disjoint_window_gradient_is_one_loop(name):
     assert lowered.compile().memory_analysis().temp_size_in_bytes < 0.6 * x.nbytes
 
 
+@pytest.mark.parametrize(
+    "shape, pool",
+    [
+        ((2, 55, 55, 8), lambda v: jaxpool.max_pool(v, (3, 3), 2)),  # a ragged phase view
+        ((2, 56, 56, 8), lambda v: jaxpool.max_pool(v, (5, 5), 3, 1)),  # two chained passes
+        ((2, 13, 13, 8), lambda v: jaxpool.adaptive_max_pool(v, (6, 6))),  # bins of 3 every 2
+    ],
+)
+def test_max_route_transpose_pads_its_cotangent_once(shape, pool):
+    """A max index route's backward pass (jaxpool._taps.spread with the offsets) pads the cotangent
+    and the offsets once per routed pass into a frame and slices its taps from them. JAX's own
+    transpose of the tap selects pads each tap into the phase view (9 pads for 3x3/2 on 55, 10 for
+    5x5/3's passes), and XLA:CPU fuses them into one loop that tests every pad's bounds for every
+    element: forward+backward 3x3/2 on (32, 55, 55, 64) 17-28 -> 4.4-6.6 ms, 5x5/3 pad 1 on (32,
+    56, 56, 64) 31-42 -> 8-17 ms on an AVX2 machine (a Zen 3 EPYC)."""
+    x = jnp.ones(shape)
+    ct = jnp.ones(jax.eval_shape(pool, x).shape)
+    compiled = jax.jit(lambda v, c: jax.vjp(pool, v)[1](c)).lower(x, ct).compile().as_text()
+    pads = [line for line in compiled.splitlines() if re.search(r"= \S+ pad\(", line) and "transpose(" in line]
+    passes = 2 if shape[1] == 56 else 1
+    assert len(pads) == 2 * passes, pads
+
+
 def _pad_rooted_fusions(compiled: str) -> list[str]:
-    """Fusions of the entry computation whose fused computation is a pad (of a slice): a padded tap
-    written to memory instead of read inside the loop that uses it."""
+    """Fusions of the entry computation whose fused computation is a pad (of a slice) of the forward
+    pass: a padded tap written to memory instead of read inside the loop that uses it. (The backward
+    pass's frames — the cotangent and the offsets of a max index route padded once, each read by
+    every tap, jaxpool._taps.spread — are meant to be written.)"""
     roots = set()
     for block in compiled.split("\n\n"):
         header = re.match(r"%(\S+) ", block.strip())
-        root = re.search(r"^\s*ROOT %\S+ = \S+ (\w+)\(", block, re.M)
-        if header and root and root.group(1) == "pad":
+        root = re.search(r"^\s*ROOT %\S+ = \S+ (\w+)\(.*", block, re.M)
+        if header and root and root.group(1) == "pad" and "transpose(" not in root.group(0):
             roots.add(header.group(1))
     entry = compiled[compiled.index("\nENTRY") :]
     return [c for c in re.findall(r"fusion\([^)]*\), kind=kLoop, calls=%([\w.\-]+)", entry) if c in roots]

@@ -208,6 +208,30 @@ def test_xla_backward_same_forward_and_supports_forward_mode():
 
 
 @pytest.mark.parametrize(
+    "spatial, window, stride, padding",
+    [((24, 24), (3, 3), 2, 1), ((23, 23), (3, 3), 2, 0), ((25, 25), (3, 3), 2, 1), ((13, 13), (3, 3), 2, 0), ((24,), (3,), 2, 1)],
+)
+def test_shared_winners_sum_cotangents_in_pytorchs_order(spatial, window, stride, padding):
+    """An element that wins several overlapping windows gets their cotangents summed in PyTorch's
+    order — its CPU backward adds each output's gradient at its argmax, outputs in row-major order
+    — bit for bit in float32 (the route's transpose, jaxpool._taps.spread, sums the taps last to
+    first). Peaks at odd positions win up to four 3x3/2 windows; cotangents span eight decades, so
+    another order rounds differently."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, *spatial)).astype(np.float32)
+    x[(..., *(slice(1, None, 2) for _ in spatial))] += 10.0
+    n = len(spatial)
+    _, idx = ref.max_pool(x, window, (stride,) * n, ((padding, padding),) * n, (1,) * n, False)
+    g = (rng.normal(size=idx.shape) * 10.0 ** rng.uniform(-4, 4, size=idx.shape)).astype(np.float32)
+    expected = np.zeros((2, 3, math.prod(spatial)), np.float32)
+    b, c, _ = np.indices(idx.reshape(2, 3, -1).shape)
+    np.add.at(expected, (b.ravel(), c.ravel(), idx.reshape(2, 3, -1).ravel()), g.reshape(2, 3, -1).ravel())  # in order
+    pool = lambda v: jaxpool.max_pool(v, window, stride, padding, data_format="channels_first")  # noqa: E731
+    got = jax.vjp(pool, jnp.asarray(x))[1](jnp.asarray(g))[0]
+    np.testing.assert_array_equal(np.asarray(got).reshape(expected.shape), expected)
+
+
+@pytest.mark.parametrize(
     "window, strides, padding, dilation",
     [((2, 2), None, 0, 1), ((3, 3), 2, 1, 1), ((3, 3), 1, "SAME", 2), ((9, 9), 3, 4, 1), ((9, 9), 1, 4, 2)],
 )
