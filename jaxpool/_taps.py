@@ -288,14 +288,14 @@ def spread(ct, layout: Layout, geom: WindowGeometry, in_shape, offset=None):
     row_shifts = [{q for _, q, _ in axis_taps} for axis_taps in taps]
     shifted = _shifted_copies(ct, array_axes, rows, row_shifts)
     winners = None if offset is None else _shifted_copies(offset, array_axes, rows, row_shifts)
-    tap_weight = {i: math.prod(geom.window[j] for j in range(i + 1, geom.ndim)) for i in axes}
     zero = jnp.zeros((), ct.dtype)
     phase_sums = {}
     for combo in reversed(list(itertools.product(*taps))):
         key, phase = tuple(q for _, q, _ in combo), tuple(p for _, _, p in combo)
         term = shifted[key]
         if winners is not None:
-            flat = sum(t * tap_weight[i] for i, (t, _, _) in zip(axes, combo))
+            tap = dict(zip(axes, (t for t, _, _ in combo)))  # window_taps' row-major flat offset
+            flat = int(np.ravel_multi_index(tuple(tap.get(i, 0) for i in range(geom.ndim)), geom.window))
             term = jnp.where(winners[key] == flat, term, zero)
         phase_sums[phase] = term if phase not in phase_sums else phase_sums[phase] + term
     interleaved = _interleave(phase_sums, next(iter(shifted.values())).shape, array_axes, strides)
