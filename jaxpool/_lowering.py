@@ -115,6 +115,9 @@ uses phase-view taps (:class:`jaxpool._taps.Taps`). The extremum and its offset 
 form, a variadic ``lax.reduce_window`` over the values and their offsets, ran 17-35x slower than
 the maxima alone; nor is its plain ``reduce_window`` — YNNPACK's for windows that do not overlap —
 faster than these folds anywhere: benchmarks/xla_reduce_window.py.)
+16-bit floats are folded as their float32 upcast (exact: order, ties and NaN kept), converted
+inside the fold — or, for padded phase-view folds on a host without 16-bit masked loads (x86
+without AVX-512BW), where that loop would run scalar, written first (:func:`upcasts_apart`).
 The extremum's fold is ``lax.max``/``lax.min`` (:func:`jaxpool._taps.extremum_fold`, 2-3x faster
 on XLA:CPU), the offset's PyTorch's select rule (:func:`jaxpool._taps.select_fold`) — or, for
 padded slices of the unpadded input, a chain of equality tests against the extremum computed once
@@ -152,6 +155,9 @@ sharded axis, the one-device program per shard).
 """
 
 from __future__ import annotations
+
+import functools
+import platform
 
 import jax.numpy as jnp
 
@@ -214,6 +220,48 @@ CUT_TAPS = 15
 # under differentiation (jaxpool._fusion.differentiated_once: 3x3/1 forward+backward 0.70-0.77x;
 # inference fuses them, 2x2/1 2.8x faster than with the barrier).
 FUSED_PASS_TAPS = 9
+
+
+@functools.cache
+def host_masks_16bit_loads() -> bool:
+    """Whether XLA:CPU on this host vectorises a loop that loads 16-bit elements conditionally (a
+    fold over padded taps of the input): LLVM turns such loads into masked vector loads, which x86
+    has for 32- and 64-bit elements from AVX on but for 16-bit ones only with AVX-512BW; without
+    them the whole loop runs scalar. Read from /proc/cpuinfo (LLVM, like XLA, targets the host's
+    features); an x86 host whose flags cannot be read is taken to lack AVX-512BW. Other
+    architectures: ``True`` (NEON has masked loads of no width, so nothing is lost to 16 bits)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    try:
+        with open("/proc/cpuinfo") as info:
+            return any("avx512bw" in line.split() for line in info if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+# Whether a padded max/min of 16-bit floats upcasts its input in a loop of its own (upcasts_apart);
+# a module constant so that benchmarks and tests can set it either way.
+UPCASTS_16BIT_APART = not host_masks_16bit_loads()
+
+
+def upcasts_apart(geom: WindowGeometry, dtype, kind: str) -> bool:
+    """Whether a max/min of 16-bit floats lowered as ``kind`` (:func:`choose`) writes its float32
+    upcast to memory (:func:`jaxpool._fusion.materialize`) before folding, rather than converting
+    each tap inside the fold: padded windows folded over stride-2 phase views (:func:`fold_phases`,
+    or the body of ``"edges"``), whose shifted taps XLA:CPU loads conditionally, on a host without
+    16-bit masked loads (:data:`UPCASTS_16BIT_APART`, :func:`host_masks_16bit_loads`). The fold then
+    loads 32-bit floats, which vectorise. On a Zen 3 EPYC (AVX2), max 3x3/2 pad 1 on (32, 56, 56,
+    64) bfloat16 spent 27.8 ms in its scalar winner fold and 9.2 in its extremum fold (float32: 2.8
+    and 1.4); XLA alone (benchmarks/xla_16bit_taps.py) that extremum fold converting each tap 10.0
+    ms, from the written upcast 4.0 (float32 2.4). Forward+backward in one process, upcast written /
+    fused, bfloat16: 3x3/2 pad 1 0.48, on 57 0.58, 2x2/2 pad 1 0.66, 3x3x3/2 pad 1 on (4, 16, 32,
+    32, 32) 0.29, 5x5/2 pad 2 0.95; but other padded folds lost (3x3/1 pad 1 1.31, 5x5/1 pad 2 on
+    (8, 20, 20, 256) 1.12, 5x5/3 pad 1 3.7) and unpadded ones read in-bounds slices, which
+    vectorise converted. An AVX-512 host (the earlier EPYC: bfloat16 3x3/2 pad 1 0.71x PyTorch,
+    faster than its float32) keeps the fused convert."""
+    narrow = jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+    phases = kind == "edges" or (kind != "tiling" and fold_phases(geom))
+    return narrow and geom.padded and phases and UPCASTS_16BIT_APART
 
 
 def is_clean_tiling(geom: WindowGeometry) -> bool:

@@ -495,7 +495,7 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     or its flat input position (``"position"``; ``None`` unless ``indices``, when cheaper), per
     :func:`jaxpool._lowering.choose`."""
     kind = _lowering.choose(geom, indices=indices)
-    acc = _upcast16(x)
+    acc = materialize(_upcast16(x)) if _lowering.upcasts_apart(geom, x.dtype, kind) else _upcast16(x)
     scheme = "runs" if kind == "chained" and _lowering.splits_runs(geom) else "doubling"
     one_map = _partitioned(geom, drifting=False)
     if kind == "chained" and not (scheme == "runs" and one_map):

@@ -497,6 +497,42 @@ def test_max_route_transpose_pads_its_cotangent_once(shape, pool):
     assert len(pads) == 2 * passes, pads
 
 
+@pytest.mark.parametrize(
+    "spatial, window, stride, padding, written",
+    [
+        ((16, 16), (3, 3), 2, 1, True),  # phase views, shifted taps padded
+        ((17, 17), (3, 3), 2, 1, True),  # "edges" over phase views
+        ((8, 16, 16), (3, 3, 3), 2, 1, True),
+        ((15, 15), (3, 3), 2, 0, False),  # in-bounds slices
+        ((16, 16), (3, 3), 1, 1, False),  # chained passes: measured slower written
+        ((16, 16), (5, 5), 3, 1, False),  # padded slices of the unpadded input: likewise
+    ],
+)
+def test_padded_half_precision_phase_folds_upcast_in_a_loop_of_their_own(spatial, window, stride, padding, written, monkeypatch):
+    """Where the host lacks 16-bit masked loads (x86 without AVX-512BW), a padded max over phase
+    views of a bfloat16 input writes its float32 upcast (an input-sized float32 array computed from
+    the input alone, behind a barrier) and folds that: converted inside the fold, XLA:CPU loaded
+    each padded tap's 16 bits conditionally and ran the whole loop scalar (3x3/2 pad 1 on (32, 56,
+    56, 64) forward+backward 37 -> 14 ms, PyTorch 7-10). Other geometries compile the same program
+    either way (XLA itself writes the upcast that the parts of ``"edges"`` share)."""
+    x = jnp.ones((2, *spatial, 8), jnp.bfloat16)
+    pool = lambda v: jaxpool.max_pool(v, window, stride, padding)  # noqa: E731
+    ct = jnp.ones(jax.eval_shape(pool, x).shape, x.dtype)
+    dims = ",".join(map(str, x.shape))
+
+    def upcasts(apart: bool) -> list[str]:
+        monkeypatch.setattr(jaxpool._lowering, "UPCASTS_16BIT_APART", apart)
+        text = jax.jit(lambda v, c: jax.vjp(pool, v)[1](c)).lower(x, ct).compile().as_text()
+        entry = text[text.index("ENTRY") :]
+        (param,) = re.findall(r"%(\S+) = bf16\[[\d,]+\]\{[\d,]+\} parameter\(0\)", entry)
+        return re.findall(rf"= f32\[{dims}\]\{{[\d,]+\}} fusion\(%{re.escape(param)}\)", entry)
+
+    fused, apart = upcasts(False), upcasts(True)
+    assert len(apart) == (1 if written else len(fused)), (fused, apart)
+    if written and spatial[-1] % 2 == 0:  # the fold over phase views converts each tap
+        assert not fused, fused
+
+
 def _pad_rooted_fusions(compiled: str) -> list[str]:
     """Fusions of the entry computation whose fused computation is a pad (of a slice) of the forward
     pass: a padded tap written to memory instead of read inside the loop that uses it. (The backward

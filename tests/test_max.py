@@ -192,6 +192,68 @@ def test_half_precision_is_exact_and_keeps_dtype(dtype):
     assert dx.dtype == dtype
 
 
+@pytest.mark.parametrize("apart", [False, True])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize(
+    "spatial, window, stride, padding",
+    [((8, 8), (3, 3), 2, 1), ((9, 9), (3, 3), 2, 1), ((8, 8), (2, 2), 2, 1), ((6, 8, 8), (3, 3, 3), 2, 1), ((8,), (3,), 1, 1)],
+)
+def test_half_precision_upcast_either_way_matches_reference(spatial, window, stride, padding, dtype, apart, monkeypatch):
+    """Padded phase-view folds of 16-bit floats upcast in a loop of their own on hosts without
+    16-bit masked loads (jaxpool._lowering.upcasts_apart), in the fold elsewhere: either way the
+    values, the PyTorch winner (ties from rounding to 16 bits) and the routed gradient are the
+    NumPy reference's, in the input's dtype."""
+    monkeypatch.setattr(_lowering, "UPCASTS_16BIT_APART", apart)
+    x = np.round(np.random.default_rng(0).normal(size=(2, 3, *spatial)) * 4) / 4  # ties
+    x[(0, 0) + (1,) * len(spatial)] = np.nan
+    xh = jnp.asarray(x, dtype)
+    wide = np.asarray(xh.astype(jnp.float32))
+    args = (window, (stride,) * len(window), ((padding, padding),) * len(window), (1,) * len(window), False)
+    pool = lambda v: jaxpool.max_pool(v, window, stride, padding, data_format="channels_first")  # noqa: E731
+    y, pullback = jax.vjp(pool, xh)
+    assert y.dtype == dtype
+    want, _ = ref.max_pool(wide, *args)
+    np.testing.assert_array_equal(np.asarray(y.astype(jnp.float32)), want)
+    g = np.random.default_rng(1).integers(1, 5, size=want.shape).astype(np.float32)  # sums exact in 16 bits
+    (dx,) = pullback(jnp.asarray(g, dtype))
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(dx.astype(jnp.float32)), ref.max_pool_grad(wide, g, *args))
+
+
+def test_host_masks_16bit_loads_reads_the_cpu_flags(monkeypatch, tmp_path):
+    """The upcast choice follows the host: x86 with AVX-512BW keeps the fused convert, x86 without
+    it (or whose flags cannot be read) writes the upcast, other architectures keep the fusion."""
+    real_open = open
+    cpuinfo = tmp_path / "cpuinfo"
+
+    def host(machine: str, flags: str | None) -> bool:
+        _lowering.host_masks_16bit_loads.cache_clear()
+        monkeypatch.setattr(_lowering.platform, "machine", lambda: machine)
+        if flags is not None:
+            cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+
+        def fake_open(path, *args, **kwargs):
+            if path != "/proc/cpuinfo":
+                return real_open(path, *args, **kwargs)
+            if flags is None:
+                raise FileNotFoundError(path)
+            return real_open(cpuinfo, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", fake_open)
+        try:
+            return _lowering.host_masks_16bit_loads()
+        finally:
+            monkeypatch.setattr("builtins.open", real_open)
+            _lowering.host_masks_16bit_loads.cache_clear()
+
+    assert host("x86_64", "fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl") is True
+    assert host("x86_64", "fpu sse2 avx avx2 fma avx512f") is False  # AVX-512 without BW: no 16-bit masks
+    assert host("x86_64", "fpu sse2 avx avx2 fma") is False
+    assert host("AMD64", None) is False
+    assert host("aarch64", None) is True
+    assert host("arm64", "fp asimd") is True
+
+
 def test_xla_backward_same_forward_and_supports_forward_mode():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32)
     pool = lambda v, b: jaxpool.max_pool(v, (3, 3), 2, 1, backward=b)  # noqa: E731
