@@ -244,6 +244,11 @@ def host_masks_16bit_loads() -> bool:
 UPCASTS_16BIT_APART = not host_masks_16bit_loads()
 
 
+def is_narrow_float(dtype) -> bool:
+    """Whether ``dtype`` is a floating type narrower than 32 bits (float16, bfloat16, 8-bit floats)."""
+    return bool(jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32)
+
+
 def upcasts_apart(geom: WindowGeometry, dtype, kind: str) -> bool:
     """Whether a max/min of 16-bit floats lowered as ``kind`` (:func:`choose`) writes its float32
     upcast to memory (:func:`jaxpool._fusion.materialize`) before folding, rather than converting
@@ -259,9 +264,8 @@ def upcasts_apart(geom: WindowGeometry, dtype, kind: str) -> bool:
     (8, 20, 20, 256) 1.12, 5x5/3 pad 1 3.7) and unpadded ones read in-bounds slices, which
     vectorise converted. An AVX-512 host (the earlier EPYC: bfloat16 3x3/2 pad 1 0.71x PyTorch,
     faster than its float32) keeps the fused convert."""
-    narrow = jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
     phases = kind == "edges" or (kind != "tiling" and fold_phases(geom))
-    return narrow and geom.padded and phases and UPCASTS_16BIT_APART
+    return is_narrow_float(dtype) and geom.padded and phases and UPCASTS_16BIT_APART
 
 
 def is_clean_tiling(geom: WindowGeometry) -> bool:

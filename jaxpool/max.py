@@ -60,7 +60,7 @@ def takes_over(value, index, best, best_index, mode: str):
 def _upcast16(x):
     """Folding 16-bit floats directly makes XLA:CPU insert converts that split the fold into one
     materialised array per tap; upcasting preserves order, ties and NaN exactly."""
-    return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32 else x
+    return x.astype(jnp.float32) if _lowering.is_narrow_float(x.dtype) else x
 
 
 def _tiling_extremum(x, layout: Layout, geom: WindowGeometry, mode: str):
@@ -495,7 +495,9 @@ def extremum(x, layout: Layout, geom: WindowGeometry, mode: str, *, indices: boo
     or its flat input position (``"position"``; ``None`` unless ``indices``, when cheaper), per
     :func:`jaxpool._lowering.choose`."""
     kind = _lowering.choose(geom, indices=indices)
-    acc = materialize(_upcast16(x)) if _lowering.upcasts_apart(geom, x.dtype, kind) else _upcast16(x)
+    acc = _upcast16(x)
+    if _lowering.upcasts_apart(geom, x.dtype, kind):
+        acc = materialize(acc)
     scheme = "runs" if kind == "chained" and _lowering.splits_runs(geom) else "doubling"
     one_map = _partitioned(geom, drifting=False)
     if kind == "chained" and not (scheme == "runs" and one_map):
